@@ -1,0 +1,56 @@
+/* fdvm: the command line. One file per subcommand; this one dispatches. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const struct {
+	const char *name;
+	int (*fn)(int argc, char **argv);
+	const char *summary;
+} commands[] = {
+	{ "run", fdvm_cmd_run, "boot a PVH ELF64 guest and exit with its status" },
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: fdvm COMMAND [OPTIONS] [ARGS]\n"
+		"\n"
+		"fdvm runs guests on KVM; every device notification is an eventfd.\n"
+		"\n"
+		"commands:\n");
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].summary);
+	fprintf(f,
+		"\n"
+		"options:\n"
+		"  -h, --help     this text; 'fdvm COMMAND --help' for a command\n"
+		"  --version      print the version\n"
+		"\n"
+		"exit status: 0 when the guest powers off, the guest's odd status from the\n"
+		"exit port (QEMU isa-debug-exit: (value << 1) | 1), or one of fdvm's own\n"
+		"even codes: 2 bad usage or setup, 4 guest fault, 6 host failure,\n"
+		"8 stopped by a signal.\n");
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		usage(stderr);
+		return FDVM_EXIT_USAGE;
+	}
+	if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+		usage(stdout);
+		return 0;
+	}
+	if (!strcmp(argv[1], "--version")) {
+		printf("fdvm %s\n", FDVM_VERSION);
+		return 0;
+	}
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		if (!strcmp(argv[1], commands[i].name))
+			return commands[i].fn(argc - 2, argv + 2);
+	fprintf(stderr, "fdvm: unknown command '%s' (try fdvm --help)\n", argv[1]);
+	return FDVM_EXIT_USAGE;
+}

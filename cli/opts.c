@@ -1,0 +1,189 @@
+/* fdvm's option parsing: no globals, no exits, so tests can call it. */
+#include <ctype.h>
+#include <stddef.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "opts.h"
+
+int fdvm_parse_size(const char *s, uint64_t *out)
+{
+	uint64_t v = 0, shift = 20;
+	const char *p = s;
+
+	if (!s || !isdigit((unsigned char)*p))
+		return -EINVAL;
+	for (; isdigit((unsigned char)*p); p++) {
+		if (v > (UINT64_MAX - 9) / 10)
+			return -EINVAL;
+		v = v * 10 + (uint64_t)(*p - '0');
+	}
+	switch (toupper((unsigned char)*p)) {
+	case '\0':
+		break;
+	case 'B':
+		shift = 0;
+		p++;
+		break;
+	case 'K':
+		shift = 10;
+		p++;
+		break;
+	case 'M':
+		shift = 20;
+		p++;
+		break;
+	case 'G':
+		shift = 30;
+		p++;
+		break;
+	case 'T':
+		shift = 40;
+		p++;
+		break;
+	default:
+		return -EINVAL;
+	}
+	if (shift && (!strcasecmp(p, "iB") || !strcasecmp(p, "B")))
+		p += strlen(p);
+	if (*p || v == 0 || v > (UINT64_MAX >> shift))
+		return -EINVAL;
+	*out = v << shift;
+	return 0;
+}
+
+int fdvm_parse_unhandled(const char *s, enum fdvm_unhandled *out)
+{
+	if (!strcmp(s, "stop"))
+		*out = FDVM_UNHANDLED_STOP;
+	else if (!strcmp(s, "warn"))
+		*out = FDVM_UNHANDLED_WARN;
+	else if (!strcmp(s, "ignore"))
+		*out = FDVM_UNHANDLED_IGNORE;
+	else
+		return -EINVAL;
+	return 0;
+}
+
+/* Matches "--name VALUE" or "--name=VALUE" (and the short form if given). */
+static int take_value(int argc, char **argv, int *i, const char *name, const char *shrt,
+		      const char **value, char *err, size_t errlen)
+{
+	const char *a = argv[*i];
+	size_t n = strlen(name);
+
+	if (!strncmp(a, name, n) && a[n] == '=') {
+		*value = a + n + 1;
+		return 1;
+	}
+	if (strcmp(a, name) && !(shrt && !strcmp(a, shrt)))
+		return 0;
+	if (*i + 1 >= argc) {
+		snprintf(err, errlen, "option %s needs a value", a);
+		return -EINVAL;
+	}
+	*value = argv[++*i];
+	return 1;
+}
+
+static char *join(int argc, char **argv)
+{
+	size_t len = 1;
+	for (int i = 0; i < argc; i++)
+		len += strlen(argv[i]) + 1;
+	char *s = calloc(1, len);
+	if (!s)
+		return NULL;
+	for (int i = 0; i < argc; i++) {
+		if (i)
+			strcat(s, " ");
+		strcat(s, argv[i]);
+	}
+	return s;
+}
+
+int fdvm_parse_run(int argc, char **argv, struct fdvm_run_opts *o, char *err,
+		   size_t errlen)
+{
+	int i;
+
+	memset(o, 0, sizeof(*o));
+	o->mem_size = 64ull << 20;
+	o->kvm_path = "/dev/kvm";
+	for (i = 0; i < argc; i++) {
+		const char *a = argv[i], *v;
+		int r;
+
+		if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+			o->help = 1;
+			return 0;
+		}
+		if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) {
+			o->verbose++;
+			continue;
+		}
+		if ((r = take_value(argc, argv, &i, "--mem", "-m", &v, err, errlen))) {
+			if (r < 0)
+				return r;
+			if (fdvm_parse_size(v, &o->mem_size)) {
+				snprintf(err, errlen, "--mem %s: not a size (try 64M or 1G)", v);
+				return -EINVAL;
+			}
+			continue;
+		}
+		static const struct {
+			const char *name;
+			size_t field;
+		} policies[] = {
+			{ "--unhandled-pio", offsetof(struct fdvm_run_opts, unhandled_pio) },
+			{ "--unhandled-mmio", offsetof(struct fdvm_run_opts, unhandled_mmio) },
+		};
+		for (size_t k = 0; !r && k < sizeof(policies) / sizeof(policies[0]); k++) {
+			r = take_value(argc, argv, &i, policies[k].name, NULL, &v, err, errlen);
+			if (r > 0 && fdvm_parse_unhandled(v, (enum fdvm_unhandled *)((char *)o + policies[k].field))) {
+				snprintf(err, errlen, "%s %s: expected stop, warn or ignore",
+					 policies[k].name, v);
+				return -EINVAL;
+			}
+		}
+		if (r < 0)
+			return r;
+		if (r)
+			continue;
+		if ((r = take_value(argc, argv, &i, "--kvm", NULL, &v, err, errlen))) {
+			if (r < 0)
+				return r;
+			o->kvm_path = v;
+			continue;
+		}
+		if (!strcmp(a, "--"))
+			continue;
+		if (a[0] == '-' && a[1]) {
+			snprintf(err, errlen, "unknown option %s", a);
+			return -EINVAL;
+		}
+		break;
+	}
+	if (i >= argc) {
+		snprintf(err, errlen, "no guest given (fdvm run [OPTIONS] GUEST.elf [-- ARGS...])");
+		return -EINVAL;
+	}
+	o->guest = argv[i++];
+	if (i < argc && !strcmp(argv[i], "--"))
+		i++;
+	o->cmdline = join(argc - i, argv + i);
+	if (!o->cmdline) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+void fdvm_run_opts_free(struct fdvm_run_opts *o)
+{
+	free(o->cmdline);
+	o->cmdline = NULL;
+}

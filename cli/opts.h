@@ -1,0 +1,37 @@
+/* Option parsing for the fdvm command line, kept apart from main() so unit
+ * tests can drive it. */
+#ifndef FDVM_CLI_OPTS_H
+#define FDVM_CLI_OPTS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fdvm/vm.h"
+
+/* Parses "64M", "1G", "512K", "1048576B"; a bare number is MiB (as QEMU's
+ * -m). Returns 0 or -EINVAL (garbage, zero, overflow). */
+int fdvm_parse_size(const char *s, uint64_t *out);
+
+/* Parses stop|warn|ignore. */
+int fdvm_parse_unhandled(const char *s, enum fdvm_unhandled *out);
+
+struct fdvm_run_opts {
+	uint64_t mem_size;
+	enum fdvm_unhandled unhandled_pio, unhandled_mmio;
+	const char *kvm_path;
+	const char *guest;
+	char *cmdline; /* owned: the guest arguments joined by spaces */
+	int verbose;
+	int help;
+};
+
+/*
+ * Parses the arguments after "run". Returns 0 (opts filled, or help set),
+ * or -EINVAL with a one-line message in err. Free opts with
+ * fdvm_run_opts_free().
+ */
+int fdvm_parse_run(int argc, char **argv, struct fdvm_run_opts *opts, char *err,
+		   size_t errlen);
+void fdvm_run_opts_free(struct fdvm_run_opts *opts);
+
+#endif

@@ -1,0 +1,116 @@
+/* fdvm run: boot one guest and exit with its status. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "fdvm/vm.h"
+#include "opts.h"
+
+static struct fdvm_vm *running_vm;
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	if (running_vm)
+		fdvm_vm_request_stop(running_vm);
+}
+
+static void run_usage(FILE *f)
+{
+	fprintf(f,
+		"usage: fdvm run [OPTIONS] GUEST.elf [--] [ARGS...]\n"
+		"\n"
+		"Boots GUEST.elf, an ELF64 image with a PVH entry note (the format QEMU's\n"
+		"-kernel and Xen accept), with ARGS joined by spaces as its command line.\n"
+		"The guest's COM1 goes to standard output, fdvm's messages to standard error.\n"
+		"fdvm exits with the guest's status (see fdvm --help).\n"
+		"\n"
+		"options:\n"
+		"  -m, --mem SIZE           guest RAM: 64M (default), 1G, 512K; a bare number\n"
+		"                           is MiB. At least 2M, at most this host's RAM.\n"
+		"  --unhandled-pio POLICY   a port nothing claims: stop (default: report the\n"
+		"                           access and the registers, exit 4), warn (report,\n"
+		"                           then go on), or ignore (reads return all-ones,\n"
+		"                           writes are dropped, as on real hardware)\n"
+		"  --unhandled-mmio POLICY  the same for an MMIO address with nothing there\n"
+		"  --kvm PATH               the KVM device (default /dev/kvm)\n"
+		"  -v, --verbose            more messages from fdvm\n"
+		"  -h, --help               this text\n");
+}
+
+int fdvm_cmd_run(int argc, char **argv)
+{
+	struct fdvm_run_opts o;
+	struct fdvm_vm_config cfg;
+	struct fdvm_vm *vm;
+	struct fdvm_stop stop;
+	char err[256];
+	int ret, status;
+
+	if (fdvm_parse_run(argc, argv, &o, err, sizeof(err))) {
+		fprintf(stderr, "fdvm run: %s\n", err);
+		return FDVM_EXIT_USAGE;
+	}
+	if (o.help) {
+		run_usage(stdout);
+		return 0;
+	}
+	if (fdvm_mem_size_check(o.mem_size, err, sizeof(err))) {
+		fprintf(stderr, "fdvm run: --mem: %s\n", err);
+		fdvm_run_opts_free(&o);
+		return FDVM_EXIT_USAGE;
+	}
+
+	fdvm_vm_config_init(&cfg);
+	cfg.mem_size = o.mem_size;
+	cfg.unhandled_pio = o.unhandled_pio;
+	cfg.unhandled_mmio = o.unhandled_mmio;
+	cfg.kvm_path = o.kvm_path;
+	cfg.log_level = o.verbose ? FDVM_LOG_DEBUG : FDVM_LOG_WARN;
+
+	ret = fdvm_vm_create(&cfg, &vm);
+	if (ret) {
+		fdvm_run_opts_free(&o);
+		return FDVM_EXIT_USAGE;
+	}
+	ret = fdvm_vm_load_pvh(vm, o.guest, o.cmdline);
+	fdvm_run_opts_free(&o);
+	if (ret) {
+		fdvm_vm_destroy(vm);
+		return FDVM_EXIT_USAGE;
+	}
+
+	running_vm = vm;
+	struct sigaction sa = { .sa_handler = on_signal };
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+
+	fdvm_vm_run(vm, &stop);
+
+	signal(SIGINT, SIG_DFL);
+	signal(SIGTERM, SIG_DFL);
+	running_vm = NULL;
+
+	switch (stop.reason) {
+	case FDVM_STOP_POWEROFF:
+	case FDVM_STOP_EXIT_PORT:
+		status = stop.status;
+		break;
+	case FDVM_STOP_SHUTDOWN:
+	case FDVM_STOP_GUEST_ERROR:
+		status = FDVM_EXIT_GUEST_FAULT;
+		break;
+	case FDVM_STOP_REQUESTED:
+		status = FDVM_EXIT_STOPPED;
+		break;
+	default:
+		status = FDVM_EXIT_HOST_FAILURE;
+	}
+	fdvm_log(vm, FDVM_LOG_INFO, "guest stopped: %s, exit status %d",
+		 fdvm_stop_reason_name(stop.reason), status);
+	fdvm_vm_destroy(vm);
+	return status;
+}

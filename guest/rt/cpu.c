@@ -1,0 +1,185 @@
+/* Descriptor tables, TSS, LAPIC, privilege switches and the VM exit. */
+#include "io.h"
+#include "rt.h"
+#include "rt_defs.h"
+
+extern uint64_t rt_gdt[];
+extern char rt_trap_stubs[], rt_trap_stack_top[], rt_user_stack_top[];
+
+struct tss {
+	uint32_t reserved0;
+	uint64_t rsp[3];
+	uint64_t reserved1;
+	uint64_t ist[7];
+	uint64_t reserved2;
+	uint16_t reserved3, iomap_base;
+} __attribute__((packed));
+
+struct idt_entry {
+	uint16_t off_lo, sel;
+	uint8_t ist, attr;
+	uint16_t off_mid;
+	uint32_t off_hi, zero;
+} __attribute__((packed));
+
+struct rt_kctx {
+	uint64_t rbx, rbp, r12, r13, r14, r15, rsp, rflags;
+};
+
+static struct tss tss;
+static struct idt_entry idt[256] __attribute__((aligned(16)));
+static struct rt_kctx user_ctx;
+static bool in_user;
+
+long rt_user_enter(long (*fn)(void *), void *arg, uint64_t user_rsp,
+		   struct rt_kctx *ctx);
+__attribute__((noreturn)) void rt_user_resume(struct rt_kctx *ctx, long value);
+
+#define LAPIC_ID 0x20
+#define LAPIC_TPR 0x80
+#define LAPIC_EOI 0xb0
+#define LAPIC_SVR 0xf0
+#define LAPIC_SVR_ENABLE 0x100
+#define SPURIOUS_VECTOR 0xff
+
+void rt_cpu_init(void)
+{
+	uint64_t base = (uint64_t)&tss;
+	uint64_t limit = sizeof(tss) - 1;
+
+	tss.rsp[0] = (uint64_t)rt_trap_stack_top;
+	tss.iomap_base = sizeof(tss);
+	rt_gdt[SEL_TSS / 8] = (limit & 0xffff) | ((base & 0xffffff) << 16) |
+			      (0x89ull << 40) | (((limit >> 16) & 0xf) << 48) |
+			      (((base >> 24) & 0xff) << 56);
+	rt_gdt[SEL_TSS / 8 + 1] = base >> 32;
+	__asm__ volatile("ltr %w0" ::"r"(SEL_TSS));
+
+	for (int v = 0; v < 256; v++) {
+		uint64_t off = (uint64_t)rt_trap_stubs + 16 * v;
+		idt[v] = (struct idt_entry){
+			.off_lo = off & 0xffff,
+			.sel = SEL_KCODE,
+			.attr = 0x8e, /* present, DPL0, interrupt gate */
+			.off_mid = (off >> 16) & 0xffff,
+			.off_hi = off >> 32,
+		};
+	}
+	struct {
+		uint16_t limit;
+		uint64_t base;
+	} __attribute__((packed)) idtr = { sizeof(idt) - 1, (uint64_t)idt };
+	__asm__ volatile("lidt %0" ::"m"(idtr));
+
+	/*
+	 * Firmware (SeaBIOS under QEMU) leaves the 8259s delivering the PIT
+	 * at vector 8, where it would pass for a #DF. Move them to 0x20-0x2f
+	 * and mask every line: this runtime uses the LAPIC only.
+	 */
+	static const uint8_t pic_init[][2] = {
+		{ 0x20, 0x11 }, { 0x21, 0x20 }, { 0x21, 0x04 }, { 0x21, 0x01 },
+		{ 0xa0, 0x11 }, { 0xa1, 0x28 }, { 0xa1, 0x02 }, { 0xa1, 0x01 },
+		{ 0x21, 0xff }, { 0xa1, 0xff },
+	};
+	for (unsigned i = 0; i < sizeof(pic_init) / sizeof(pic_init[0]); i++)
+		outb(pic_init[i][0], pic_init[i][1]);
+
+	mmio_write32(FDVM_LAPIC_BASE + LAPIC_TPR, 0);
+	mmio_write32(FDVM_LAPIC_BASE + LAPIC_SVR,
+		     LAPIC_SVR_ENABLE | SPURIOUS_VECTOR);
+}
+
+void rt_lapic_eoi(void) { mmio_write32(FDVM_LAPIC_BASE + LAPIC_EOI, 0); }
+uint32_t rt_lapic_id(void) { return mmio_read32(FDVM_LAPIC_BASE + LAPIC_ID) >> 24; }
+
+#define RFLAGS_IF 0x200
+
+void rt_irq_enable(void)
+{
+	if (rt_cpl() == 0)
+		__asm__ volatile("sti" ::: "memory");
+	else
+		rt_kcall(KCALL_SET_IF, 1, 0, 0);
+}
+
+void rt_irq_disable(void)
+{
+	if (rt_cpl() == 0)
+		__asm__ volatile("cli" ::: "memory");
+	else
+		rt_kcall(KCALL_SET_IF, 0, 0, 0);
+}
+
+void rt_wait_for_interrupt(void) { __asm__ volatile("sti; hlt; cli" ::: "memory"); }
+
+int rt_cpl(void)
+{
+	uint16_t cs;
+	__asm__ volatile("mov %%cs, %0" : "=r"(cs));
+	return cs & 3;
+}
+
+long rt_user_call(long (*fn)(void *), void *arg)
+{
+	if (rt_cpl() != 0 || in_user) {
+		rt_printf("rt: rt_user_call nested or not at CPL0\n");
+		rt_exit(2);
+	}
+	in_user = true;
+	long r = rt_user_enter(fn, arg, (uint64_t)rt_user_stack_top, &user_ctx);
+	in_user = false;
+	return r;
+}
+
+long rt_kernel_call(long (*fn)(void *), void *arg)
+{
+	if (rt_cpl() == 0)
+		return fn(arg);
+	return rt_kcall(KCALL_CALL, (long)fn, (long)arg, 0);
+}
+
+/* Runs at CPL0 on the trap stack, from the #UD of rt_kcall_gate. */
+long rt_kcall_dispatch(struct rt_frame *f)
+{
+	switch (f->rdi) {
+	case KCALL_RETURN:
+		if (!in_user)
+			break;
+		rt_user_resume(&user_ctx, (long)f->rsi);
+	case KCALL_WRITE:
+		/* The buffer is the guest's own memory: trusted here. */
+		rt_console_write((const char *)f->rsi, f->rdx);
+		return 0;
+	case KCALL_EXIT:
+		rt_exit((int)f->rsi);
+	case KCALL_SET_IF:
+		if (f->rsi)
+			f->rflags |= RFLAGS_IF;
+		else
+			f->rflags &= ~(uint64_t)RFLAGS_IF;
+		return 0;
+	case KCALL_CALL:
+		return ((long (*)(void *))f->rsi)((void *)f->rdx);
+	}
+	rt_printf("rt: unknown kernel call %lu\n", (unsigned long)f->rdi);
+	rt_exit(2);
+}
+
+void rt_exit(int code)
+{
+	if (rt_cpl() != 0)
+		rt_kcall(KCALL_EXIT, code, 0, 0);
+	if (code == 0) {
+		outw(FDVM_PORT_ACPI_PM1A_CNT, FDVM_ACPI_PM1_SLP_EN);
+		/*
+		 * QEMU acts on the request asynchronously: give it about a
+		 * second (at >= 1 GHz) before falling back to the exit port.
+		 */
+		for (uint64_t t0 = rt_rdtsc(); rt_rdtsc() - t0 < 2000000000ull;)
+			__asm__ volatile("pause");
+	}
+	/* Not powered off (no ACPI PM) or non-zero: the exit port. */
+	outl(FDVM_PORT_DEBUG_EXIT, (uint32_t)code);
+	for (;;)
+		__asm__ volatile("cli; hlt");
+}

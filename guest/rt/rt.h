@@ -1,0 +1,110 @@
+/*
+ * The freestanding guest runtime: what a guest test may call.
+ *
+ * A test provides `int guest_main(const char *cmdline)`; its return value is
+ * the guest's exit code (0 powers off cleanly). guest_main runs at CPL0; a
+ * body that must run natively on a nested hypervisor runs at CPL3 through
+ * rt_user_call() and reaches back into CPL0 with rt_kernel_call().
+ */
+#ifndef RT_H
+#define RT_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fdvm/abi.h"
+
+struct rt_frame {
+	uint64_t r15, r14, r13, r12, r11, r10, r9, r8, rbp, rdi, rsi, rdx, rcx,
+		rbx, rax;
+	uint64_t vector, error;
+	uint64_t rip, cs, rflags, rsp, ss;
+};
+
+int guest_main(const char *cmdline);
+
+/* Console (COM1). Safe at CPL0 and CPL3. */
+int rt_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+int rt_vsnprintf(char *buf, size_t size, const char *fmt, va_list ap);
+int rt_snprintf(char *buf, size_t size, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+void rt_console_write(const char *s, size_t len);
+
+/* Ends the VM: 0 powers off (VMM exits 0), n > 0 exits with (n << 1) | 1. */
+__attribute__((noreturn)) void rt_exit(int code);
+
+/* Privilege. */
+int rt_cpl(void);
+long rt_user_call(long (*fn)(void *), void *arg);  /* CPL0 only */
+long rt_kernel_call(long (*fn)(void *), void *arg); /* from CPL0 or CPL3 */
+long rt_kcall(long nr, long a0, long a1, long a2);
+
+/*
+ * Interrupts. Handlers for vectors 32..254 run at CPL0 with interrupts off;
+ * the runtime sends the LAPIC EOI after the handler returns. An interrupt
+ * on a vector with no handler is reported and ends the guest: a test never
+ * sees a spurious interrupt silently.
+ */
+typedef void (*rt_irq_handler)(struct rt_frame *frame, void *opaque);
+void rt_irq_set_handler(unsigned vector, rt_irq_handler fn, void *opaque);
+void rt_lapic_eoi(void);
+uint32_t rt_lapic_id(void);
+/*
+ * IF on/off from CPL0 or CPL3. At CPL3 this is a kernel call that edits the
+ * caller's saved RFLAGS: some nested hypervisors fault cli/sti at CPL3 even
+ * with IOPL=3, so user bodies never run with IOPL>0.
+ */
+void rt_irq_enable(void);
+void rt_irq_disable(void);
+/* sti; hlt as one step at CPL0: sleeps until an interrupt. */
+void rt_wait_for_interrupt(void);
+
+/*
+ * Exceptions. A test that expects one installs a handler for it; returning
+ * true resumes at frame->rip (the handler may change it). Without a handler,
+ * or when it returns false, the runtime prints the vector, error code and
+ * RIP and ends the guest with code RT_EXIT_EXCEPTION_BASE + vector.
+ */
+#define RT_EXIT_EXCEPTION_BASE 64
+typedef bool (*rt_exception_handler)(struct rt_frame *frame);
+void rt_exception_set_handler(unsigned vector, rt_exception_handler fn);
+
+/* TAP over the console. rt_tap_done() returns the exit code guest_main
+ * should return: 0 iff every planned test ran and passed. */
+void rt_tap_plan(int n);
+bool rt_tap_ok(bool cond, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int rt_tap_done(void);
+
+/* The command line fdvm or QEMU passed (never NULL). */
+const char *rt_cmdline(void);
+/* Returns true if word appears as a whole space-separated word in cmdline. */
+bool rt_cmdline_has(const char *word);
+
+/* Tiny libc. */
+void *memset(void *d, int c, size_t n);
+void *memcpy(void *d, const void *s, size_t n);
+void *memmove(void *d, const void *s, size_t n);
+int memcmp(const void *a, const void *b, size_t n);
+size_t strlen(const char *s);
+int strcmp(const char *a, const char *b);
+int strncmp(const char *a, const char *b, size_t n);
+
+/* The time-stamp counter and a 64-bit xorshift PRNG (tests, benchmarks). */
+static inline uint64_t rt_rdtsc(void)
+{
+	uint32_t lo, hi;
+	__asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
+	return ((uint64_t)hi << 32) | lo;
+}
+static inline uint64_t rt_rand(uint64_t *state)
+{
+	uint64_t x = *state;
+	x ^= x << 13;
+	x ^= x >> 7;
+	x ^= x << 17;
+	return *state = x;
+}
+
+#endif

@@ -1,0 +1,47 @@
+/* From the PVH start info to guest_main. */
+#include "rt.h"
+
+/* The PVH boot ABI's start info (version 1 adds the memory map). */
+struct hvm_start_info {
+	uint32_t magic, version, flags, nr_modules;
+	uint64_t modlist_paddr, cmdline_paddr, rsdp_paddr, memmap_paddr;
+	uint32_t memmap_entries, reserved;
+};
+#define HVM_START_MAGIC 0x336ec578
+
+void rt_cpu_init(void);
+
+static const char *cmdline = "";
+
+const char *rt_cmdline(void) { return cmdline; }
+
+bool rt_cmdline_has(const char *word)
+{
+	size_t n = strlen(word);
+	for (const char *p = cmdline; *p;) {
+		while (*p == ' ')
+			p++;
+		const char *e = p;
+		while (*e && *e != ' ')
+			e++;
+		if ((size_t)(e - p) == n && !strncmp(p, word, n))
+			return true;
+		p = e;
+	}
+	return false;
+}
+
+void rt_start(uint32_t start_info_paddr)
+{
+	const struct hvm_start_info *si =
+		(const struct hvm_start_info *)(uintptr_t)start_info_paddr;
+
+	rt_cpu_init();
+	if (!si || si->magic != HVM_START_MAGIC) {
+		rt_printf("rt: no PVH start info (magic 0x%x)\n", si ? si->magic : 0);
+		rt_exit(2);
+	}
+	if (si->cmdline_paddr && si->cmdline_paddr < FDVM_HIGH_RAM_START)
+		cmdline = (const char *)(uintptr_t)si->cmdline_paddr;
+	rt_exit(guest_main(cmdline));
+}

@@ -1,0 +1,53 @@
+/*
+ * fdvm guest <-> host contract.
+ *
+ * Shared verbatim by the host (lib/, cli/) and the freestanding guest (guest/).
+ * Everything a guest may rely on when booted by fdvm is here; where QEMU has an
+ * equivalent, the numbers are QEMU's so one guest binary runs on both.
+ *
+ * Only fixed-width integers and macros: no host or libc types.
+ */
+#ifndef FDVM_ABI_H
+#define FDVM_ABI_H
+
+#define FDVM_ABI_VERSION 1
+
+/* 8250/16550 UART, COM1. */
+#define FDVM_PORT_COM1 0x3f8
+
+/*
+ * Exit port with QEMU isa-debug-exit semantics (-device isa-debug-exit,
+ * iobase=0xf4,iosize=4): writing V ends the VM with process status
+ * (V << 1) | 1.
+ */
+#define FDVM_PORT_DEBUG_EXIT 0xf4
+
+/*
+ * ACPI PM1a control register, where SeaBIOS puts it on QEMU's pc and q35
+ * machines. A 16-bit write with SLP_EN set (SLP_TYP 0) powers the machine off
+ * and the VMM exits with status 0: the way for a guest to exit 0. QEMU acts
+ * on it asynchronously, so the guest must wait a moment before doing
+ * anything else.
+ */
+#define FDVM_PORT_ACPI_PM1A_CNT 0x604
+#define FDVM_ACPI_PM1_SLP_EN (1u << 13)
+
+/* Local APIC, at its architectural default base. */
+#define FDVM_LAPIC_BASE 0xfee00000ull
+
+/*
+ * Guest-physical memory fdvm keeps for its boot structures (PVH start info,
+ * memory map, command line). A guest image may not load into it.
+ */
+#define FDVM_BOOT_AREA_START 0x0ull
+#define FDVM_BOOT_AREA_END 0x10000ull
+#define FDVM_CMDLINE_MAX 4096
+
+/*
+ * Guest RAM below 4 GiB ends at most here; [FDVM_MMIO_HOLE_START, 4 GiB) is
+ * for devices. RAM beyond that continues at 4 GiB.
+ */
+#define FDVM_MMIO_HOLE_START 0xc0000000ull
+#define FDVM_HIGH_RAM_START 0x100000000ull
+
+#endif

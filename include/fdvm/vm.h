@@ -1,0 +1,119 @@
+/*
+ * The VM object: guest memory, vCPUs, the I/O bus and the exit dispatch.
+ *
+ * Everything fdvm registers with KVM (memory slots, devices, later irqfds,
+ * doorbells and routes) is owned by one struct fdvm_vm, so a process may
+ * hold several VMs. Functions return 0 or -errno and never exit the process;
+ * what went wrong is also reported, once, through the configured log
+ * callback, naming the object, the operation and strerror.
+ */
+#ifndef FDVM_VM_H
+#define FDVM_VM_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct fdvm_vm;
+
+/* What to do with a guest access nothing claims. */
+enum fdvm_unhandled {
+	FDVM_UNHANDLED_STOP,   /* report with the registers and stop the VM */
+	FDVM_UNHANDLED_WARN,   /* report, then behave as IGNORE */
+	FDVM_UNHANDLED_IGNORE, /* reads return all-ones, writes are dropped */
+};
+
+enum fdvm_log_level { FDVM_LOG_ERROR, FDVM_LOG_WARN, FDVM_LOG_INFO, FDVM_LOG_DEBUG };
+
+typedef void (*fdvm_log_fn)(void *opaque, enum fdvm_log_level level, const char *msg);
+
+struct fdvm_vm_config {
+	uint64_t mem_size;	/* bytes of guest RAM (default 64 MiB) */
+	enum fdvm_unhandled unhandled_pio, unhandled_mmio; /* default STOP */
+	int console_fd;		/* the UART's output (default 1; -1 drops it) */
+	const char *kvm_path;	/* default "/dev/kvm" */
+	fdvm_log_fn log;	/* default: "fdvm: MSG" on stderr */
+	void *log_opaque;
+	enum fdvm_log_level log_level; /* default FDVM_LOG_WARN */
+};
+
+/* Fills cfg with the defaults above. */
+void fdvm_vm_config_init(struct fdvm_vm_config *cfg);
+
+/*
+ * Checks a RAM size against fdvm's limits and this host's memory; 0 or
+ * -EINVAL with a message in err. Used by fdvm_vm_create and by front ends
+ * that want to validate an option early.
+ */
+#define FDVM_MEM_MIN (2ull << 20)
+int fdvm_mem_size_check(uint64_t size, char *err, size_t errlen);
+
+/*
+ * Creates a VM: opens KVM, creates the in-kernel irqchip, guest RAM, vCPU 0
+ * and the always-present devices (COM1, the exit port, ACPI power-off).
+ * On success *vmp is owned by the caller and released by fdvm_vm_destroy.
+ */
+int fdvm_vm_create(const struct fdvm_vm_config *cfg, struct fdvm_vm **vmp);
+
+/*
+ * Tears down everything the VM owns, in reverse order of creation. The
+ * caller must have stopped every thread that uses the VM. NULL is a no-op.
+ */
+void fdvm_vm_destroy(struct fdvm_vm *vm);
+
+/*
+ * Loads a PVH ELF64 guest (see lib/boot/) with a command line (may be NULL)
+ * and points vCPU 0 at its 32-bit entry. Errors: -ENOENT/-EACCES/... for the
+ * file, -ENOEXEC for a file that is not a bootable PVH ELF64 image, -ERANGE
+ * for segments that do not fit guest RAM, -E2BIG for a too-long cmdline.
+ */
+int fdvm_vm_load_pvh(struct fdvm_vm *vm, const char *path, const char *cmdline);
+
+/* Why fdvm_vm_run returned. */
+enum fdvm_stop_reason {
+	FDVM_STOP_POWEROFF,	/* ACPI power-off: status 0 */
+	FDVM_STOP_EXIT_PORT,	/* isa-debug-exit: status (value << 1) | 1 */
+	FDVM_STOP_SHUTDOWN,	/* triple fault */
+	FDVM_STOP_GUEST_ERROR,	/* unhandled access, emulation failure, ... */
+	FDVM_STOP_HOST_ERROR,	/* a KVM or host call failed */
+	FDVM_STOP_REQUESTED,	/* fdvm_vm_request_stop() */
+};
+
+struct fdvm_stop {
+	enum fdvm_stop_reason reason;
+	int status; /* the guest's exit status for POWEROFF and EXIT_PORT */
+};
+
+const char *fdvm_stop_reason_name(enum fdvm_stop_reason reason);
+
+/*
+ * Runs vCPU 0 on the calling thread until the guest stops or a stop is
+ * requested. Returns 0 and fills *stop; a host-side failure is reported as
+ * FDVM_STOP_HOST_ERROR, not as a return value, so the caller always learns
+ * what state the guest was left in.
+ */
+int fdvm_vm_run(struct fdvm_vm *vm, struct fdvm_stop *stop);
+
+/*
+ * Asks fdvm_vm_run to return with FDVM_STOP_REQUESTED as soon as the vCPU
+ * leaves the guest. Async-signal-safe and callable from any thread; a
+ * signal delivered to the vCPU thread makes the guest leave at once.
+ */
+void fdvm_vm_request_stop(struct fdvm_vm *vm);
+
+/*
+ * The one bounds-checked way to reach guest memory: a host pointer to
+ * [gpa, gpa + len) if that range lies wholly inside one RAM region, else
+ * NULL. Valid until fdvm_vm_destroy. Guest-controlled gpa and len are safe.
+ */
+void *fdvm_gpa(struct fdvm_vm *vm, uint64_t gpa, uint64_t len);
+
+/* The guest RAM size. */
+uint64_t fdvm_vm_mem_size(const struct fdvm_vm *vm);
+
+/* Logs through the VM's callback (printf-style). */
+void fdvm_log(const struct fdvm_vm *vm, enum fdvm_log_level level, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+#endif

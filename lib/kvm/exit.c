@@ -1,0 +1,188 @@
+/*
+ * The vCPU run loop and the dispatch of every KVM exit: a device handles
+ * it, or it is reported with the registers and the VM stops. Nothing the
+ * guest does here can crash fdvm.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+
+#include "../vm_priv.h"
+
+static uint64_t load_le(const uint8_t *p, unsigned size)
+{
+	uint64_t v = 0;
+	memcpy(&v, p, size);
+	return v;
+}
+
+/* Applies the VM's policy for an access nothing claims; true = go on. */
+static bool unhandled(struct fdvm_vcpu *vcpu, enum fdvm_space space, bool write,
+		      uint64_t addr, unsigned size, uint64_t value)
+{
+	struct fdvm_vm *vm = vcpu->vm;
+	enum fdvm_unhandled policy = space == FDVM_SPACE_PIO ? vm->cfg.unhandled_pio
+							     : vm->cfg.unhandled_mmio;
+	const char *what = space == FDVM_SPACE_PIO ? "port" : "mmio";
+
+	if (policy == FDVM_UNHANDLED_IGNORE)
+		return true;
+	if (write)
+		fdvm_log(vm, policy == FDVM_UNHANDLED_STOP ? FDVM_LOG_ERROR : FDVM_LOG_WARN,
+			 "vcpu %d: unhandled %s write at 0x%llx (size %u, value 0x%llx)",
+			 vcpu->id, what, (unsigned long long)addr, size,
+			 (unsigned long long)value);
+	else
+		fdvm_log(vm, policy == FDVM_UNHANDLED_STOP ? FDVM_LOG_ERROR : FDVM_LOG_WARN,
+			 "vcpu %d: unhandled %s read at 0x%llx (size %u)", vcpu->id,
+			 what, (unsigned long long)addr, size);
+	if (policy == FDVM_UNHANDLED_WARN)
+		return true;
+	fdvm_vcpu_dump(vcpu, FDVM_LOG_ERROR);
+	fdvm_vm_set_stop(vm, FDVM_STOP_GUEST_ERROR, 0);
+	return false;
+}
+
+static bool access(struct fdvm_vcpu *vcpu, enum fdvm_space space, bool write,
+		   uint64_t addr, unsigned size, uint8_t *data)
+{
+	struct fdvm_iobus *bus = &vcpu->vm->bus[space];
+	uint64_t v;
+
+	if (write) {
+		v = load_le(data, size);
+		if (!fdvm_iobus_write(bus, addr, size, v))
+			return unhandled(vcpu, space, true, addr, size, v);
+		return true;
+	}
+	if (!fdvm_iobus_read(bus, addr, size, &v)) {
+		v = ~0ull;
+		if (!unhandled(vcpu, space, false, addr, size, 0))
+			return false;
+	}
+	memcpy(data, &v, size);
+	return true;
+}
+
+static bool handle_io(struct fdvm_vcpu *vcpu)
+{
+	struct kvm_run *run = vcpu->run;
+	unsigned size = run->io.size;
+	uint64_t off = run->io.data_offset;
+	uint64_t total = (uint64_t)size * run->io.count;
+
+	if ((size != 1 && size != 2 && size != 4) || off > vcpu->run_size ||
+	    total > vcpu->run_size - off) {
+		fdvm_log(vcpu->vm, FDVM_LOG_ERROR, "vcpu %d: malformed I/O exit", vcpu->id);
+		fdvm_vm_set_stop(vcpu->vm, FDVM_STOP_HOST_ERROR, 0);
+		return false;
+	}
+	for (uint32_t i = 0; i < run->io.count; i++) {
+		uint8_t *data = (uint8_t *)run + off + (uint64_t)i * size;
+		if (!access(vcpu, FDVM_SPACE_PIO, run->io.direction == KVM_EXIT_IO_OUT,
+			    run->io.port, size, data))
+			return false;
+	}
+	return true;
+}
+
+static bool handle_mmio(struct fdvm_vcpu *vcpu)
+{
+	struct kvm_run *run = vcpu->run;
+	unsigned len = run->mmio.len;
+
+	if (len != 1 && len != 2 && len != 4 && len != 8)
+		return unhandled(vcpu, FDVM_SPACE_MMIO, run->mmio.is_write,
+				 run->mmio.phys_addr, len, 0);
+	return access(vcpu, FDVM_SPACE_MMIO, run->mmio.is_write, run->mmio.phys_addr,
+		      len, run->mmio.data);
+}
+
+__attribute__((format(printf, 2, 3)))
+static void guest_error(struct fdvm_vcpu *vcpu, const char *fmt, ...)
+{
+	char msg[256];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	fdvm_log(vcpu->vm, FDVM_LOG_ERROR, "vcpu %d: %s", vcpu->id, msg);
+	fdvm_vcpu_dump(vcpu, FDVM_LOG_ERROR);
+	fdvm_vm_set_stop(vcpu->vm, FDVM_STOP_GUEST_ERROR, 0);
+}
+
+static bool handle_exit(struct fdvm_vcpu *vcpu)
+{
+	struct kvm_run *run = vcpu->run;
+	struct fdvm_vm *vm = vcpu->vm;
+
+	switch (run->exit_reason) {
+	case KVM_EXIT_IO:
+		return handle_io(vcpu);
+	case KVM_EXIT_MMIO:
+		return handle_mmio(vcpu);
+	case KVM_EXIT_INTR:
+		return true;
+	case KVM_EXIT_SHUTDOWN:
+		fdvm_log(vm, FDVM_LOG_ERROR, "vcpu %d: guest triple fault (shutdown)", vcpu->id);
+		fdvm_vcpu_dump(vcpu, FDVM_LOG_ERROR);
+		fdvm_vm_set_stop(vm, FDVM_STOP_SHUTDOWN, 0);
+		return false;
+	case KVM_EXIT_HLT:
+		guest_error(vcpu, "halted with nothing to wake it");
+		return false;
+	case KVM_EXIT_FAIL_ENTRY:
+		guest_error(vcpu, "entry failed, hardware reason 0x%llx (cpu %u)",
+			    run->fail_entry.hardware_entry_failure_reason,
+			    run->fail_entry.cpu);
+		return false;
+	case KVM_EXIT_INTERNAL_ERROR: {
+		static const char *const sub[] = { "?", "emulation failure",
+			"simultaneous exceptions", "delivery event failure", "unexpected exit" };
+		unsigned s = run->internal.suberror;
+		fdvm_log(vm, FDVM_LOG_ERROR, "vcpu %d: KVM internal error %u (%s)", vcpu->id,
+			 s, s < sizeof(sub) / sizeof(sub[0]) ? sub[s] : "unknown");
+		for (unsigned i = 0; i < run->internal.ndata && i < 16; i++)
+			fdvm_log(vm, FDVM_LOG_ERROR, "vcpu %d:   data[%u] = 0x%llx", vcpu->id,
+				 i, run->internal.data[i]);
+		fdvm_vcpu_dump(vcpu, FDVM_LOG_ERROR);
+		fdvm_vm_set_stop(vm, FDVM_STOP_GUEST_ERROR, 0);
+		return false;
+	}
+	case KVM_EXIT_SYSTEM_EVENT:
+		if (run->system_event.type == KVM_SYSTEM_EVENT_SHUTDOWN) {
+			fdvm_vm_set_stop(vm, FDVM_STOP_POWEROFF, 0);
+			return false;
+		}
+		guest_error(vcpu, "system event %u (flags 0x%llx)",
+			    run->system_event.type, run->system_event.flags);
+		return false;
+	default:
+		guest_error(vcpu, "unexpected KVM exit reason %u", run->exit_reason);
+		return false;
+	}
+}
+
+int fdvm_vcpu_run(struct fdvm_vcpu *vcpu)
+{
+	struct fdvm_vm *vm = vcpu->vm;
+
+	vcpu->thread = pthread_self();
+	atomic_store(&vcpu->running, true);
+	while (!atomic_load(&vm->stop_requested)) {
+		if (ioctl(vcpu->fd, KVM_RUN, 0) < 0) {
+			if (errno == EINTR || errno == EAGAIN)
+				continue;
+			atomic_store(&vcpu->running, false);
+			return fdvm_log_errno(vm, errno, "vcpu %d: KVM_RUN", vcpu->id);
+		}
+		if (!handle_exit(vcpu))
+			break;
+	}
+	atomic_store(&vcpu->running, false);
+	return 0;
+}

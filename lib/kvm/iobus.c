@@ -1,0 +1,148 @@
+/* Port and MMIO ranges claimed by devices, and their dispatch. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../vm_priv.h"
+
+int fdvm_iobus_init(struct fdvm_iobus *bus)
+{
+	memset(bus, 0, sizeof(*bus));
+	return -pthread_rwlock_init(&bus->lock, NULL);
+}
+
+void fdvm_iobus_exit(struct fdvm_iobus *bus)
+{
+	for (size_t i = 0; i < bus->n; i++)
+		free(bus->regions[i]);
+	free(bus->regions);
+	pthread_rwlock_destroy(&bus->lock);
+	memset(bus, 0, sizeof(*bus));
+}
+
+/* Index of the first region whose end is above addr. Lock held. */
+static size_t lower_bound(const struct fdvm_iobus *bus, uint64_t addr)
+{
+	size_t lo = 0, hi = bus->n;
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		const struct fdvm_io_region *r = bus->regions[mid];
+		if (r->base + (r->len - 1) < addr)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+int fdvm_io_register(struct fdvm_vm *vm, enum fdvm_space space, uint64_t base,
+		     uint64_t len, const struct fdvm_io_ops *ops, void *opaque,
+		     const char *name, struct fdvm_io_region **out)
+{
+	struct fdvm_iobus *bus;
+	struct fdvm_io_region *r;
+	const char *sp = space == FDVM_SPACE_PIO ? "port" : "mmio";
+	size_t i;
+	int ret = 0;
+
+	if ((unsigned)space > FDVM_SPACE_MMIO || !len || base + (len - 1) < base ||
+	    (space == FDVM_SPACE_PIO && base + (len - 1) > 0xffff) || !ops) {
+		fdvm_log(vm, FDVM_LOG_ERROR, "%s: %s [0x%llx, +0x%llx): invalid range",
+			 name, sp, (unsigned long long)base, (unsigned long long)len);
+		return -EINVAL;
+	}
+	r = calloc(1, sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	*r = (struct fdvm_io_region){ space, base, len, ops, opaque, "" };
+	snprintf(r->name, sizeof(r->name), "%s", name ? name : "?");
+
+	bus = &vm->bus[space];
+	pthread_rwlock_wrlock(&bus->lock);
+	i = lower_bound(bus, base);
+	if (i < bus->n && bus->regions[i]->base <= base + (len - 1)) {
+		fdvm_log(vm, FDVM_LOG_ERROR,
+			 "%s: %s [0x%llx, +0x%llx): overlaps %s at 0x%llx", r->name, sp,
+			 (unsigned long long)base, (unsigned long long)len,
+			 bus->regions[i]->name,
+			 (unsigned long long)bus->regions[i]->base);
+		ret = -EBUSY;
+		goto out_unlock;
+	}
+	if (bus->n == bus->cap) {
+		size_t cap = bus->cap ? bus->cap * 2 : 16;
+		void *p = realloc(bus->regions, cap * sizeof(*bus->regions));
+		if (!p) {
+			ret = -ENOMEM;
+			goto out_unlock;
+		}
+		bus->regions = p;
+		bus->cap = cap;
+	}
+	memmove(&bus->regions[i + 1], &bus->regions[i], (bus->n - i) * sizeof(r));
+	bus->regions[i] = r;
+	bus->n++;
+out_unlock:
+	pthread_rwlock_unlock(&bus->lock);
+	if (ret) {
+		free(r);
+		r = NULL;
+	}
+	if (out)
+		*out = r;
+	return ret;
+}
+
+void fdvm_io_unregister(struct fdvm_vm *vm, struct fdvm_io_region *r)
+{
+	struct fdvm_iobus *bus;
+
+	if (!r)
+		return;
+	bus = &vm->bus[r->space];
+	/* The write lock waits for every dispatch in flight to finish. */
+	pthread_rwlock_wrlock(&bus->lock);
+	for (size_t i = 0; i < bus->n; i++) {
+		if (bus->regions[i] == r) {
+			memmove(&bus->regions[i], &bus->regions[i + 1],
+				(bus->n - i - 1) * sizeof(r));
+			bus->n--;
+			break;
+		}
+	}
+	pthread_rwlock_unlock(&bus->lock);
+	free(r);
+}
+
+/* The region holding all of [addr, addr + size), or NULL. Lock held. */
+static struct fdvm_io_region *find(struct fdvm_iobus *bus, uint64_t addr, unsigned size)
+{
+	size_t i = lower_bound(bus, addr);
+	if (i == bus->n)
+		return NULL;
+	struct fdvm_io_region *r = bus->regions[i];
+	if (addr < r->base || addr - r->base > r->len - size || size > r->len)
+		return NULL;
+	return r;
+}
+
+bool fdvm_iobus_read(struct fdvm_iobus *bus, uint64_t addr, unsigned size, uint64_t *value)
+{
+	pthread_rwlock_rdlock(&bus->lock);
+	struct fdvm_io_region *r = find(bus, addr, size);
+	if (r)
+		*value = r->ops->read ? r->ops->read(r->opaque, addr - r->base, size) : ~0ull;
+	pthread_rwlock_unlock(&bus->lock);
+	return r != NULL;
+}
+
+bool fdvm_iobus_write(struct fdvm_iobus *bus, uint64_t addr, unsigned size, uint64_t value)
+{
+	pthread_rwlock_rdlock(&bus->lock);
+	struct fdvm_io_region *r = find(bus, addr, size);
+	if (r && r->ops->write)
+		r->ops->write(r->opaque, addr - r->base, value, size);
+	pthread_rwlock_unlock(&bus->lock);
+	return r != NULL;
+}

@@ -1,0 +1,247 @@
+/* The VM object: create/destroy, stop, and the guest-memory accessor. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/sysinfo.h>
+#include <unistd.h>
+
+#include "fdvm/abi.h"
+#include "../vm_priv.h"
+
+/* Where KVM on Intel keeps its real-mode TSS and identity map: in the
+ * MMIO hole, below the IOAPIC, never RAM. */
+#define KVM_TSS_ADDR 0xfffbd000ull
+#define KVM_IDENTITY_MAP_ADDR 0xfffbc000ull
+
+void fdvm_vm_config_init(struct fdvm_vm_config *cfg)
+{
+	*cfg = (struct fdvm_vm_config){
+		.mem_size = 64ull << 20,
+		.unhandled_pio = FDVM_UNHANDLED_STOP,
+		.unhandled_mmio = FDVM_UNHANDLED_STOP,
+		.console_fd = 1,
+		.kvm_path = "/dev/kvm",
+		.log_level = FDVM_LOG_WARN,
+	};
+}
+
+int fdvm_mem_size_check(uint64_t size, char *err, size_t errlen)
+{
+	struct sysinfo si;
+
+	if (size < FDVM_MEM_MIN) {
+		snprintf(err, errlen, "%llu bytes of guest memory is too small (at least %llu MiB)",
+			 (unsigned long long)size, FDVM_MEM_MIN >> 20);
+		return -EINVAL;
+	}
+	if (size & 0xfff) {
+		snprintf(err, errlen, "guest memory size %llu is not a multiple of 4 KiB",
+			 (unsigned long long)size);
+		return -EINVAL;
+	}
+	if (sysinfo(&si) == 0) {
+		uint64_t host = (uint64_t)si.totalram * si.mem_unit;
+		if (size > host) {
+			snprintf(err, errlen,
+				 "%llu MiB of guest memory is more than this host has (%llu MiB)",
+				 (unsigned long long)(size >> 20),
+				 (unsigned long long)(host >> 20));
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+static int kvm_open(struct fdvm_vm *vm)
+{
+	const char *path = vm->cfg.kvm_path;
+	int ret;
+
+	vm->kvm_fd = open(path, O_RDWR | O_CLOEXEC);
+	if (vm->kvm_fd < 0)
+		return fdvm_log_errno(vm, errno, "%s: open", path);
+	ret = ioctl(vm->kvm_fd, KVM_GET_API_VERSION, 0);
+	if (ret != KVM_API_VERSION) {
+		fdvm_log(vm, FDVM_LOG_ERROR, "%s: KVM API version %d, fdvm needs %d",
+			 path, ret, KVM_API_VERSION);
+		ret = -ENOTSUP;
+		goto err_close_kvm;
+	}
+	vm->vm_fd = ioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
+	if (vm->vm_fd < 0) {
+		ret = fdvm_log_errno(vm, errno, "%s: KVM_CREATE_VM", path);
+		goto err_close_kvm;
+	}
+	if (ioctl(vm->vm_fd, KVM_SET_TSS_ADDR, (unsigned long)KVM_TSS_ADDR) < 0) {
+		ret = fdvm_log_errno(vm, errno, "vm: KVM_SET_TSS_ADDR");
+		goto err_close_vm;
+	}
+	uint64_t idmap = KVM_IDENTITY_MAP_ADDR;
+	if (ioctl(vm->vm_fd, KVM_SET_IDENTITY_MAP_ADDR, &idmap) < 0) {
+		ret = fdvm_log_errno(vm, errno, "vm: KVM_SET_IDENTITY_MAP_ADDR");
+		goto err_close_vm;
+	}
+	if (ioctl(vm->vm_fd, KVM_CREATE_IRQCHIP, 0) < 0) {
+		ret = fdvm_log_errno(vm, errno, "vm: KVM_CREATE_IRQCHIP");
+		goto err_close_vm;
+	}
+	return 0;
+
+err_close_vm:
+	close(vm->vm_fd);
+err_close_kvm:
+	close(vm->kvm_fd);
+	return ret;
+}
+
+static void kvm_close(struct fdvm_vm *vm)
+{
+	close(vm->vm_fd);
+	close(vm->kvm_fd);
+}
+
+int fdvm_vm_create(const struct fdvm_vm_config *cfg, struct fdvm_vm **vmp)
+{
+	struct fdvm_vm *vm;
+	char err[256];
+	int ret;
+
+	*vmp = NULL;
+	ret = fdvm_mem_size_check(cfg->mem_size, err, sizeof(err));
+	if (ret) {
+		fdvm_log_cfg(cfg, FDVM_LOG_ERROR, "%s", err);
+		return ret;
+	}
+	vm = calloc(1, sizeof(*vm));
+	if (!vm)
+		return -ENOMEM;
+	vm->cfg = *cfg;
+	if (!vm->cfg.kvm_path)
+		vm->cfg.kvm_path = "/dev/kvm";
+	pthread_mutex_init(&vm->stop_lock, NULL);
+	atomic_init(&vm->stop_requested, false);
+
+	ret = kvm_open(vm);
+	if (ret)
+		goto err_free;
+	ret = fdvm_memory_init(vm);
+	if (ret)
+		goto err_kvm;
+	ret = fdvm_iobus_init(&vm->bus[FDVM_SPACE_PIO]);
+	if (ret)
+		goto err_memory;
+	ret = fdvm_iobus_init(&vm->bus[FDVM_SPACE_MMIO]);
+	if (ret)
+		goto err_pio_bus;
+	ret = fdvm_vcpu_init(vm, &vm->vcpu0, 0);
+	if (ret)
+		goto err_mmio_bus;
+	ret = fdvm_uart_init(vm, FDVM_PORT_COM1, cfg->console_fd, &vm->uart);
+	if (ret)
+		goto err_vcpu;
+	ret = fdvm_power_init(vm, &vm->power);
+	if (ret)
+		goto err_uart;
+	*vmp = vm;
+	return 0;
+
+err_uart:
+	fdvm_uart_exit(vm, vm->uart);
+err_vcpu:
+	fdvm_vcpu_exit(&vm->vcpu0);
+err_mmio_bus:
+	fdvm_iobus_exit(&vm->bus[FDVM_SPACE_MMIO]);
+err_pio_bus:
+	fdvm_iobus_exit(&vm->bus[FDVM_SPACE_PIO]);
+err_memory:
+	fdvm_memory_exit(vm);
+err_kvm:
+	kvm_close(vm);
+err_free:
+	pthread_mutex_destroy(&vm->stop_lock);
+	free(vm);
+	return ret;
+}
+
+void fdvm_vm_destroy(struct fdvm_vm *vm)
+{
+	if (!vm)
+		return;
+	fdvm_power_exit(vm, vm->power);
+	fdvm_uart_exit(vm, vm->uart);
+	fdvm_vcpu_exit(&vm->vcpu0);
+	fdvm_iobus_exit(&vm->bus[FDVM_SPACE_MMIO]);
+	fdvm_iobus_exit(&vm->bus[FDVM_SPACE_PIO]);
+	fdvm_memory_exit(vm);
+	kvm_close(vm);
+	pthread_mutex_destroy(&vm->stop_lock);
+	free(vm);
+}
+
+const char *fdvm_stop_reason_name(enum fdvm_stop_reason reason)
+{
+	static const char *const names[] = {
+		[FDVM_STOP_POWEROFF] = "power-off",
+		[FDVM_STOP_EXIT_PORT] = "exit port",
+		[FDVM_STOP_SHUTDOWN] = "triple fault",
+		[FDVM_STOP_GUEST_ERROR] = "guest error",
+		[FDVM_STOP_HOST_ERROR] = "host error",
+		[FDVM_STOP_REQUESTED] = "stop requested",
+	};
+	if ((unsigned)reason < sizeof(names) / sizeof(names[0]))
+		return names[reason];
+	return "unknown";
+}
+
+void fdvm_vm_set_stop(struct fdvm_vm *vm, enum fdvm_stop_reason reason, int status)
+{
+	pthread_mutex_lock(&vm->stop_lock);
+	if (!vm->stopped) {
+		vm->stopped = true;
+		vm->stop = (struct fdvm_stop){ reason, status };
+	}
+	pthread_mutex_unlock(&vm->stop_lock);
+	fdvm_vm_request_stop(vm);
+}
+
+void fdvm_vm_request_stop(struct fdvm_vm *vm)
+{
+	atomic_store(&vm->stop_requested, true);
+	/* Makes the next (or a racing) KVM_RUN return at once with EINTR. */
+	if (vm->vcpu0.run)
+		__atomic_store_n(&vm->vcpu0.run->immediate_exit, 1, __ATOMIC_SEQ_CST);
+}
+
+int fdvm_vm_run(struct fdvm_vm *vm, struct fdvm_stop *stop)
+{
+	int ret = fdvm_vcpu_run(&vm->vcpu0);
+
+	fdvm_uart_flush(vm->uart);
+	if (ret)
+		fdvm_vm_set_stop(vm, FDVM_STOP_HOST_ERROR, 0);
+	pthread_mutex_lock(&vm->stop_lock);
+	if (!vm->stopped) {
+		vm->stopped = true;
+		vm->stop = (struct fdvm_stop){ FDVM_STOP_REQUESTED, 0 };
+	}
+	*stop = vm->stop;
+	pthread_mutex_unlock(&vm->stop_lock);
+	return 0;
+}
+
+uint64_t fdvm_vm_mem_size(const struct fdvm_vm *vm) { return vm->cfg.mem_size; }
+
+void *fdvm_gpa(struct fdvm_vm *vm, uint64_t gpa, uint64_t len)
+{
+	for (unsigned i = 0; i < vm->nram; i++) {
+		const struct fdvm_ram *r = &vm->ram[i];
+		/* Written so that no sum can overflow. */
+		if (gpa >= r->gpa && gpa - r->gpa <= r->size &&
+		    len <= r->size - (gpa - r->gpa))
+			return r->host + (gpa - r->gpa);
+	}
+	return NULL;
+}

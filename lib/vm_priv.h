@@ -1,0 +1,106 @@
+/*
+ * The VM object's inside, shared by lib/ only. Ownership and locking of
+ * each field is written beside it.
+ */
+#ifndef FDVM_VM_PRIV_H
+#define FDVM_VM_PRIV_H
+
+#include <linux/kvm.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "fdvm/io.h"
+#include "fdvm/vm.h"
+
+#define FDVM_MAX_RAM_REGIONS 2
+
+struct fdvm_io_region {
+	enum fdvm_space space;
+	uint64_t base, len;
+	const struct fdvm_io_ops *ops;
+	void *opaque;
+	char name[32];
+};
+
+/* Regions of one address space, sorted by base, never overlapping. */
+struct fdvm_iobus {
+	pthread_rwlock_t lock; /* read: dispatch; write: (un)register */
+	struct fdvm_io_region **regions;
+	size_t n, cap;
+};
+
+struct fdvm_ram {
+	uint64_t gpa, size;
+	uint8_t *host;
+	uint32_t slot;
+};
+
+struct fdvm_vcpu {
+	struct fdvm_vm *vm;
+	int id;
+	int fd;			/* owned; closed by fdvm_vcpu_exit */
+	struct kvm_run *run;	/* mmap of fd, run_size bytes */
+	size_t run_size;
+	pthread_t thread;	/* valid while running */
+	atomic_bool running;
+};
+
+struct fdvm_uart;
+struct fdvm_power;
+
+struct fdvm_vm {
+	struct fdvm_vm_config cfg;	/* immutable after create */
+	int kvm_fd, vm_fd;		/* owned */
+	uint8_t *mem;			/* one mapping for all RAM regions */
+	uint64_t mem_size;
+	struct fdvm_ram ram[FDVM_MAX_RAM_REGIONS];
+	unsigned nram;
+	struct fdvm_iobus bus[2];	/* indexed by enum fdvm_space */
+	struct fdvm_vcpu vcpu0;
+	struct fdvm_uart *uart;
+	struct fdvm_power *power;
+
+	/* Stop state: set once by the first device or caller that stops. */
+	pthread_mutex_t stop_lock;
+	bool stopped;
+	struct fdvm_stop stop;
+	atomic_bool stop_requested;
+};
+
+/* Records why the VM stops (first caller wins) and kicks the vCPUs out. */
+void fdvm_vm_set_stop(struct fdvm_vm *vm, enum fdvm_stop_reason reason, int status);
+
+/* Logging with errno: "OBJECT: OPERATION: strerror(err)". Returns -err. */
+int fdvm_log_errno(const struct fdvm_vm *vm, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+void fdvm_vlog(const struct fdvm_vm *vm, enum fdvm_log_level level,
+	       const char *fmt, va_list ap);
+void fdvm_log_cfg(const struct fdvm_vm_config *cfg, enum fdvm_log_level level,
+		  const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* lib/kvm/memory.c */
+int fdvm_memory_init(struct fdvm_vm *vm);
+void fdvm_memory_exit(struct fdvm_vm *vm);
+
+/* lib/kvm/vcpu.c */
+int fdvm_vcpu_init(struct fdvm_vm *vm, struct fdvm_vcpu *vcpu, int id);
+void fdvm_vcpu_exit(struct fdvm_vcpu *vcpu);
+int fdvm_vcpu_set_pvh_entry(struct fdvm_vcpu *vcpu, uint32_t entry, uint32_t start_info);
+int fdvm_vcpu_run(struct fdvm_vcpu *vcpu);
+void fdvm_vcpu_dump(struct fdvm_vcpu *vcpu, enum fdvm_log_level level);
+
+/* lib/kvm/iobus.c */
+int fdvm_iobus_init(struct fdvm_iobus *bus);
+void fdvm_iobus_exit(struct fdvm_iobus *bus);
+/* Returns false if no region claims [addr, addr + size). */
+bool fdvm_iobus_read(struct fdvm_iobus *bus, uint64_t addr, unsigned size, uint64_t *value);
+bool fdvm_iobus_write(struct fdvm_iobus *bus, uint64_t addr, unsigned size, uint64_t value);
+
+/* lib/dev/ */
+int fdvm_uart_init(struct fdvm_vm *vm, uint16_t base, int out_fd, struct fdvm_uart **out);
+void fdvm_uart_exit(struct fdvm_vm *vm, struct fdvm_uart *uart);
+void fdvm_uart_flush(struct fdvm_uart *uart);
+int fdvm_power_init(struct fdvm_vm *vm, struct fdvm_power **out);
+void fdvm_power_exit(struct fdvm_vm *vm, struct fdvm_power *power);
+
+#endif
