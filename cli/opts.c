@@ -112,6 +112,7 @@ int fdvm_parse_run(int argc, char **argv, struct fdvm_run_opts *o, char *err,
 
 	memset(o, 0, sizeof(*o));
 	o->mem_size = 64ull << 20;
+	o->mem_arg = "64M";
 	o->kvm_path = "/dev/kvm";
 	for (i = 0; i < argc; i++) {
 		const char *a = argv[i], *v;
@@ -128,6 +129,7 @@ int fdvm_parse_run(int argc, char **argv, struct fdvm_run_opts *o, char *err,
 		if ((r = take_value(argc, argv, &i, "--mem", "-m", &v, err, errlen))) {
 			if (r < 0)
 				return r;
+			o->mem_arg = v;
 			if (fdvm_parse_size(v, &o->mem_size)) {
 				snprintf(err, errlen, "--mem %s: not a size (try 64M or 1G)", v);
 				return -EINVAL;

@@ -17,6 +17,7 @@ int fdvm_parse_unhandled(const char *s, enum fdvm_unhandled *out);
 
 struct fdvm_run_opts {
 	uint64_t mem_size;
+	const char *mem_arg; /* as the user wrote it, for messages */
 	enum fdvm_unhandled unhandled_pio, unhandled_mmio;
 	const char *kvm_path;
 	const char *guest;

@@ -58,7 +58,7 @@ int fdvm_cmd_run(int argc, char **argv)
 		return 0;
 	}
 	if (fdvm_mem_size_check(o.mem_size, err, sizeof(err))) {
-		fprintf(stderr, "fdvm run: --mem: %s\n", err);
+		fprintf(stderr, "fdvm run: --mem %s: %s\n", o.mem_arg, err);
 		fdvm_run_opts_free(&o);
 		return FDVM_EXIT_USAGE;
 	}

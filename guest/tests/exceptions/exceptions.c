@@ -2,7 +2,8 @@
  * Exceptions. With one of ud, gp, pf (at CPL0) or user-ud, user-gp, user-pf
  * (at CPL3) on the command line, raises that exception with no handler, so
  * the runtime must report it and end the guest with a non-zero code. With
- * no argument, checks that installed handlers see the right vector, error
+ * "triple", loads an empty IDT and faults: the VMM must report a triple
+ * fault. With no argument, checks that installed handlers see the right vector, error
  * code and address and can resume.
  */
 #include "rt.h"
@@ -56,6 +57,16 @@ int guest_main(const char *cmdline)
 	};
 	(void)cmdline;
 
+	if (rt_cmdline_has("triple")) {
+		/* No IDT at all: the #UD becomes #DF, then a triple fault. */
+		struct {
+			uint16_t limit;
+			uint64_t base;
+		} __attribute__((packed)) empty = { 0, 0 };
+		rt_printf("exceptions: raising a triple fault\n");
+		__asm__ volatile("lidt %0; ud2" ::"m"(empty));
+		return 1;
+	}
 	for (unsigned i = 0; i < sizeof(raise) / sizeof(raise[0]); i++) {
 		if (!rt_cmdline_has(raise[i].arg))
 			continue;
