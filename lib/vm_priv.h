@@ -10,6 +10,7 @@
 #include <stdatomic.h>
 
 #include "fdvm/io.h"
+#include "fdvm/loop.h"
 #include "fdvm/vm.h"
 
 #define FDVM_MAX_RAM_REGIONS 2
@@ -47,10 +48,19 @@ struct fdvm_vcpu {
 
 struct fdvm_uart;
 struct fdvm_power;
+struct fdvm_gsi;
+struct fdvm_irq_line;
+struct fdvm_doorbell;
+
+/* What this KVM offers, read once at create. */
+struct fdvm_caps {
+	bool irqfd, irqfd_resample, signal_msi, ioeventfd, ioeventfd_any_length;
+};
 
 struct fdvm_vm {
 	struct fdvm_vm_config cfg;	/* immutable after create */
 	int kvm_fd, vm_fd;		/* owned */
+	int mem_fd;			/* owned: the memfd behind mem */
 	uint8_t *mem;			/* one mapping for all RAM regions */
 	uint64_t mem_size;
 	struct fdvm_ram ram[FDVM_MAX_RAM_REGIONS];
@@ -59,6 +69,22 @@ struct fdvm_vm {
 	struct fdvm_vcpu vcpu0;
 	struct fdvm_uart *uart;
 	struct fdvm_power *power;
+	struct fdvm_caps caps;		/* immutable after create */
+
+	/* Interrupts: lib/kvm/gsi.c, lib/kvm/irqfd.c */
+	struct fdvm_gsi *gsi;
+	bool gsi_routes;		/* KVM has GSI routing (immutable) */
+	pthread_mutex_t irq_lock;	/* guards lines, loop setup, level timer */
+	struct fdvm_irq_line *lines;
+	struct fdvm_loop *loop;		/* the service loop, started on first need */
+	struct fdvm_epoll_loop *own_loop; /* when fdvm made the loop */
+	int level_timer_fd;
+	bool level_timer_armed;
+
+	/* Doorbells: lib/kvm/ioeventfd.c */
+	pthread_rwlock_t doorbell_lock;	/* read: dispatch; write: create/destroy */
+	struct fdvm_doorbell *doorbells;
+	atomic_uint user_doorbells;	/* how many take the userspace path */
 
 	/* Stop state: set once by the first device or caller that stops. */
 	pthread_mutex_t stop_lock;
@@ -95,6 +121,23 @@ void fdvm_iobus_exit(struct fdvm_iobus *bus);
 /* Returns false if no region claims [addr, addr + size). */
 bool fdvm_iobus_read(struct fdvm_iobus *bus, uint64_t addr, unsigned size, uint64_t *value);
 bool fdvm_iobus_write(struct fdvm_iobus *bus, uint64_t addr, unsigned size, uint64_t value);
+
+/* The name of a region overlapping [base, base + len), or NULL. */
+const char *fdvm_iobus_overlap(struct fdvm_iobus *bus, uint64_t base, uint64_t len);
+
+/* lib/kvm/eventfd.c */
+int fdvm_eventfd_get(struct fdvm_vm *vm, int fd, bool borrow, const char *what, int *out);
+int fdvm_eventfd_drain(int fd, uint64_t *count);
+int fdvm_eventfd_signal(int fd);
+
+/* lib/kvm/gsi.c, irqfd.c, ioeventfd.c */
+int fdvm_gsi_init(struct fdvm_vm *vm);
+void fdvm_gsi_exit(struct fdvm_vm *vm);
+void fdvm_irq_lines_exit(struct fdvm_vm *vm);
+void fdvm_doorbells_exit(struct fdvm_vm *vm);
+/* Signals the userspace doorbell matching a guest write; false if none. */
+bool fdvm_doorbell_dispatch(struct fdvm_vm *vm, enum fdvm_space space, uint64_t addr,
+			    unsigned size, uint64_t value);
 
 /* lib/dev/ */
 int fdvm_uart_init(struct fdvm_vm *vm, uint16_t base, int out_fd, struct fdvm_uart **out);

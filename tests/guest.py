@@ -25,6 +25,7 @@ def main():
     ap.add_argument("--vmm", choices=["fdvm", "qemu"], default="fdvm")
     ap.add_argument("--fdvm", help="path to the fdvm executable")
     ap.add_argument("--fdvm-arg", action="append", default=[], help="extra fdvm run option")
+    ap.add_argument("--runner", help="a test harness to run instead of `fdvm run`")
     ap.add_argument("--guest", required=True)
     ap.add_argument("--append", default="", help="guest command line")
     ap.add_argument("--status", type=int, default=0, help="expected exit status")
@@ -36,7 +37,11 @@ def main():
 
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         skip("no usable /dev/kvm")
-    if a.vmm == "fdvm":
+    if a.runner:
+        cmd = [a.runner, *a.fdvm_arg, a.guest]
+        if a.append:
+            cmd += ["--", *a.append.split()]
+    elif a.vmm == "fdvm":
         cmd = [a.fdvm, "run", *a.fdvm_arg, a.guest]
         if a.append:
             cmd += ["--", *a.append.split()]
@@ -88,7 +93,8 @@ def main():
     for rx in a.expect:
         if not re.search(rx, out + err, re.M):
             problems.append(f"output does not match /{rx}/")
-    name = f"{a.vmm} {os.path.basename(a.guest)} {a.append}".strip()
+    vmm = os.path.basename(a.runner) + " " + " ".join(a.fdvm_arg) if a.runner else a.vmm
+    name = f"{vmm.strip()} {os.path.basename(a.guest)} {a.append}".strip()
     if problems:
         print(f"not ok {ran + 1} - {name}: " + "; ".join(problems))
     else:

@@ -89,6 +89,17 @@ void rt_cpu_init(void)
 		     LAPIC_SVR_ENABLE | SPURIOUS_VECTOR);
 }
 
+#define IOAPIC_BASE 0xfec00000ull
+
+void rt_ioapic_route(unsigned pin, unsigned vector, bool level, bool masked)
+{
+	uint32_t lo = vector | (level ? 1u << 15 : 0) | (masked ? 1u << 16 : 0);
+	mmio_write32(IOAPIC_BASE, 0x10 + 2 * pin + 1);
+	mmio_write32(IOAPIC_BASE + 0x10, 0); /* destination: APIC 0 */
+	mmio_write32(IOAPIC_BASE, 0x10 + 2 * pin);
+	mmio_write32(IOAPIC_BASE + 0x10, lo);
+}
+
 void rt_lapic_eoi(void) { mmio_write32(FDVM_LAPIC_BASE + LAPIC_EOI, 0); }
 uint32_t rt_lapic_id(void) { return mmio_read32(FDVM_LAPIC_BASE + LAPIC_ID) >> 24; }
 

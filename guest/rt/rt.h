@@ -50,6 +50,8 @@ long rt_kcall(long nr, long a0, long a1, long a2);
 typedef void (*rt_irq_handler)(struct rt_frame *frame, void *opaque);
 void rt_irq_set_handler(unsigned vector, rt_irq_handler fn, void *opaque);
 void rt_lapic_eoi(void);
+/* Routes an IOAPIC pin to vector on APIC 0 (CPL0 only). */
+void rt_ioapic_route(unsigned pin, unsigned vector, bool level, bool masked);
 uint32_t rt_lapic_id(void);
 /*
  * IF on/off from CPL0 or CPL3. At CPL3 this is a kernel call that edits the

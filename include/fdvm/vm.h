@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 struct fdvm_vm;
+struct fdvm_loop;
 
 /* What to do with a guest access nothing claims. */
 enum fdvm_unhandled {
@@ -36,6 +37,11 @@ struct fdvm_vm_config {
 	fdvm_log_fn log;	/* default: "fdvm: MSG" on stderr */
 	void *log_opaque;
 	enum fdvm_log_level log_level; /* default FDVM_LOG_WARN */
+	/*
+	 * Where the userspace interrupt path waits on eventfds. NULL (the
+	 * default): the VM starts a thread of its own on first need.
+	 */
+	struct fdvm_loop *loop;
 };
 
 /* Fills cfg with the defaults above. */
@@ -108,6 +114,13 @@ void fdvm_vm_request_stop(struct fdvm_vm *vm);
  * NULL. Valid until fdvm_vm_destroy. Guest-controlled gpa and len are safe.
  */
 void *fdvm_gpa(struct fdvm_vm *vm, uint64_t gpa, uint64_t len);
+
+/*
+ * The memfd behind guest RAM and the offset in it of gpa, for sharing RAM
+ * with another process (mmap it MAP_SHARED). -1 if gpa is not RAM. The fd
+ * stays the VM's; dup it to keep it.
+ */
+int fdvm_vm_mem_fd(const struct fdvm_vm *vm, uint64_t gpa, uint64_t *offset);
 
 /* The guest RAM size. */
 uint64_t fdvm_vm_mem_size(const struct fdvm_vm *vm);

@@ -54,6 +54,8 @@ static bool access(struct fdvm_vcpu *vcpu, enum fdvm_space space, bool write,
 
 	if (write) {
 		v = load_le(data, size);
+		if (fdvm_doorbell_dispatch(vcpu->vm, space, addr, size, v))
+			return true;
 		if (!fdvm_iobus_write(bus, addr, size, v))
 			return unhandled(vcpu, space, true, addr, size, v);
 		return true;

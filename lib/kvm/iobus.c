@@ -146,3 +146,15 @@ bool fdvm_iobus_write(struct fdvm_iobus *bus, uint64_t addr, unsigned size, uint
 	pthread_rwlock_unlock(&bus->lock);
 	return r != NULL;
 }
+
+const char *fdvm_iobus_overlap(struct fdvm_iobus *bus, uint64_t base, uint64_t len)
+{
+	const char *name = NULL;
+
+	pthread_rwlock_rdlock(&bus->lock);
+	size_t i = lower_bound(bus, base);
+	if (i < bus->n && bus->regions[i]->base <= base + (len - 1))
+		name = bus->regions[i]->name;
+	pthread_rwlock_unlock(&bus->lock);
+	return name;
+}

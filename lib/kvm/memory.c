@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "fdvm/abi.h"
 #include "../vm_priv.h"
@@ -31,12 +32,25 @@ int fdvm_memory_init(struct fdvm_vm *vm)
 	uint64_t low = size < FDVM_MMIO_HOLE_START ? size : FDVM_MMIO_HOLE_START;
 	int ret;
 
-	vm->mem = mmap(NULL, size, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	/*
+	 * A memfd, so that another process (a vhost-user backend, a test's
+	 * backend process) can map the same guest RAM.
+	 */
+	vm->mem_fd = memfd_create("fdvm-guest-ram", MFD_CLOEXEC);
+	if (vm->mem_fd < 0)
+		return fdvm_log_errno(vm, errno, "guest memory: memfd_create");
+	if (ftruncate(vm->mem_fd, (off_t)size) < 0) {
+		ret = fdvm_log_errno(vm, errno, "guest memory (%llu MiB): ftruncate",
+				     (unsigned long long)(size >> 20));
+		goto err_close;
+	}
+	vm->mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,
+		       vm->mem_fd, 0);
 	if (vm->mem == MAP_FAILED) {
 		vm->mem = NULL;
-		return fdvm_log_errno(vm, errno, "guest memory (%llu MiB): mmap",
-				      (unsigned long long)(size >> 20));
+		ret = fdvm_log_errno(vm, errno, "guest memory (%llu MiB): mmap",
+				     (unsigned long long)(size >> 20));
+		goto err_close;
 	}
 	vm->mem_size = size;
 	vm->ram[0] = (struct fdvm_ram){ 0, low, vm->mem, 0 };
@@ -52,10 +66,15 @@ int fdvm_memory_init(struct fdvm_vm *vm)
 			munmap(vm->mem, size);
 			vm->mem = NULL;
 			vm->nram = 0;
-			return ret;
+			goto err_close;
 		}
 	}
 	return 0;
+
+err_close:
+	close(vm->mem_fd);
+	vm->mem_fd = -1;
+	return ret;
 }
 
 void fdvm_memory_exit(struct fdvm_vm *vm)
@@ -66,4 +85,18 @@ void fdvm_memory_exit(struct fdvm_vm *vm)
 	if (vm->mem)
 		munmap(vm->mem, vm->mem_size);
 	vm->mem = NULL;
+	if (vm->mem_fd >= 0)
+		close(vm->mem_fd);
+	vm->mem_fd = -1;
+}
+
+int fdvm_vm_mem_fd(const struct fdvm_vm *vm, uint64_t gpa, uint64_t *offset)
+{
+	for (unsigned i = 0; i < vm->nram; i++) {
+		if (gpa >= vm->ram[i].gpa && gpa - vm->ram[i].gpa < vm->ram[i].size) {
+			*offset = (uint64_t)(vm->ram[i].host - vm->mem) + (gpa - vm->ram[i].gpa);
+			return vm->mem_fd;
+		}
+	}
+	return -1;
 }

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "fdvm/abi.h"
+#include "fdvm/gsi.h"
 #include "../vm_priv.h"
 
 /* Where KVM on Intel keeps its real-mode TSS and identity map: in the
@@ -97,6 +98,18 @@ err_close_kvm:
 	return ret;
 }
 
+static void read_caps(struct fdvm_vm *vm)
+{
+	struct fdvm_caps *c = &vm->caps;
+#define HAS(cap) (ioctl(vm->vm_fd, KVM_CHECK_EXTENSION, cap) > 0)
+	c->irqfd = HAS(KVM_CAP_IRQFD);
+	c->irqfd_resample = HAS(KVM_CAP_IRQFD_RESAMPLE);
+	c->signal_msi = HAS(KVM_CAP_SIGNAL_MSI);
+	c->ioeventfd = HAS(KVM_CAP_IOEVENTFD);
+	c->ioeventfd_any_length = HAS(KVM_CAP_IOEVENTFD_ANY_LENGTH);
+#undef HAS
+}
+
 static void kvm_close(struct fdvm_vm *vm)
 {
 	close(vm->vm_fd);
@@ -122,14 +135,24 @@ int fdvm_vm_create(const struct fdvm_vm_config *cfg, struct fdvm_vm **vmp)
 	if (!vm->cfg.kvm_path)
 		vm->cfg.kvm_path = "/dev/kvm";
 	pthread_mutex_init(&vm->stop_lock, NULL);
+	pthread_mutex_init(&vm->irq_lock, NULL);
+	pthread_rwlock_init(&vm->doorbell_lock, NULL);
 	atomic_init(&vm->stop_requested, false);
+	atomic_init(&vm->user_doorbells, 0);
+	vm->level_timer_fd = -1;
+	vm->mem_fd = -1;
 
 	ret = kvm_open(vm);
 	if (ret)
 		goto err_free;
-	ret = fdvm_memory_init(vm);
+	read_caps(vm);
+	ret = fdvm_gsi_init(vm);
 	if (ret)
 		goto err_kvm;
+	vm->gsi_routes = fdvm_gsi_msi_free(vm) > 0;
+	ret = fdvm_memory_init(vm);
+	if (ret)
+		goto err_gsi;
 	ret = fdvm_iobus_init(&vm->bus[FDVM_SPACE_PIO]);
 	if (ret)
 		goto err_memory;
@@ -158,9 +181,13 @@ err_pio_bus:
 	fdvm_iobus_exit(&vm->bus[FDVM_SPACE_PIO]);
 err_memory:
 	fdvm_memory_exit(vm);
+err_gsi:
+	fdvm_gsi_exit(vm);
 err_kvm:
 	kvm_close(vm);
 err_free:
+	pthread_rwlock_destroy(&vm->doorbell_lock);
+	pthread_mutex_destroy(&vm->irq_lock);
 	pthread_mutex_destroy(&vm->stop_lock);
 	free(vm);
 	return ret;
@@ -170,13 +197,19 @@ void fdvm_vm_destroy(struct fdvm_vm *vm)
 {
 	if (!vm)
 		return;
+	/* What users created first, then what create made, in reverse. */
+	fdvm_doorbells_exit(vm);
+	fdvm_irq_lines_exit(vm);
 	fdvm_power_exit(vm, vm->power);
 	fdvm_uart_exit(vm, vm->uart);
 	fdvm_vcpu_exit(&vm->vcpu0);
 	fdvm_iobus_exit(&vm->bus[FDVM_SPACE_MMIO]);
 	fdvm_iobus_exit(&vm->bus[FDVM_SPACE_PIO]);
 	fdvm_memory_exit(vm);
+	fdvm_gsi_exit(vm);
 	kvm_close(vm);
+	pthread_rwlock_destroy(&vm->doorbell_lock);
+	pthread_mutex_destroy(&vm->irq_lock);
 	pthread_mutex_destroy(&vm->stop_lock);
 	free(vm);
 }
