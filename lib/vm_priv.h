@@ -21,13 +21,22 @@ struct fdvm_io_region {
 	const struct fdvm_io_ops *ops;
 	void *opaque;
 	char name[32];
+	atomic_int inflight;	/* handler calls running now */
+	atomic_bool dying;	/* unregister is waiting for inflight == 0 */
 };
 
-/* Regions of one address space, sorted by base, never overlapping. */
+/*
+ * Regions of one address space, sorted by base, never overlapping. Dispatch
+ * finds a region under the read lock, pins it (inflight) and calls the
+ * handler unlocked, so a handler may register and unregister other regions
+ * (a BAR move does); unregister waits for the pins to go.
+ */
 struct fdvm_iobus {
-	pthread_rwlock_t lock; /* read: dispatch; write: (un)register */
+	pthread_rwlock_t lock; /* read: lookup; write: (un)register */
 	struct fdvm_io_region **regions;
 	size_t n, cap;
+	pthread_mutex_t wait_lock;
+	pthread_cond_t drained;
 };
 
 struct fdvm_ram {

@@ -14,8 +14,8 @@ enum fdvm_space { FDVM_SPACE_PIO, FDVM_SPACE_MMIO };
 
 /*
  * A device's handlers. offset is relative to the region's base; size is 1,
- * 2, 4 or 8. Handlers run on a vCPU thread with the bus read-locked: they
- * must not register or unregister regions.
+ * 2, 4 or 8. Handlers run on a vCPU thread; they may register and
+ * unregister regions, but not their own.
  */
 struct fdvm_io_ops {
 	uint64_t (*read)(void *opaque, uint64_t offset, unsigned size);
@@ -33,7 +33,7 @@ int fdvm_io_register(struct fdvm_vm *vm, enum fdvm_space space, uint64_t base,
 
 /*
  * Releases a region. When it returns, no handler of the region runs or will
- * run. Must not be called from one of the bus's handlers.
+ * run. Must not be called from one of the region's own handlers.
  */
 void fdvm_io_unregister(struct fdvm_vm *vm, struct fdvm_io_region *region);
 

@@ -9,6 +9,8 @@
 int fdvm_iobus_init(struct fdvm_iobus *bus)
 {
 	memset(bus, 0, sizeof(*bus));
+	pthread_mutex_init(&bus->wait_lock, NULL);
+	pthread_cond_init(&bus->drained, NULL);
 	return -pthread_rwlock_init(&bus->lock, NULL);
 }
 
@@ -18,6 +20,8 @@ void fdvm_iobus_exit(struct fdvm_iobus *bus)
 		free(bus->regions[i]);
 	free(bus->regions);
 	pthread_rwlock_destroy(&bus->lock);
+	pthread_cond_destroy(&bus->drained);
+	pthread_mutex_destroy(&bus->wait_lock);
 	memset(bus, 0, sizeof(*bus));
 }
 
@@ -55,7 +59,8 @@ int fdvm_io_register(struct fdvm_vm *vm, enum fdvm_space space, uint64_t base,
 	r = calloc(1, sizeof(*r));
 	if (!r)
 		return -ENOMEM;
-	*r = (struct fdvm_io_region){ space, base, len, ops, opaque, "" };
+	*r = (struct fdvm_io_region){ .space = space, .base = base, .len = len,
+				      .ops = ops, .opaque = opaque };
 	snprintf(r->name, sizeof(r->name), "%s", name ? name : "?");
 
 	bus = &vm->bus[space];
@@ -101,7 +106,6 @@ void fdvm_io_unregister(struct fdvm_vm *vm, struct fdvm_io_region *r)
 	if (!r)
 		return;
 	bus = &vm->bus[r->space];
-	/* The write lock waits for every dispatch in flight to finish. */
 	pthread_rwlock_wrlock(&bus->lock);
 	for (size_t i = 0; i < bus->n; i++) {
 		if (bus->regions[i] == r) {
@@ -112,6 +116,12 @@ void fdvm_io_unregister(struct fdvm_vm *vm, struct fdvm_io_region *r)
 		}
 	}
 	pthread_rwlock_unlock(&bus->lock);
+	/* No new dispatch finds it now; wait for those already in a handler. */
+	atomic_store(&r->dying, true);
+	pthread_mutex_lock(&bus->wait_lock);
+	while (atomic_load(&r->inflight))
+		pthread_cond_wait(&bus->drained, &bus->wait_lock);
+	pthread_mutex_unlock(&bus->wait_lock);
 	free(r);
 }
 
@@ -127,24 +137,44 @@ static struct fdvm_io_region *find(struct fdvm_iobus *bus, uint64_t addr, unsign
 	return r;
 }
 
-bool fdvm_iobus_read(struct fdvm_iobus *bus, uint64_t addr, unsigned size, uint64_t *value)
+static struct fdvm_io_region *pin(struct fdvm_iobus *bus, uint64_t addr, unsigned size)
 {
 	pthread_rwlock_rdlock(&bus->lock);
 	struct fdvm_io_region *r = find(bus, addr, size);
 	if (r)
-		*value = r->ops->read ? r->ops->read(r->opaque, addr - r->base, size) : ~0ull;
+		atomic_fetch_add(&r->inflight, 1);
 	pthread_rwlock_unlock(&bus->lock);
-	return r != NULL;
+	return r;
+}
+
+static void unpin(struct fdvm_iobus *bus, struct fdvm_io_region *r)
+{
+	if (atomic_fetch_sub(&r->inflight, 1) == 1 && atomic_load(&r->dying)) {
+		pthread_mutex_lock(&bus->wait_lock);
+		pthread_cond_broadcast(&bus->drained);
+		pthread_mutex_unlock(&bus->wait_lock);
+	}
+}
+
+bool fdvm_iobus_read(struct fdvm_iobus *bus, uint64_t addr, unsigned size, uint64_t *value)
+{
+	struct fdvm_io_region *r = pin(bus, addr, size);
+	if (!r)
+		return false;
+	*value = r->ops->read ? r->ops->read(r->opaque, addr - r->base, size) : ~0ull;
+	unpin(bus, r);
+	return true;
 }
 
 bool fdvm_iobus_write(struct fdvm_iobus *bus, uint64_t addr, unsigned size, uint64_t value)
 {
-	pthread_rwlock_rdlock(&bus->lock);
-	struct fdvm_io_region *r = find(bus, addr, size);
-	if (r && r->ops->write)
+	struct fdvm_io_region *r = pin(bus, addr, size);
+	if (!r)
+		return false;
+	if (r->ops->write)
 		r->ops->write(r->opaque, addr - r->base, value, size);
-	pthread_rwlock_unlock(&bus->lock);
-	return r != NULL;
+	unpin(bus, r);
+	return true;
 }
 
 const char *fdvm_iobus_overlap(struct fdvm_iobus *bus, uint64_t base, uint64_t len)

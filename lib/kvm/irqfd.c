@@ -190,17 +190,21 @@ static void line_signalled(void *opaque, int fd, uint32_t events)
 	uint64_t count;
 
 	(void)events;
-	if (fdvm_eventfd_drain(fd, &count) || !count)
-		return;
 	if (l->kind == FDVM_IRQ_MSI) {
+		/* Drained under the lock, so mask() sees each signal either
+		 * before (and injects it) or after (and makes it pending). */
 		pthread_mutex_lock(&l->lock);
-		if (l->masked)
-			l->pending = true;
-		else
-			inject_msi(l);
+		if (!fdvm_eventfd_drain(fd, &count) && count) {
+			if (l->masked)
+				l->pending = true;
+			else
+				inject_msi(l);
+		}
 		pthread_mutex_unlock(&l->lock);
 		return;
 	}
+	if (fdvm_eventfd_drain(fd, &count) || !count)
+		return;
 	/* Level: signals while pending or before the EOI are absorbed, as the
 	 * kernel absorbs them on a line that is already high. */
 	pthread_mutex_lock(&vm->irq_lock);
@@ -465,8 +469,16 @@ int fdvm_irq_line_mask(struct fdvm_irq_line *l)
 		return -EINVAL;
 	pthread_mutex_lock(&l->lock);
 	if (!l->masked) {
-		if (l->kernel)
+		uint64_t count;
+		if (l->kernel) {
+			/* KVM consumes the count as it unhooks: every signal
+			 * before this point has been injected. */
 			irqfd_deassign(l);
+		} else if (!fdvm_eventfd_drain(l->fd, &count) && count) {
+			/* The same guarantee on the userspace path: a signal
+			 * written before the mask is injected now. */
+			inject_msi(l);
+		}
 		l->masked = true;
 		if (l->kernel)
 			fold_pending(l);

@@ -182,9 +182,16 @@ static void test_level(void)
 		  (unsigned long)level_consumed, (unsigned long)level_spurious);
 	rt_tap_ok(level_consumed == LEVEL_WORK,
 		  "level: every work item was delivered (backend re-raised after each EOI)");
-	rt_tap_ok(level_spurious == 0 && deliveries[V_LEVEL] == LEVEL_WORK,
-		  "level: no delivery without work (no storm): %lu deliveries",
-		  (unsigned long)deliveries[V_LEVEL]);
+	/*
+	 * A backend that re-raises on a resample may race with the ISR that
+	 * takes the last item: one delivery then finds no work, as with any
+	 * level-triggered device whose line is lowered only at EOI. Never
+	 * more deliveries than signals, and no storm: at most a few such.
+	 */
+	rt_tap_ok(deliveries[V_LEVEL] <= sent && level_spurious <= LEVEL_WORK / 50,
+		  "level: %lu deliveries for %lu signals, %lu without work (no storm)",
+		  (unsigned long)deliveries[V_LEVEL], (unsigned long)sent,
+		  (unsigned long)level_spurious);
 	tc(TC_LINE_DESTROY, id, 0, 0);
 	rt_ioapic_route(LEVEL_PIN, V_LEVEL, true, true);
 }
