@@ -155,6 +155,20 @@ int fdvm_parse_run(int argc, char **argv, struct fdvm_run_opts *o, char *err,
 			return r;
 		if (r)
 			continue;
+		if ((r = take_value(argc, argv, &i, "--device", "-d", &v, err, errlen))) {
+			if (r < 0)
+				return r;
+			if (strcmp(v, "pci-testdev")) {
+				snprintf(err, errlen, "--device %s: unknown device (known: pci-testdev)", v);
+				return -EINVAL;
+			}
+			if (o->ndevices == sizeof(o->devices) / sizeof(o->devices[0])) {
+				snprintf(err, errlen, "--device %s: too many devices", v);
+				return -EINVAL;
+			}
+			o->devices[o->ndevices++] = v;
+			continue;
+		}
 		if ((r = take_value(argc, argv, &i, "--kvm", NULL, &v, err, errlen))) {
 			if (r < 0)
 				return r;

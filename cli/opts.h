@@ -22,6 +22,8 @@ struct fdvm_run_opts {
 	const char *kvm_path;
 	const char *guest;
 	char *cmdline; /* owned: the guest arguments joined by spaces */
+	const char *devices[16]; /* --device NAME, in order */
+	unsigned ndevices;
 	int verbose;
 	int help;
 };

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "fdvm/devices.h"
 #include "fdvm/vm.h"
 #include "opts.h"
 
@@ -35,6 +36,9 @@ static void run_usage(FILE *f)
 		"                           then go on), or ignore (reads return all-ones,\n"
 		"                           writes are dropped, as on real hardware)\n"
 		"  --unhandled-mmio POLICY  the same for an MMIO address with nothing there\n"
+		"  -d, --device NAME        add a device (repeatable):\n"
+		"                           pci-testdev  QEMU's PCI test device (1b36:0005),\n"
+		"                                        its eventfd tests backed by doorbells\n"
 		"  --kvm PATH               the KVM device (default /dev/kvm)\n"
 		"  -v, --verbose            more messages from fdvm\n"
 		"  -h, --help               this text\n");
@@ -75,7 +79,13 @@ int fdvm_cmd_run(int argc, char **argv)
 		fdvm_run_opts_free(&o);
 		return FDVM_EXIT_USAGE;
 	}
-	ret = fdvm_vm_load_pvh(vm, o.guest, o.cmdline);
+	for (unsigned i = 0; i < o.ndevices && !ret; i++) {
+		struct fdvm_pci_testdev *td;
+		/* Devices belong to the VM: fdvm_vm_destroy removes them. */
+		ret = fdvm_pci_testdev_create(vm, FDVM_DOORBELL_AUTO, &td);
+	}
+	if (!ret)
+		ret = fdvm_vm_load_pvh(vm, o.guest, o.cmdline);
 	fdvm_run_opts_free(&o);
 	if (ret) {
 		fdvm_vm_destroy(vm);

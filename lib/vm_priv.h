@@ -58,6 +58,7 @@ struct fdvm_vcpu {
 struct fdvm_uart;
 struct fdvm_power;
 struct fdvm_gsi;
+struct fdvm_pci;
 struct fdvm_irq_line;
 struct fdvm_doorbell;
 
@@ -90,6 +91,9 @@ struct fdvm_vm {
 	int level_timer_fd;
 	bool level_timer_armed;
 
+	struct fdvm_pci *pci;		/* lib/pci/ */
+	struct fdvm_owned *owned;	/* in-process devices, newest first (irq_lock) */
+
 	/* Doorbells: lib/kvm/ioeventfd.c */
 	pthread_rwlock_t doorbell_lock;	/* read: dispatch; write: create/destroy */
 	struct fdvm_doorbell *doorbells;
@@ -101,6 +105,18 @@ struct fdvm_vm {
 	struct fdvm_stop stop;
 	atomic_bool stop_requested;
 };
+
+/*
+ * Objects the VM destroys at fdvm_vm_destroy, newest first (devices made
+ * by lib/dev/). An object that is destroyed earlier disowns itself.
+ */
+struct fdvm_owned {
+	struct fdvm_owned *next;
+	void (*destroy)(void *obj);
+	void *obj;
+};
+int fdvm_vm_own(struct fdvm_vm *vm, void (*destroy)(void *), void *obj, struct fdvm_owned **out);
+void fdvm_vm_disown(struct fdvm_vm *vm, struct fdvm_owned *o);
 
 /* Records why the VM stops (first caller wins) and kicks the vCPUs out. */
 void fdvm_vm_set_stop(struct fdvm_vm *vm, enum fdvm_stop_reason reason, int status);

@@ -26,6 +26,7 @@ def main():
     ap.add_argument("--fdvm", help="path to the fdvm executable")
     ap.add_argument("--fdvm-arg", action="append", default=[], help="extra fdvm run option")
     ap.add_argument("--runner", help="a test harness to run instead of `fdvm run`")
+    ap.add_argument("--qemu-arg", action="append", default=[], help="extra QEMU option")
     ap.add_argument("--guest", required=True)
     ap.add_argument("--append", default="", help="guest command line")
     ap.add_argument("--status", type=int, default=0, help="expected exit status")
@@ -52,7 +53,7 @@ def main():
         cmd = [qemu, "-enable-kvm", "-cpu", "qemu64", "-m", "128", "-display", "none",
                "-no-reboot", "-nodefaults", "-serial", "stdio",
                "-device", "isa-debug-exit,iobase=0xf4,iosize=4",
-               "-kernel", a.guest, "-append", a.append]
+               "-kernel", a.guest, "-append", a.append, *a.qemu_arg]
 
     timed_out = False
     try:

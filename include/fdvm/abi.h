@@ -50,4 +50,19 @@
 #define FDVM_MMIO_HOLE_START 0xc0000000ull
 #define FDVM_HIGH_RAM_START 0x100000000ull
 
+/*
+ * PCI: configuration space through ports 0xcf8/0xcfc (as on QEMU's pc and
+ * q35), and, on fdvm, also through ECAM (memory-mapped, bus 0 only) at
+ * FDVM_PCI_ECAM_BASE, so that code at CPL3 can reach it. fdvm assigns BARs
+ * at boot from these windows, as firmware would.
+ */
+#define FDVM_PCI_CONFIG_ADDRESS 0xcf8
+#define FDVM_PCI_CONFIG_DATA 0xcfc
+#define FDVM_PCI_ECAM_BASE 0xe0000000ull
+#define FDVM_PCI_ECAM_SIZE 0x100000ull
+#define FDVM_PCI_MMIO_START 0xc0000000ull
+#define FDVM_PCI_MMIO_END 0xe0000000ull
+#define FDVM_PCI_IO_START 0xc000
+#define FDVM_PCI_IO_END 0x10000
+
 #endif

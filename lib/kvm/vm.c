@@ -11,6 +11,7 @@
 #include "fdvm/abi.h"
 #include "fdvm/gsi.h"
 #include "../vm_priv.h"
+#include "../pci/pci_priv.h"
 
 /* Where KVM on Intel keeps its real-mode TSS and identity map: in the
  * MMIO hole, below the IOAPIC, never RAM. */
@@ -168,9 +169,14 @@ int fdvm_vm_create(const struct fdvm_vm_config *cfg, struct fdvm_vm **vmp)
 	ret = fdvm_power_init(vm, &vm->power);
 	if (ret)
 		goto err_uart;
+	ret = fdvm_pci_init(vm);
+	if (ret)
+		goto err_power;
 	*vmp = vm;
 	return 0;
 
+err_power:
+	fdvm_power_exit(vm, vm->power);
 err_uart:
 	fdvm_uart_exit(vm, vm->uart);
 err_vcpu:
@@ -198,6 +204,9 @@ void fdvm_vm_destroy(struct fdvm_vm *vm)
 	if (!vm)
 		return;
 	/* What users created first, then what create made, in reverse. */
+	while (vm->owned)
+		vm->owned->destroy(vm->owned->obj); /* each disowns itself */
+	fdvm_pci_exit(vm);
 	fdvm_doorbells_exit(vm);
 	fdvm_irq_lines_exit(vm);
 	fdvm_power_exit(vm, vm->power);
@@ -212,6 +221,34 @@ void fdvm_vm_destroy(struct fdvm_vm *vm)
 	pthread_mutex_destroy(&vm->irq_lock);
 	pthread_mutex_destroy(&vm->stop_lock);
 	free(vm);
+}
+
+int fdvm_vm_own(struct fdvm_vm *vm, void (*destroy)(void *), void *obj, struct fdvm_owned **out)
+{
+	struct fdvm_owned *o = calloc(1, sizeof(*o));
+	if (!o)
+		return -ENOMEM;
+	o->destroy = destroy;
+	o->obj = obj;
+	pthread_mutex_lock(&vm->irq_lock);
+	o->next = vm->owned;
+	vm->owned = o;
+	pthread_mutex_unlock(&vm->irq_lock);
+	*out = o;
+	return 0;
+}
+
+void fdvm_vm_disown(struct fdvm_vm *vm, struct fdvm_owned *o)
+{
+	pthread_mutex_lock(&vm->irq_lock);
+	for (struct fdvm_owned **p = &vm->owned; *p; p = &(*p)->next) {
+		if (*p == o) {
+			*p = o->next;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&vm->irq_lock);
+	free(o);
 }
 
 const char *fdvm_stop_reason_name(enum fdvm_stop_reason reason)

@@ -1,0 +1,40 @@
+/*
+ * The guest's PCI library: configuration space through 0xcf8/0xcfc (CPL0,
+ * works on fdvm and QEMU) or through fdvm's ECAM (any CPL), enumeration,
+ * BARs, capabilities, MSI-X.
+ */
+#ifndef RT_PCI_H
+#define RT_PCI_H
+
+#include "rt.h"
+
+struct pci_dev {
+	unsigned slot;
+	uint16_t vendor, device;
+	uint64_t bar[6];	/* guest address (I/O BARs: the port) */
+	uint64_t bar_size[6];
+	bool bar_io[6];
+	/* MSI-X, if present */
+	unsigned msix_cap, msix_n;
+	uint64_t msix_table, msix_pba; /* guest addresses */
+};
+
+/* Which mechanism pci_cfg_* use: false = ports (default), true = ECAM. */
+void pci_use_ecam(bool on);
+uint32_t pci_cfg_read(unsigned slot, unsigned off, unsigned size);
+void pci_cfg_write(unsigned slot, unsigned off, uint32_t val, unsigned size);
+
+/* Finds vendor:device on bus 0 and reads its BARs (sizing them) and its
+ * MSI-X capability. */
+bool pci_find(uint16_t vendor, uint16_t device, struct pci_dev *dev);
+/* Offset of the first capability with this id, or 0. */
+unsigned pci_find_cap(unsigned slot, uint8_t id);
+
+/* MSI-X. Vector i is programmed for LAPIC 0, the given vector, masked. */
+void msix_program(struct pci_dev *dev, unsigned i, uint8_t vector);
+void msix_enable(struct pci_dev *dev, bool on);
+void msix_function_mask(struct pci_dev *dev, bool masked);
+void msix_mask(struct pci_dev *dev, unsigned i, bool masked);
+bool msix_pending(struct pci_dev *dev, unsigned i);
+
+#endif
