@@ -43,6 +43,30 @@ enum {
 	TC_DOORBELL_DESTROY,	/* ARG0 = id */
 	TC_DEVICE_WRITES,	/* -> writes that reached the doorbell areas (and reset) */
 	TC_KERNEL_PATH,		/* -> 1 if lines and doorbells use the kernel path */
+	TC_MSIX_MAILBOX,	/* ARG0 = gpa of a struct tc_msix_mailbox */
+	TC_MSIX_ROUND,		/* ARG0 = signals, ARG1 = TC_BY_THREAD/PROCESS, ARG2 = seed:
+				 * a backend signals random vectors of the MSI-X test
+				 * device, then sets done */
+	TC_MSIX_SIGNAL,		/* ARG0 = vector, ARG1 = count: from the vCPU thread */
+};
+
+/*
+ * The MSI-X test device the harness plugs in: FDVM_TEST_MSIX_VECTORS
+ * vectors, BAR0 16 KiB MMIO with the table at 0 and the PBA at 0x2000. Its
+ * vendor ID is not an assigned one: it exists only under the harness.
+ */
+#define FDVM_TEST_PCI_VENDOR 0xfdfd
+#define FDVM_TEST_PCI_MSIX_DEVICE 0x0001
+#define FDVM_TEST_MSIX_VECTORS 8
+#define FDVM_TEST_MSIX_BAR_SIZE 0x4000
+#define FDVM_TEST_MSIX_PBA 0x2000
+
+/* Per-vector counts the MSI-X backend keeps: seq is bumped before a
+ * vector's signal, written after it. */
+struct tc_msix_mailbox {
+	volatile uint64_t seq[FDVM_TEST_MSIX_VECTORS];
+	volatile uint64_t written[FDVM_TEST_MSIX_VECTORS];
+	volatile uint64_t done;
 };
 
 #define TC_F_BORROW 1		/* the line borrows the backend's eventfd */

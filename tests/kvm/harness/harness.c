@@ -25,6 +25,7 @@
 #include "fdvm/doorbell.h"
 #include "fdvm/io.h"
 #include "fdvm/irq.h"
+#include "fdvm/pci.h"
 #include "fdvm/testctl.h"
 #include "fdvm/vm.h"
 
@@ -44,6 +45,8 @@ static struct line {
 	atomic_long work; /* level test */
 } lines[MAX_LINES];
 static struct fdvm_doorbell *doorbells[MAX_DOORBELLS];
+static struct fdvm_pci_dev *msix_dev;
+static uint64_t msix_mailbox_gpa;
 
 /* The backend: one at a time. */
 static pthread_t backend;
@@ -83,17 +86,40 @@ static struct tc_mailbox *mailbox(void)
 	return mailbox_gpa ? fdvm_gpa(vm, mailbox_gpa, sizeof(struct tc_mailbox)) : NULL;
 }
 
+/*
+ * The MSI-X backend's work, in a thread or the child: count signals to
+ * random vectors, each bracketed by the mailbox counts the guest checks.
+ */
+static uint64_t msix_signals(struct tc_msix_mailbox *mb, const int *fds, unsigned n, uint64_t count)
+{
+	uint64_t sent = 0;
+	for (uint64_t i = 0; i < count; i++) {
+		uint64_t r = xrand();
+		unsigned v = (unsigned)(r % n);
+		uint64_t s = __atomic_load_n(&mb->seq[v], __ATOMIC_RELAXED) + 1;
+		__atomic_store_n(&mb->seq[v], s, __ATOMIC_SEQ_CST);
+		if (signal_fd(fds[v]) == 0)
+			sent++;
+		__atomic_store_n(&mb->written[v], s, __ATOMIC_SEQ_CST);
+		short_pause(r >> 8);
+	}
+	__atomic_store_n(&mb->done, 1, __ATOMIC_SEQ_CST);
+	return sent;
+}
+
 /* ---- the process backend: forked before the VM exists ---- */
 
 struct child_req {
-	uint64_t count, mailbox_off, mem_size;
+	uint64_t count, mailbox_off, mem_size, nfds, seed;
+	bool msix; /* signal random vectors; fds[0..nfds-2] are theirs */
 };
+#define CHILD_MAX_FDS (FDVM_TEST_MSIX_VECTORS + 1)
 
 static void child_main(int sock)
 {
 	for (;;) {
 		struct child_req req;
-		char cbuf[CMSG_SPACE(2 * sizeof(int))];
+		char cbuf[CMSG_SPACE(CHILD_MAX_FDS * sizeof(int))];
 		struct iovec iov = { &req, sizeof(req) };
 		struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1,
 				      .msg_control = cbuf, .msg_controllen = sizeof(cbuf) };
@@ -101,26 +127,34 @@ static void child_main(int sock)
 		if (n != sizeof(req))
 			_exit(n == 0 ? 0 : 1);
 		struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-		if (!c || c->cmsg_type != SCM_RIGHTS || c->cmsg_len != CMSG_LEN(2 * sizeof(int)))
+		if (!c || c->cmsg_type != SCM_RIGHTS || req.nfds < 2 || req.nfds > CHILD_MAX_FDS ||
+		    c->cmsg_len != CMSG_LEN(req.nfds * sizeof(int)))
 			_exit(2);
-		int fds[2];
-		memcpy(fds, CMSG_DATA(c), sizeof(fds));
-		uint8_t *mem = mmap(NULL, req.mem_size, PROT_READ | PROT_WRITE, MAP_SHARED, fds[1], 0);
+		int fds[CHILD_MAX_FDS];
+		memcpy(fds, CMSG_DATA(c), req.nfds * sizeof(int));
+		int memfd = fds[req.nfds - 1];
+		uint8_t *mem = mmap(NULL, req.mem_size, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
 		if (mem == MAP_FAILED)
 			_exit(3);
-		struct tc_mailbox *mb = (struct tc_mailbox *)(mem + req.mailbox_off);
 		uint64_t sent = 0;
-		for (uint64_t i = 1; i <= req.count; i++) {
-			__atomic_store_n(&mb->seq, i, __ATOMIC_RELEASE);
-			if (signal_fd(fds[0]) == 0)
-				sent++;
-			short_pause(xrand());
+		if (req.msix) {
+			rand_state = req.seed | 1;
+			sent = msix_signals((struct tc_msix_mailbox *)(mem + req.mailbox_off), fds,
+					    (unsigned)req.nfds - 1, req.count);
+		} else {
+			struct tc_mailbox *mb = (struct tc_mailbox *)(mem + req.mailbox_off);
+			for (uint64_t i = 1; i <= req.count; i++) {
+				__atomic_store_n(&mb->seq, i, __ATOMIC_RELEASE);
+				if (signal_fd(fds[0]) == 0)
+					sent++;
+				short_pause(xrand());
+			}
+			__atomic_store_n(&mb->done, 1, __ATOMIC_RELEASE);
 		}
 		/* The backend goes away: its copies of the fds are closed. */
-		close(fds[0]);
-		__atomic_store_n(&mb->done, 1, __ATOMIC_RELEASE);
+		for (unsigned k = 0; k < req.nfds; k++)
+			close(fds[k]);
 		munmap(mem, req.mem_size);
-		close(fds[1]);
 		if (write(sock, &sent, sizeof(sent)) != sizeof(sent))
 			_exit(4);
 	}
@@ -144,25 +178,37 @@ static int start_child(void)
 	return 0;
 }
 
+/* Hands the child backend its eventfds and guest RAM, as a vhost-user
+ * frontend would. The last fd is the memfd. */
+static int process_send(struct child_req *req, const int *fds, unsigned nfds)
+{
+	char cbuf[CMSG_SPACE(CHILD_MAX_FDS * sizeof(int))] = { 0 };
+	struct iovec iov = { req, sizeof(*req) };
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+			      .msg_controllen = CMSG_SPACE(nfds * sizeof(int)) };
+	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+
+	if (child_sock < 0 || nfds > CHILD_MAX_FDS)
+		return -EINVAL;
+	req->nfds = nfds;
+	req->mem_size = fdvm_vm_mem_size(vm);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(nfds * sizeof(int));
+	memcpy(CMSG_DATA(c), fds, nfds * sizeof(int));
+	return sendmsg(child_sock, &msg, 0) == sizeof(*req) ? 0 : -errno;
+}
+
 static int process_signal(int fd, uint64_t count)
 {
 	uint64_t off;
 	int memfd = fdvm_vm_mem_fd(vm, mailbox_gpa, &off);
-	struct child_req req = { count, off, fdvm_vm_mem_size(vm) };
-	char cbuf[CMSG_SPACE(2 * sizeof(int))] = { 0 };
-	struct iovec iov = { &req, sizeof(req) };
-	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1,
-			      .msg_control = cbuf, .msg_controllen = sizeof(cbuf) };
-	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+	struct child_req req = { .count = count, .mailbox_off = off };
 	int fds[2] = { fd, memfd };
 
-	if (memfd < 0 || child_sock < 0)
+	if (memfd < 0)
 		return -EINVAL;
-	c->cmsg_level = SOL_SOCKET;
-	c->cmsg_type = SCM_RIGHTS;
-	c->cmsg_len = CMSG_LEN(sizeof(fds));
-	memcpy(CMSG_DATA(c), fds, sizeof(fds));
-	return sendmsg(child_sock, &msg, 0) == sizeof(req) ? 0 : -errno;
+	return process_send(&req, fds, 2);
 }
 
 /* ---- thread backends ---- */
@@ -171,7 +217,21 @@ struct thread_job {
 	int fd;
 	uint64_t count;
 	struct line *level; /* level test, else NULL */
+	uint64_t seed;
 };
+
+static void *msix_thread(void *arg)
+{
+	struct thread_job *j = arg;
+	int fds[FDVM_TEST_MSIX_VECTORS];
+	for (unsigned v = 0; v < FDVM_TEST_MSIX_VECTORS; v++)
+		fds[v] = fdvm_pci_msix_fd(msix_dev, v);
+	rand_state = j->seed | 1;
+	atomic_store(&backend_sent,
+		     msix_signals(fdvm_gpa(vm, msix_mailbox_gpa, sizeof(struct tc_msix_mailbox)),
+				  fds, FDVM_TEST_MSIX_VECTORS, j->count));
+	return NULL;
+}
 static struct thread_job job;
 
 static void *signal_thread(void *arg)
@@ -353,7 +413,7 @@ static int64_t run_command(uint64_t cmd)
 			child_busy = ret == 0;
 			return ret;
 		}
-		job = (struct thread_job){ fd, args[1], NULL };
+		job = (struct thread_job){ .fd = fd, .count = args[1] };
 		if (pthread_create(&backend, NULL, signal_thread, &job))
 			return -EAGAIN;
 		backend_running = true;
@@ -370,7 +430,7 @@ static int64_t run_command(uint64_t cmd)
 		atomic_store(&l->work, (long)args[1]);
 		if (mailbox())
 			mailbox()->done = 0;
-		job = (struct thread_job){ fdvm_irq_line_fd(l->line), 0, l };
+		job = (struct thread_job){ .fd = fdvm_irq_line_fd(l->line), .level = l };
 		if (pthread_create(&backend, NULL, level_thread, &job))
 			return -EAGAIN;
 		backend_running = true;
@@ -408,6 +468,43 @@ static int64_t run_command(uint64_t cmd)
 		return (int64_t)atomic_exchange(&device_writes, 0);
 	case TC_KERNEL_PATH:
 		return !userspace;
+	case TC_MSIX_MAILBOX:
+		if (!fdvm_gpa(vm, args[0], sizeof(struct tc_msix_mailbox)))
+			return -EFAULT;
+		msix_mailbox_gpa = args[0];
+		return 0;
+	case TC_MSIX_SIGNAL:
+		if (args[0] >= FDVM_TEST_MSIX_VECTORS)
+			return -EINVAL;
+		for (uint64_t i = 0; i < args[1]; i++)
+			signal_fd(fdvm_pci_msix_fd(msix_dev, (unsigned)args[0]));
+		return 0;
+	case TC_MSIX_ROUND: {
+		struct tc_msix_mailbox *mb = msix_mailbox_gpa
+			? fdvm_gpa(vm, msix_mailbox_gpa, sizeof(*mb)) : NULL;
+		if (!mb)
+			return -EINVAL;
+		wait_backend();
+		mb->done = 0;
+		atomic_store(&backend_sent, 0);
+		if (args[1] == TC_BY_PROCESS) {
+			uint64_t off;
+			int fds[FDVM_TEST_MSIX_VECTORS + 1];
+			for (unsigned v = 0; v < FDVM_TEST_MSIX_VECTORS; v++)
+				fds[v] = fdvm_pci_msix_fd(msix_dev, v);
+			fds[FDVM_TEST_MSIX_VECTORS] = fdvm_vm_mem_fd(vm, msix_mailbox_gpa, &off);
+			struct child_req req = { .count = args[0], .mailbox_off = off,
+						 .seed = args[2], .msix = true };
+			ret = process_send(&req, fds, FDVM_TEST_MSIX_VECTORS + 1);
+			child_busy = ret == 0;
+			return ret;
+		}
+		job = (struct thread_job){ .count = args[0], .seed = args[2] };
+		if (pthread_create(&backend, NULL, msix_thread, &job))
+			return -EAGAIN;
+		backend_running = true;
+		return 0;
+	}
 	}
 	return -EINVAL;
 }
@@ -485,12 +582,18 @@ int main(int argc, char **argv)
 	char cmdline[1024] = "";
 	int i = 1, status;
 
-	if (i < argc && !strcmp(argv[i], "--userspace")) {
-		userspace = true;
-		i++;
+	bool ignore_unhandled = false;
+	for (; i < argc && argv[i][0] == '-' && strcmp(argv[i], "--"); i++) {
+		if (!strcmp(argv[i], "--userspace"))
+			userspace = true;
+		else if (!strcmp(argv[i], "--ignore-unhandled"))
+			ignore_unhandled = true;
+		else
+			break;
 	}
 	if (i >= argc) {
-		fprintf(stderr, "usage: %s [--userspace] GUEST.elf [--] [ARGS...]\n", argv[0]);
+		fprintf(stderr, "usage: %s [--userspace] [--ignore-unhandled] GUEST.elf [--] [ARGS...]\n",
+			argv[0]);
 		return 2;
 	}
 	const char *guest = argv[i++];
@@ -509,8 +612,26 @@ int main(int argc, char **argv)
 
 	fdvm_vm_config_init(&cfg);
 	cfg.mem_size = 64ull << 20;
+	if (ignore_unhandled)
+		cfg.unhandled_pio = cfg.unhandled_mmio = FDVM_UNHANDLED_IGNORE;
 	if (fdvm_vm_create(&cfg, &vm))
 		return 2;
+	struct fdvm_pci_dev_config mc = {
+		.name = "msix-testdev",
+		.vendor_id = FDVM_TEST_PCI_VENDOR,
+		.device_id = FDVM_TEST_PCI_MSIX_DEVICE,
+		.class_code = 0xff0000,
+		.bars = { { FDVM_PCI_BAR_MMIO32, FDVM_TEST_MSIX_BAR_SIZE } },
+		.msix_vectors = FDVM_TEST_MSIX_VECTORS,
+		.msix_bar = 0,
+		.msix_table_offset = 0,
+		.msix_pba_offset = FDVM_TEST_MSIX_PBA,
+		.irq_mode = userspace ? FDVM_IRQ_USERSPACE : FDVM_IRQ_KERNEL,
+	};
+	if (fdvm_pci_dev_create(vm, &mc, &msix_dev)) {
+		fdvm_vm_destroy(vm);
+		return 2;
+	}
 	if (fdvm_io_register(vm, FDVM_SPACE_MMIO, FDVM_TESTCTL_MMIO, FDVM_TESTCTL_MMIO_SIZE,
 			     &tc_ops, NULL, "testctl", &mmio_region) ||
 	    fdvm_io_register(vm, FDVM_SPACE_PIO, FDVM_TESTCTL_PIO, FDVM_TESTCTL_PIO_SIZE,

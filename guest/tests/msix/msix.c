@@ -1,0 +1,237 @@
+/*
+ * The MSI-X storm: a backend (a thread, or with "process" on the command
+ * line another process) signals random vectors of the harness's MSI-X test
+ * device at random times while this guest, at CPL3, masks and unmasks
+ * vectors and the whole function at random. Per round it checks:
+ *  - no delivery while a vector is masked (beyond one already in the LAPIC
+ *    when the mask was written, which it accounts for);
+ *  - after the last signal, every unmasked vector has been delivered since
+ *    that signal; every masked vector shows pending exactly when a signal
+ *    came after its mask (when that can be decided: a signal racing with
+ *    the mask write itself may land either way);
+ *  - unmasking a pending vector delivers it exactly once;
+ *  - in all, no more deliveries than signals.
+ * It prints signals, deliveries, masks, lost, spurious.
+ */
+#include "fdvm/testctl.h"
+#include "io.h"
+#include "pci.h"
+#include "rt.h"
+
+#define N FDVM_TEST_MSIX_VECTORS
+#define VEC0 0x60
+#define ROUNDS 40
+#define SIGNALS_PER_ROUND 3000
+#define GRACE_CYCLES 60000000ull
+#define TIMEOUT_CYCLES 60000000000ull
+
+static struct pci_dev dev;
+static struct tc_msix_mailbox mb __attribute__((aligned(64)));
+
+/* Guest-side state of each vector; the ISR reads it. */
+static volatile bool vmask[N], fmask;
+static volatile uint64_t deliveries[N], last_seen[N], inflight[N];
+static volatile uint64_t spurious_masked;
+static uint64_t s_after_mask[N], w_before_mask[N];
+static uint64_t masks, lost, pba_wrong, ambiguous, unmask_wrong;
+static uint64_t rng = 0x243f6a8885a308d3ull;
+
+static bool masked(unsigned v) { return vmask[v] || fmask; }
+
+static int64_t tc(uint64_t cmd, uint64_t a0, uint64_t a1, uint64_t a2)
+{
+	mmio_write64(FDVM_TESTCTL_MMIO + TC_REG_ARG0, a0);
+	mmio_write64(FDVM_TESTCTL_MMIO + TC_REG_ARG1, a1);
+	mmio_write64(FDVM_TESTCTL_MMIO + TC_REG_ARG2, a2);
+	mmio_write64(FDVM_TESTCTL_MMIO + TC_REG_CMD, cmd);
+	return (int64_t)mmio_read64(FDVM_TESTCTL_MMIO + TC_REG_RESULT);
+}
+
+static void isr(struct rt_frame *f, void *opaque)
+{
+	unsigned v = (unsigned)f->vector - VEC0;
+	(void)opaque;
+	deliveries[v]++;
+	last_seen[v] = mb.seq[v];
+	if (masked(v)) {
+		if (inflight[v])
+			inflight[v]--;
+		else
+			spurious_masked++;
+	}
+}
+
+static bool irr(unsigned vector)
+{
+	return (mmio_read32(FDVM_LAPIC_BASE + 0x200 + 0x10 * (vector / 32)) >> (vector % 32)) & 1;
+}
+
+/* Records, for a vector about to become masked, what the PBA check needs. */
+static void before_mask(unsigned v) { w_before_mask[v] = mb.written[v]; }
+static void after_mask(unsigned v)
+{
+	s_after_mask[v] = mb.seq[v];
+	/* Injected before the mask, not yet taken: it will come once. */
+	if (irr(VEC0 + v))
+		inflight[v] = 1;
+}
+
+static void set_vector_mask(unsigned v, bool m)
+{
+	rt_irq_disable();
+	bool was = masked(v);
+	if (m && !was)
+		before_mask(v);
+	msix_mask(&dev, v, m);
+	vmask[v] = m;
+	if (m && !was)
+		after_mask(v);
+	masks += m;
+	rt_irq_enable();
+}
+
+static void set_function_mask(bool m)
+{
+	bool was[N];
+	rt_irq_disable();
+	for (unsigned v = 0; v < N; v++) {
+		was[v] = masked(v);
+		if (m && !was[v])
+			before_mask(v);
+	}
+	msix_function_mask(&dev, m);
+	(void)pci_cfg_read(dev.slot, dev.msix_cap + 2, 2);
+	fmask = m;
+	for (unsigned v = 0; v < N; v++)
+		if (m && !was[v])
+			after_mask(v);
+	masks += m;
+	rt_irq_enable();
+}
+
+static void pause_cycles(uint64_t c)
+{
+	for (uint64_t t0 = rt_rdtsc(); rt_rdtsc() - t0 < c;)
+		__asm__ volatile("pause");
+}
+
+/* CPL3: random masking until the backend is done. */
+static long storm(void *arg)
+{
+	(void)arg;
+	uint64_t t0 = rt_rdtsc();
+	while (!mb.done && rt_rdtsc() - t0 < TIMEOUT_CYCLES) {
+		uint64_t r = rt_rand(&rng);
+		unsigned v = (unsigned)(r % N);
+		switch ((r >> 8) % 10) {
+		case 0:
+			set_function_mask(!fmask);
+			break;
+		case 1:
+		case 2:
+			pause_cycles((r >> 16) % 100000);
+			break;
+		default:
+			set_vector_mask(v, !vmask[v]);
+		}
+	}
+	return mb.done != 0;
+}
+
+/* CPL3: the checks at the end of a round. */
+static long check_round(void *arg)
+{
+	(void)arg;
+	bool pba[N];
+
+	pause_cycles(GRACE_CYCLES); /* let the last deliveries land */
+	for (unsigned v = 0; v < N; v++) {
+		if (!masked(v)) {
+			if (last_seen[v] != mb.seq[v])
+				lost++;
+			continue;
+		}
+		pba[v] = msix_pending(&dev, v);
+		bool must_set = mb.seq[v] > s_after_mask[v];
+		bool must_clear = mb.written[v] == w_before_mask[v];
+		if (must_set && !pba[v])
+			pba_wrong++;
+		else if (must_clear && pba[v])
+			pba_wrong++;
+		else if (!must_set && !must_clear)
+			ambiguous++;
+	}
+	/* Unmask all: each pending vector is delivered exactly once. */
+	uint64_t before[N];
+	bool was[N];
+	for (unsigned v = 0; v < N; v++) {
+		before[v] = deliveries[v] + inflight[v];
+		was[v] = masked(v);
+	}
+	if (fmask)
+		set_function_mask(false);
+	for (unsigned v = 0; v < N; v++)
+		if (vmask[v])
+			set_vector_mask(v, false);
+	pause_cycles(GRACE_CYCLES);
+	for (unsigned v = 0; v < N; v++) {
+		if (was[v] && deliveries[v] != before[v] + (pba[v] ? 1 : 0))
+			unmask_wrong++;
+		if (last_seen[v] != mb.seq[v])
+			lost++;
+	}
+	return 0;
+}
+
+int guest_main(const char *cmdline)
+{
+	bool by_process = rt_cmdline_has("process");
+	(void)cmdline;
+
+	rt_tap_plan(8);
+	bool found = pci_find(FDVM_TEST_PCI_VENDOR, FDVM_TEST_PCI_MSIX_DEVICE, &dev);
+	rt_tap_ok(found && dev.msix_n == N, "MSI-X test device: %u vectors", dev.msix_n);
+	if (!found)
+		return rt_tap_done();
+	pci_use_ecam(true); /* the function mask is config space: reach it from CPL3 */
+	rt_tap_ok(tc(TC_MSIX_MAILBOX, (uint64_t)&mb, 0, 0) == 0, "mailbox registered");
+	for (unsigned v = 0; v < N; v++) {
+		rt_irq_set_handler(VEC0 + v, isr, 0);
+		msix_program(&dev, v, (uint8_t)(VEC0 + v));
+		vmask[v] = true;
+	}
+	msix_enable(&dev, true);
+	for (unsigned v = 0; v < N; v++)
+		msix_mask(&dev, v, false), vmask[v] = false;
+
+	bool ok = true;
+	for (int round = 0; round < ROUNDS && ok; round++) {
+		ok &= tc(TC_MSIX_ROUND, SIGNALS_PER_ROUND, by_process ? TC_BY_PROCESS : TC_BY_THREAD,
+			 0x9e3779b9ull * (uint64_t)(round + 1)) == 0;
+		ok &= rt_user_call(storm, 0) != 0;
+		ok &= tc(TC_WAIT, 0, 0, 0) == SIGNALS_PER_ROUND;
+		rt_user_call(check_round, 0);
+	}
+	uint64_t signals = 0, total = 0;
+	for (unsigned v = 0; v < N; v++) {
+		signals += mb.seq[v];
+		total += deliveries[v];
+	}
+	rt_printf("# msix storm (%s backend, %d rounds): signals %lu deliveries %lu masks %lu lost %lu "
+		  "spurious %lu pba-wrong %lu pba-undecidable %lu unmask-wrong %lu\n",
+		  by_process ? "process" : "thread", ROUNDS, (unsigned long)signals,
+		  (unsigned long)total, (unsigned long)masks, (unsigned long)lost,
+		  (unsigned long)spurious_masked, (unsigned long)pba_wrong, (unsigned long)ambiguous,
+		  (unsigned long)unmask_wrong);
+	rt_tap_ok(ok, "%d rounds of %d signals ran", ROUNDS, SIGNALS_PER_ROUND);
+	rt_tap_ok(spurious_masked == 0, "no delivery while masked (%lu)", (unsigned long)spurious_masked);
+	rt_tap_ok(lost == 0, "every vector delivered after its last signal, or pending (lost %lu)",
+		  (unsigned long)lost);
+	rt_tap_ok(pba_wrong == 0, "PBA set exactly when a signal came while masked (%lu wrong)",
+		  (unsigned long)pba_wrong);
+	rt_tap_ok(unmask_wrong == 0, "unmask delivers a pending vector exactly once (%lu wrong)",
+		  (unsigned long)unmask_wrong);
+	rt_tap_ok(total <= signals && masks > ROUNDS, "deliveries %lu <= signals %lu, %lu masks",
+		  (unsigned long)total, (unsigned long)signals, (unsigned long)masks);
+	return rt_tap_done();
+}
