@@ -9,5 +9,6 @@
 #define FDVM_EXIT_STOPPED 8
 
 int fdvm_cmd_run(int argc, char **argv);
+int fdvm_cmd_bench(int argc, char **argv); /* bench/doorbell.c */
 
 #endif

@@ -92,4 +92,10 @@ int fdvm_irq_line_unmask(struct fdvm_irq_line *line);
 bool fdvm_irq_line_pending(struct fdvm_irq_line *line);
 bool fdvm_irq_line_masked(const struct fdvm_irq_line *line);
 
+/*
+ * Injects one MSI now with KVM_SIGNAL_MSI, from any thread (no line, no
+ * eventfd): what a device model on a vCPU thread can do without irqfd.
+ */
+int fdvm_vm_signal_msi(struct fdvm_vm *vm, const struct fdvm_msi *msg);
+
 #endif

@@ -122,6 +122,14 @@ void *fdvm_gpa(struct fdvm_vm *vm, uint64_t gpa, uint64_t len);
  */
 int fdvm_vm_mem_fd(const struct fdvm_vm *vm, uint64_t gpa, uint64_t *offset);
 
+/*
+ * The raw KVM handles, for tools that drive KVM themselves (the benchmark's
+ * bare floor loop): the VM fd, and vCPU 0's fd and kvm_run mapping. They
+ * stay the VM's; using them while fdvm_vm_run runs is undefined.
+ */
+int fdvm_vm_fd(const struct fdvm_vm *vm);
+int fdvm_vm_vcpu0_fd(const struct fdvm_vm *vm, void **kvm_run);
+
 /* The guest RAM size. */
 uint64_t fdvm_vm_mem_size(const struct fdvm_vm *vm);
 

@@ -111,13 +111,20 @@ static void irqfd_deassign(struct fdvm_irq_line *l)
 
 /* ---- userspace path ---- */
 
+int fdvm_vm_signal_msi(struct fdvm_vm *vm, const struct fdvm_msi *msg)
+{
+	struct kvm_msi m = { .address_lo = (uint32_t)msg->address,
+			     .address_hi = (uint32_t)(msg->address >> 32),
+			     .data = msg->data };
+	if (ioctl(vm->vm_fd, KVM_SIGNAL_MSI, &m) < 0)
+		return fdvm_log_errno(vm, errno, "msi 0x%llx/0x%x: KVM_SIGNAL_MSI",
+				      (unsigned long long)msg->address, msg->data);
+	return 0;
+}
+
 static void inject_msi(struct fdvm_irq_line *l)
 {
-	struct kvm_msi m = { .address_lo = (uint32_t)l->msi.address,
-			     .address_hi = (uint32_t)(l->msi.address >> 32),
-			     .data = l->msi.data };
-	if (ioctl(l->vm->vm_fd, KVM_SIGNAL_MSI, &m) < 0)
-		fdvm_log_errno(l->vm, errno, "irq line gsi %u: KVM_SIGNAL_MSI", l->gsi);
+	fdvm_vm_signal_msi(l->vm, &l->msi);
 }
 
 static int irq_line(struct fdvm_vm *vm, uint32_t pin, uint32_t level, bool want_status)

@@ -304,6 +304,14 @@ int fdvm_vm_run(struct fdvm_vm *vm, struct fdvm_stop *stop)
 
 uint64_t fdvm_vm_mem_size(const struct fdvm_vm *vm) { return vm->cfg.mem_size; }
 
+int fdvm_vm_fd(const struct fdvm_vm *vm) { return vm->vm_fd; }
+
+int fdvm_vm_vcpu0_fd(const struct fdvm_vm *vm, void **kvm_run)
+{
+	*kvm_run = vm->vcpu0.run;
+	return vm->vcpu0.fd;
+}
+
 void *fdvm_gpa(struct fdvm_vm *vm, uint64_t gpa, uint64_t len)
 {
 	for (unsigned i = 0; i < vm->nram; i++) {

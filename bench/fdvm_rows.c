@@ -1,0 +1,186 @@
+/*
+ * The bench guest on fdvm: pci-testdev for the doorbell rows, and the
+ * bench device (include/fdvm/bench.h) for the interrupt rows, with a
+ * backend thread that holds nothing but eventfds.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/epoll.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "bench.h"
+#include "fdvm/bench.h"
+#include "fdvm/devices.h"
+#include "fdvm/doorbell.h"
+#include "fdvm/io.h"
+#include "fdvm/irq.h"
+#include "fdvm/loop.h"
+#include "fdvm/vm.h"
+
+struct benchdev {
+	struct fdvm_vm *vm;
+	struct fdvm_io_region *region;
+	struct fdvm_irq_line *line_kernel, *line_user;
+	struct fdvm_doorbell *db_kernel, *db_user;
+	struct fdvm_epoll_loop *backend;
+	uint64_t mode;
+	struct fdvm_msi msi;
+};
+
+static int signal_fd(int fd)
+{
+	uint64_t one = 1;
+	return write(fd, &one, sizeof(one)) == sizeof(one) ? 0 : -errno;
+}
+
+static uint64_t bd_read(void *opaque, uint64_t off, unsigned size)
+{
+	(void)opaque;
+	(void)size;
+	return off == BENCH_REG_MAGIC ? FDVM_BENCH_MAGIC : 0;
+}
+
+static void bd_write(void *opaque, uint64_t off, uint64_t val, unsigned size)
+{
+	struct benchdev *b = opaque;
+	(void)size;
+	if (off == BENCH_REG_MODE) {
+		b->mode = val;
+	} else if (off == BENCH_REG_KICK) {
+		/* On the vCPU thread, before it re-enters the guest. */
+		if (b->mode == BENCH_INJECT_IRQFD)
+			signal_fd(fdvm_irq_line_fd(b->line_kernel));
+		else if (b->mode == BENCH_INJECT_SIGNAL_MSI)
+			fdvm_vm_signal_msi(b->vm, &b->msi);
+		else
+			signal_fd(fdvm_irq_line_fd(b->line_user));
+	}
+	/* Writes to the doorbells that miss them land here: ignored. */
+}
+
+static const struct fdvm_io_ops bd_ops = { .read = bd_read, .write = bd_write };
+
+/* The backend: a doorbell rang, raise the interrupt. */
+static void on_kernel_doorbell(void *opaque, int fd, uint32_t events)
+{
+	struct benchdev *b = opaque;
+	uint64_t n;
+	(void)events;
+	if (read(fd, &n, sizeof(n)) == sizeof(n))
+		signal_fd(fdvm_irq_line_fd(b->line_kernel));
+}
+
+static void on_user_doorbell(void *opaque, int fd, uint32_t events)
+{
+	struct benchdev *b = opaque;
+	uint64_t n;
+	(void)events;
+	if (read(fd, &n, sizeof(n)) == sizeof(n))
+		signal_fd(fdvm_irq_line_fd(b->line_user));
+}
+
+static int benchdev_init(struct fdvm_vm *vm, struct benchdev *b)
+{
+	struct fdvm_irq_line_config lc;
+	struct fdvm_doorbell_config dc;
+	int ret;
+
+	b->vm = vm;
+	b->msi = (struct fdvm_msi){ 0xfee00000ull, BENCH_VECTOR };
+	if ((ret = fdvm_io_register(vm, FDVM_SPACE_MMIO, FDVM_BENCH_MMIO, 0x1000, &bd_ops, b,
+				    "bench", &b->region)))
+		return ret;
+	fdvm_irq_line_config_init(&lc);
+	lc.msi = b->msi;
+	lc.mode = FDVM_IRQ_KERNEL;
+	if ((ret = fdvm_irq_line_create(vm, &lc, &b->line_kernel)))
+		return ret;
+	lc.mode = FDVM_IRQ_USERSPACE;
+	if ((ret = fdvm_irq_line_create(vm, &lc, &b->line_user)))
+		return ret;
+	fdvm_doorbell_config_init(&dc);
+	dc.space = FDVM_SPACE_MMIO;
+	dc.len = 4;
+	dc.region = b->region;
+	dc.addr = FDVM_BENCH_MMIO + BENCH_DOORBELL_KERNEL;
+	dc.mode = FDVM_DOORBELL_KERNEL;
+	if ((ret = fdvm_doorbell_create(vm, &dc, &b->db_kernel)))
+		return ret;
+	dc.addr = FDVM_BENCH_MMIO + BENCH_DOORBELL_USER;
+	dc.mode = FDVM_DOORBELL_USERSPACE;
+	if ((ret = fdvm_doorbell_create(vm, &dc, &b->db_user)))
+		return ret;
+	if ((ret = fdvm_epoll_loop_create(&b->backend)))
+		return ret;
+	struct fdvm_loop *l = fdvm_epoll_loop_handle(b->backend);
+	if ((ret = fdvm_loop_add(l, fdvm_doorbell_fd(b->db_kernel), EPOLLIN, on_kernel_doorbell, b)) ||
+	    (ret = fdvm_loop_add(l, fdvm_doorbell_fd(b->db_user), EPOLLIN, on_user_doorbell, b)))
+		return ret;
+	return fdvm_epoll_loop_start(b->backend, "bench-backend");
+}
+
+/* Everything else (lines, doorbells, the region) is the VM's to tear down. */
+static void benchdev_exit(struct benchdev *b)
+{
+	fdvm_epoll_loop_destroy(b->backend);
+}
+
+/* Reads a whole fd from the start. */
+static int slurp(int fd, char **out, size_t *len)
+{
+	off_t size = lseek(fd, 0, SEEK_END);
+	if (size < 0 || lseek(fd, 0, SEEK_SET) < 0)
+		return -errno;
+	char *buf = malloc((size_t)size + 1);
+	if (!buf)
+		return -ENOMEM;
+	size_t done = 0;
+	while (done < (size_t)size) {
+		ssize_t n = read(fd, buf + done, (size_t)size - done);
+		if (n <= 0) {
+			free(buf);
+			return n < 0 ? -errno : -EIO;
+		}
+		done += (size_t)n;
+	}
+	buf[done] = 0;
+	*out = buf;
+	*len = done;
+	return 0;
+}
+
+int bench_run_fdvm(const struct bench_opts *o, const char *cmdline, char **out, size_t *len)
+{
+	struct fdvm_vm_config cfg;
+	struct fdvm_vm *vm;
+	struct fdvm_pci_testdev *td;
+	struct benchdev b = { 0 };
+	struct fdvm_stop stop;
+	int ret, console = memfd_create("fdvm-bench-console", MFD_CLOEXEC);
+
+	if (console < 0)
+		return -errno;
+	fdvm_vm_config_init(&cfg);
+	cfg.console_fd = console;
+	if ((ret = fdvm_vm_create(&cfg, &vm)))
+		goto out_close;
+	if ((ret = fdvm_pci_testdev_create(vm, FDVM_DOORBELL_AUTO, &td)) ||
+	    (ret = benchdev_init(vm, &b)) || (ret = fdvm_vm_load_pvh(vm, o->guest, cmdline)))
+		goto out_vm;
+	fdvm_vm_run(vm, &stop);
+	if (stop.reason != FDVM_STOP_POWEROFF) {
+		fprintf(stderr, "fdvm bench: the bench guest stopped: %s (status %d)\n",
+			fdvm_stop_reason_name(stop.reason), stop.status);
+		ret = -EIO;
+	}
+out_vm:
+	benchdev_exit(&b);
+	fdvm_vm_destroy(vm);
+	if (!ret)
+		ret = slurp(console, out, len);
+out_close:
+	close(console);
+	return ret;
+}
