@@ -1,6 +1,7 @@
 #!/bin/sh
-# fdvm's main job on the bundled guest: installs what is missing, builds,
-# and boots the self-test guests, printing what each did.
+# fdvm's main job: installs what is missing, builds, and runs the doorbell
+# benchmark on the bundled guest under fdvm, a bare KVM loop and QEMU,
+# printing the table and writing fdvm-bench-doorbell.json / .png here.
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -8,8 +9,4 @@ sh scripts/deps.sh
 [ -f build/build.ninja ] || meson setup build >/dev/null
 ninja -C build >/dev/null
 
-for g in hello cpl3 exceptions; do
-	echo "== fdvm run build/guest/$g.elf"
-	./build/cli/fdvm run build/guest/$g.elf
-done
-echo "== all bundled guests passed"
+./build/cli/fdvm bench doorbell "$@"

@@ -1,0 +1,105 @@
+/*
+ * The device side of a virtio 1.x split virtqueue, for in-process devices
+ * and for vhost-user backends alike: it reaches guest memory only through
+ * the translate callback it is given, and treats every ring index,
+ * descriptor, address and length as hostile. A malformed queue makes
+ * fdvm_vq_pop return -EINVAL; the device must then stop using the queue and
+ * set DEVICE_NEEDS_RESET (the transport does this for in-process devices).
+ *
+ * One thread owns a queue (the device's backend thread): nothing here is
+ * locked.
+ */
+#ifndef FDVM_VIRTQUEUE_H
+#define FDVM_VIRTQUEUE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+/* Guest-physical [gpa, gpa + len) -> host pointer, or NULL if not all RAM. */
+typedef void *(*fdvm_translate_fn)(void *opaque, uint64_t gpa, uint64_t len);
+
+#define FDVM_VQ_MAX_SIZE 1024
+#define FDVM_VQ_MAX_SEGS 1024
+
+struct fdvm_vq {
+	uint16_t size;
+	bool event_idx;		/* VIRTIO_F_EVENT_IDX negotiated */
+	bool indirect;		/* VIRTIO_F_INDIRECT_DESC negotiated */
+	fdvm_translate_fn translate;
+	void *opaque;
+	/* Host views of the rings, checked at start. */
+	volatile struct fdvm_vring_desc *desc;
+	volatile struct fdvm_vring_avail *avail;
+	volatile struct fdvm_vring_used *used;
+	uint16_t last_avail;	/* next avail entry to take */
+	uint16_t used_idx;	/* next used entry to fill */
+	uint16_t signalled_used; /* used_idx at the last interrupt */
+	bool signalled_valid;
+	bool broken;
+};
+
+struct fdvm_vring_desc {
+	uint64_t addr;
+	uint32_t len;
+	uint16_t flags, next;
+};
+#define FDVM_VRING_DESC_F_NEXT 1
+#define FDVM_VRING_DESC_F_WRITE 2
+#define FDVM_VRING_DESC_F_INDIRECT 4
+
+struct fdvm_vring_avail {
+	uint16_t flags, idx;
+	uint16_t ring[]; /* size entries, then used_event */
+};
+#define FDVM_VRING_AVAIL_F_NO_INTERRUPT 1
+
+struct fdvm_vring_used_elem {
+	uint32_t id, len;
+};
+struct fdvm_vring_used {
+	uint16_t flags, idx;
+	struct fdvm_vring_used_elem ring[]; /* size entries, then avail_event */
+};
+#define FDVM_VRING_USED_F_NO_NOTIFY 1
+
+/* One request: the device reads out[], writes in[] (host pointers). */
+struct fdvm_vq_elem {
+	uint16_t head;
+	unsigned nout, nin;
+	uint64_t out_len, in_len;
+	struct iovec out[FDVM_VQ_MAX_SEGS], in[FDVM_VQ_MAX_SEGS];
+};
+
+/*
+ * Starts a queue on the guest's ring addresses. -EINVAL for a size that is
+ * 0, not a power of two or above FDVM_VQ_MAX_SIZE, or rings outside RAM.
+ */
+int fdvm_vq_init(struct fdvm_vq *vq, uint16_t size, uint64_t desc, uint64_t avail,
+		 uint64_t used, bool event_idx, bool indirect, fdvm_translate_fn translate,
+		 void *opaque);
+
+/* Takes the next request: 1 and *elem filled, 0 if none, -EINVAL if the
+ * guest broke the queue (it stays broken). */
+int fdvm_vq_pop(struct fdvm_vq *vq, struct fdvm_vq_elem *elem);
+
+/* Returns a request with len bytes written into its in[] buffers. */
+void fdvm_vq_push(struct fdvm_vq *vq, uint16_t head, uint32_t len);
+
+/* After pushes: true if the driver wants an interrupt now. */
+bool fdvm_vq_should_notify(struct fdvm_vq *vq);
+
+/*
+ * Asks the driver for kicks (on) or not (off, while the device is busy).
+ * Returns true if, after turning them on, work is already there (the
+ * device must process it rather than wait for a kick).
+ */
+bool fdvm_vq_enable_kicks(struct fdvm_vq *vq, bool on);
+
+/* Copies between an element's iovecs and a flat buffer; return bytes moved. */
+size_t fdvm_iov_to_buf(const struct iovec *iov, unsigned n, size_t skip, void *buf, size_t len);
+size_t fdvm_iov_from_buf(const struct iovec *iov, unsigned n, size_t skip, const void *buf,
+			 size_t len);
+
+#endif

@@ -1,0 +1,192 @@
+/*
+ * The device side of split virtqueues (virtio 1.x, 2.7). Everything the
+ * guest wrote is checked before use: indices against the queue size, chains
+ * against loops (no more descriptors than the table holds), indirect tables
+ * against nesting and size, buffers against guest RAM through translate,
+ * lengths against overflow.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "fdvm/virtqueue.h"
+
+#define LOAD_ACQ(p) __atomic_load_n(p, __ATOMIC_ACQUIRE)
+#define STORE_REL(p, v) __atomic_store_n(p, v, __ATOMIC_RELEASE)
+#define MB() __atomic_thread_fence(__ATOMIC_SEQ_CST)
+
+int fdvm_vq_init(struct fdvm_vq *vq, uint16_t size, uint64_t desc, uint64_t avail,
+		 uint64_t used, bool event_idx, bool indirect, fdvm_translate_fn translate,
+		 void *opaque)
+{
+	memset(vq, 0, sizeof(*vq));
+	if (!size || (size & (size - 1)) || size > FDVM_VQ_MAX_SIZE)
+		return -EINVAL;
+	vq->size = size;
+	vq->event_idx = event_idx;
+	vq->indirect = indirect;
+	vq->translate = translate;
+	vq->opaque = opaque;
+	vq->desc = translate(opaque, desc, 16ull * size);
+	vq->avail = translate(opaque, avail, 6 + 2ull * size);
+	vq->used = translate(opaque, used, 6 + 8ull * size);
+	if (!vq->desc || !vq->avail || !vq->used ||
+	    (desc & 15) || (avail & 1) || (used & 3)) {
+		vq->broken = true;
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* Adds one buffer to elem; -EINVAL if it is bad. */
+static int add_buf(struct fdvm_vq *vq, struct fdvm_vq_elem *e, uint64_t addr, uint32_t len,
+		   bool write)
+{
+	void *p = vq->translate(vq->opaque, addr, len);
+
+	if (!p && len)
+		return -EINVAL;
+	if (write) {
+		if (e->nin == FDVM_VQ_MAX_SEGS)
+			return -EINVAL;
+		e->in[e->nin++] = (struct iovec){ p, len };
+		e->in_len += len;
+	} else {
+		/* Readable buffers come first (2.7.4.2). */
+		if (e->nin || e->nout == FDVM_VQ_MAX_SEGS)
+			return -EINVAL;
+		e->out[e->nout++] = (struct iovec){ p, len };
+		e->out_len += len;
+	}
+	/* A request larger than 4 GiB is not a request. */
+	return e->in_len + e->out_len > UINT32_MAX ? -EINVAL : 0;
+}
+
+/* Walks a chain in table (n entries) from index i. */
+static int walk(struct fdvm_vq *vq, struct fdvm_vq_elem *e, volatile struct fdvm_vring_desc *table,
+		uint32_t n, uint16_t i, bool nested)
+{
+	for (uint32_t count = 0;; count++) {
+		if (i >= n || count >= n)
+			return -EINVAL; /* out of the table, or a loop */
+		struct fdvm_vring_desc d = { table[i].addr, table[i].len, table[i].flags,
+					     table[i].next };
+		if (d.flags & FDVM_VRING_DESC_F_INDIRECT) {
+			if (nested || !vq->indirect || (d.flags & FDVM_VRING_DESC_F_NEXT) ||
+			    d.len % sizeof(struct fdvm_vring_desc) || !d.len ||
+			    d.len / sizeof(struct fdvm_vring_desc) > FDVM_VQ_MAX_SEGS)
+				return -EINVAL;
+			volatile struct fdvm_vring_desc *ind = vq->translate(vq->opaque, d.addr, d.len);
+			if (!ind)
+				return -EINVAL;
+			return walk(vq, e, ind, d.len / sizeof(struct fdvm_vring_desc), 0, true);
+		}
+		int ret = add_buf(vq, e, d.addr, d.len, d.flags & FDVM_VRING_DESC_F_WRITE);
+		if (ret)
+			return ret;
+		if (!(d.flags & FDVM_VRING_DESC_F_NEXT))
+			return 0;
+		i = d.next;
+	}
+}
+
+int fdvm_vq_pop(struct fdvm_vq *vq, struct fdvm_vq_elem *e)
+{
+	if (vq->broken)
+		return -EINVAL;
+	uint16_t avail_idx = LOAD_ACQ(&vq->avail->idx);
+	uint16_t pending = (uint16_t)(avail_idx - vq->last_avail);
+	if (pending > vq->size)
+		goto broken; /* the driver claims more than the ring holds */
+	if (!pending)
+		return 0;
+	uint16_t head = LOAD_ACQ(&vq->avail->ring[vq->last_avail % vq->size]);
+	if (head >= vq->size)
+		goto broken;
+	e->head = head;
+	e->nout = e->nin = 0;
+	e->out_len = e->in_len = 0;
+	if (walk(vq, e, vq->desc, vq->size, head, false))
+		goto broken;
+	vq->last_avail++;
+	if (vq->event_idx) /* the next kick we want is for the entry after this */
+		STORE_REL((volatile uint16_t *)&vq->used->ring[vq->size], vq->last_avail);
+	return 1;
+broken:
+	vq->broken = true;
+	return -EINVAL;
+}
+
+void fdvm_vq_push(struct fdvm_vq *vq, uint16_t head, uint32_t len)
+{
+	volatile struct fdvm_vring_used_elem *u = &vq->used->ring[vq->used_idx % vq->size];
+	u->id = head;
+	u->len = len;
+	vq->used_idx++;
+	STORE_REL(&vq->used->idx, vq->used_idx);
+}
+
+bool fdvm_vq_should_notify(struct fdvm_vq *vq)
+{
+	MB(); /* the used index is visible before we read what the driver wants */
+	if (!vq->event_idx)
+		return !(LOAD_ACQ(&vq->avail->flags) & FDVM_VRING_AVAIL_F_NO_INTERRUPT);
+	uint16_t event = LOAD_ACQ(&vq->avail->ring[vq->size]);
+	uint16_t old = vq->signalled_used, new = vq->used_idx;
+	bool valid = vq->signalled_valid;
+	vq->signalled_used = new;
+	vq->signalled_valid = true;
+	/* vring_need_event: did we cross the index the driver asked about? */
+	return !valid || (uint16_t)(new - event - 1) < (uint16_t)(new - old);
+}
+
+bool fdvm_vq_enable_kicks(struct fdvm_vq *vq, bool on)
+{
+	if (vq->event_idx) {
+		STORE_REL((volatile uint16_t *)&vq->used->ring[vq->size], vq->last_avail);
+	} else {
+		uint16_t f = vq->used->flags;
+		STORE_REL(&vq->used->flags, on ? (uint16_t)(f & ~FDVM_VRING_USED_F_NO_NOTIFY)
+					       : (uint16_t)(f | FDVM_VRING_USED_F_NO_NOTIFY));
+	}
+	if (!on)
+		return false;
+	MB(); /* the request for kicks is visible before we look again */
+	return LOAD_ACQ(&vq->avail->idx) != vq->last_avail;
+}
+
+size_t fdvm_iov_to_buf(const struct iovec *iov, unsigned n, size_t skip, void *buf, size_t len)
+{
+	size_t done = 0;
+	for (unsigned i = 0; i < n && done < len; i++) {
+		if (skip >= iov[i].iov_len) {
+			skip -= iov[i].iov_len;
+			continue;
+		}
+		size_t c = iov[i].iov_len - skip;
+		if (c > len - done)
+			c = len - done;
+		memcpy((char *)buf + done, (const char *)iov[i].iov_base + skip, c);
+		done += c;
+		skip = 0;
+	}
+	return done;
+}
+
+size_t fdvm_iov_from_buf(const struct iovec *iov, unsigned n, size_t skip, const void *buf,
+			 size_t len)
+{
+	size_t done = 0;
+	for (unsigned i = 0; i < n && done < len; i++) {
+		if (skip >= iov[i].iov_len) {
+			skip -= iov[i].iov_len;
+			continue;
+		}
+		size_t c = iov[i].iov_len - skip;
+		if (c > len - done)
+			c = len - done;
+		memcpy((char *)iov[i].iov_base + skip, (const char *)buf + done, c);
+		done += c;
+		skip = 0;
+	}
+	return done;
+}
