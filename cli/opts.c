@@ -169,6 +169,42 @@ int fdvm_parse_run(int argc, char **argv, struct fdvm_run_opts *o, char *err,
 			o->devices[o->ndevices++] = v;
 			continue;
 		}
+		if ((r = take_value(argc, argv, &i, "--blk", NULL, &v, err, errlen))) {
+			if (r < 0)
+				return r;
+			if (o->nblk == sizeof(o->blk) / sizeof(o->blk[0])) {
+				snprintf(err, errlen, "--blk %s: too many disks", v);
+				return -EINVAL;
+			}
+			char *spec = strdup(v), *opt;
+			if (!spec)
+				return -ENOMEM;
+			o->blk[o->nblk].path = spec;
+			o->blk[o->nblk].queues = 1;
+			o->nblk++;
+			for (opt = strchr(spec, ','); opt; opt = strchr(opt, ',')) {
+				*opt++ = '\0';
+				if (!strncmp(opt, "ro", 2) && (opt[2] == ',' || !opt[2])) {
+					o->blk[o->nblk - 1].ro = true;
+				} else if (!strncmp(opt, "queues=", 7)) {
+					char *end;
+					unsigned long q = strtoul(opt + 7, &end, 10);
+					if (!q || q > 16 || (*end && *end != ',')) {
+						snprintf(err, errlen, "--blk %s: queues must be 1..16", v);
+						return -EINVAL;
+					}
+					o->blk[o->nblk - 1].queues = (unsigned)q;
+				} else {
+					snprintf(err, errlen, "--blk %s: unknown option (FILE[,ro][,queues=N])", v);
+					return -EINVAL;
+				}
+			}
+			if (!*spec) {
+				snprintf(err, errlen, "--blk %s: no file", v);
+				return -EINVAL;
+			}
+			continue;
+		}
 		if ((r = take_value(argc, argv, &i, "--kvm", NULL, &v, err, errlen))) {
 			if (r < 0)
 				return r;
@@ -200,6 +236,9 @@ int fdvm_parse_run(int argc, char **argv, struct fdvm_run_opts *o, char *err,
 
 void fdvm_run_opts_free(struct fdvm_run_opts *o)
 {
+	for (unsigned i = 0; i < o->nblk; i++)
+		free(o->blk[i].path);
+	o->nblk = 0;
 	free(o->cmdline);
 	o->cmdline = NULL;
 }

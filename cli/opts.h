@@ -24,6 +24,12 @@ struct fdvm_run_opts {
 	char *cmdline; /* owned: the guest arguments joined by spaces */
 	const char *devices[16]; /* --device NAME, in order */
 	unsigned ndevices;
+	struct {
+		char *path; /* owned */
+		bool ro;
+		unsigned queues;
+	} blk[8];
+	unsigned nblk;
 	int verbose;
 	int help;
 };

@@ -6,6 +6,7 @@
 
 #include "cli.h"
 #include "fdvm/devices.h"
+#include "fdvm/virtio.h"
 #include "fdvm/vm.h"
 #include "opts.h"
 
@@ -39,6 +40,8 @@ static void run_usage(FILE *f)
 		"  -d, --device NAME        add a device (repeatable):\n"
 		"                           pci-testdev  QEMU's PCI test device (1b36:0005),\n"
 		"                                        its eventfd tests backed by doorbells\n"
+		"  --blk FILE[,ro][,queues=N]\n"
+		"                           a virtio-blk disk on a raw image (repeatable)\n"
 		"  --kvm PATH               the KVM device (default /dev/kvm)\n"
 		"  -v, --verbose            more messages from fdvm\n"
 		"  -h, --help               this text\n");
@@ -83,6 +86,11 @@ int fdvm_cmd_run(int argc, char **argv)
 		struct fdvm_pci_testdev *td;
 		/* Devices belong to the VM: fdvm_vm_destroy removes them. */
 		ret = fdvm_pci_testdev_create(vm, FDVM_DOORBELL_AUTO, &td);
+	}
+	for (unsigned i = 0; i < o.nblk && !ret; i++) {
+		struct fdvm_virtio_blk_config bc = { .path = o.blk[i].path, .read_only = o.blk[i].ro,
+						     .num_queues = o.blk[i].queues };
+		ret = fdvm_virtio_blk_create(vm, &bc);
 	}
 	if (!ret)
 		ret = fdvm_vm_load_pvh(vm, o.guest, o.cmdline);

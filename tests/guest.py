@@ -34,10 +34,25 @@ def main():
     ap.add_argument("--timeout", type=float, default=60)
     ap.add_argument("--expect-timeout", action="store_true",
                     help="pass only if the guest is still running at the timeout")
+    ap.add_argument("--disk", action="append", type=int, default=[],
+                    help="a raw disk of this many MiB (virtio-blk), made for the run")
     a = ap.parse_args()
 
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         skip("no usable /dev/kvm")
+    import tempfile
+    disks = []
+    for mb in a.disk:
+        f = tempfile.NamedTemporaryFile(prefix="fdvm-disk-", suffix=".img", delete=False)
+        f.truncate(mb << 20)
+        f.close()
+        disks.append(f.name)
+    if a.vmm == "fdvm" and not a.runner:
+        a.fdvm_arg += [f"--blk={d}" for d in disks]
+    elif a.vmm == "qemu":
+        for i, d in enumerate(disks):
+            a.qemu_arg += ["-drive", f"file={d},format=raw,if=none,id=d{i}",
+                           "-device", f"virtio-blk-pci,drive=d{i},serial=qemu-disk-{i}"]
     if a.runner:
         cmd = [a.runner, *a.fdvm_arg, a.guest]
         if a.append:
@@ -66,6 +81,8 @@ def main():
         err = (e.stderr or b"").decode(errors="replace")
         status = None
 
+    for d in disks:
+        os.unlink(d)
     # Pass the guest's TAP through; count its tests so ours comes last.
     lines = [l.rstrip("\r") for l in out.splitlines()]
     plan = 0

@@ -59,10 +59,19 @@ unsigned pci_find_cap(unsigned slot, uint8_t id)
 
 bool pci_find(uint16_t vendor, uint16_t device, struct pci_dev *d)
 {
-	for (unsigned s = 0; s < 32; s++) {
-		uint32_t id = pci_cfg_read(s, 0, 4);
-		if (id != ((uint32_t)device << 16 | vendor))
-			continue;
+	for (unsigned s = 0; s < 32; s++)
+		if (pci_cfg_read(s, 0, 4) == ((uint32_t)device << 16 | vendor))
+			return pci_probe(s, d);
+	return false;
+}
+
+bool pci_probe(unsigned s, struct pci_dev *d)
+{
+	uint32_t id = pci_cfg_read(s, 0, 4);
+	uint16_t vendor = (uint16_t)id, device = (uint16_t)(id >> 16);
+	{
+		if (vendor == 0xffff)
+			return false;
 		memset(d, 0, sizeof(*d));
 		d->slot = s;
 		d->vendor = vendor;
@@ -102,7 +111,6 @@ bool pci_find(uint16_t vendor, uint16_t device, struct pci_dev *d)
 		}
 		return true;
 	}
-	return false;
 }
 
 void msix_program(struct pci_dev *d, unsigned i, uint8_t vector)

@@ -27,6 +27,8 @@ void pci_cfg_write(unsigned slot, unsigned off, uint32_t val, unsigned size);
 /* Finds vendor:device on bus 0 and reads its BARs (sizing them) and its
  * MSI-X capability. */
 bool pci_find(uint16_t vendor, uint16_t device, struct pci_dev *dev);
+/* The same for the device in a given slot; false if the slot is empty. */
+bool pci_probe(unsigned slot, struct pci_dev *dev);
 /* Offset of the first capability with this id, or 0. */
 unsigned pci_find_cap(unsigned slot, uint8_t id);
 

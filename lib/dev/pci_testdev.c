@@ -167,6 +167,8 @@ static const struct fdvm_pci_dev_ops td_ops = {
 	.bar_read = td_read, .bar_write = td_write, .bar_remap = td_remap,
 };
 
+static void destroy_owned(void *td) { fdvm_pci_testdev_destroy(td); }
+
 int fdvm_pci_testdev_create(struct fdvm_vm *vm, enum fdvm_doorbell_mode mode,
 			    struct fdvm_pci_testdev **out)
 {
@@ -201,7 +203,7 @@ int fdvm_pci_testdev_create(struct fdvm_vm *vm, enum fdvm_doorbell_mode mode,
 	ret = fdvm_pci_dev_create(vm, &c, &td->pci);
 	if (ret)
 		goto err_free;
-	ret = fdvm_vm_own(vm, (void (*)(void *))fdvm_pci_testdev_destroy, td, &td->owned);
+	ret = fdvm_vm_own(vm, destroy_owned, td, &td->owned);
 	if (ret)
 		goto err_pci;
 	*out = td;

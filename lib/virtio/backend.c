@@ -1,0 +1,92 @@
+/* The backend thread of simple virtio devices (see backend.h). */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "../vm_priv.h"
+
+static void serve(struct fdvm_backend_queue *bq)
+{
+	struct fdvm_vq *vq = &bq->q.vq;
+	bool pushed = false;
+
+	for (;;) {
+		int r;
+		fdvm_vq_enable_kicks(vq, false);
+		while ((r = fdvm_vq_pop(vq, bq->elem)) == 1) {
+			uint32_t written = 0;
+			bq->be->handle(bq->be->opaque, bq->q.index, bq->elem, &written);
+			fdvm_vq_push(vq, bq->elem->head, written);
+			pushed = true;
+		}
+		if (r < 0) {
+			bq->dead = true;
+			fdvm_virtio_needs_reset(bq->be->transport);
+			return;
+		}
+		if (pushed && fdvm_vq_should_notify(vq) && bq->q.call_fd >= 0)
+			fdvm_eventfd_signal(bq->q.call_fd);
+		pushed = false;
+		if (!fdvm_vq_enable_kicks(vq, true))
+			return;
+	}
+}
+
+static void on_kick(void *opaque, int fd, uint32_t events)
+{
+	struct fdvm_backend_queue *bq = opaque;
+	uint64_t n;
+
+	(void)events;
+	fdvm_eventfd_drain(fd, &n);
+	if (!bq->dead)
+		serve(bq);
+}
+
+int fdvm_virtio_backend_start(struct fdvm_virtio_backend *be, struct fdvm_virtio_queue *queues,
+			      unsigned n)
+{
+	int ret;
+
+	if (n > FDVM_BACKEND_MAX_QUEUES)
+		return -EINVAL;
+	be->n = 0;
+	ret = fdvm_epoll_loop_create(&be->loop);
+	if (ret)
+		return ret;
+	struct fdvm_loop *l = fdvm_epoll_loop_handle(be->loop);
+	for (unsigned i = 0; i < n; i++) {
+		struct fdvm_backend_queue *bq = &be->q[i];
+		*bq = (struct fdvm_backend_queue){ .be = be, .q = queues[i] };
+		bq->elem = malloc(sizeof(*bq->elem));
+		if (!bq->elem) {
+			ret = -ENOMEM;
+			goto err;
+		}
+		be->n++;
+		ret = fdvm_loop_add(l, bq->q.kick_fd, EPOLLIN, on_kick, bq);
+		if (ret)
+			goto err;
+	}
+	ret = fdvm_epoll_loop_start(be->loop, be->name);
+	if (ret)
+		goto err;
+	return 0;
+err:
+	fdvm_virtio_backend_stop(be);
+	return ret;
+}
+
+void fdvm_virtio_backend_stop(struct fdvm_virtio_backend *be)
+{
+	fdvm_epoll_loop_destroy(be->loop); /* joins the thread */
+	be->loop = NULL;
+	for (unsigned i = 0; i < be->n; i++) {
+		free(be->q[i].elem);
+		be->q[i].elem = NULL;
+	}
+	be->n = 0;
+}

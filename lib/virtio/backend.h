@@ -1,0 +1,44 @@
+/*
+ * A backend thread for simple virtio devices: waits on each queue's kick
+ * eventfd, pops requests, hands each to the device's handler, pushes the
+ * answers and interrupts the guest when the driver wants it. A broken queue
+ * is dropped and the device flagged DEVICE_NEEDS_RESET; the other queues go
+ * on.
+ */
+#ifndef FDVM_VIRTIO_BACKEND_H
+#define FDVM_VIRTIO_BACKEND_H
+
+#include "fdvm/loop.h"
+#include "fdvm/virtio.h"
+
+#define FDVM_BACKEND_MAX_QUEUES 64
+
+struct fdvm_virtio_backend;
+
+/* Serves one request; *written = bytes written into e->in. */
+typedef void (*fdvm_request_fn)(void *opaque, unsigned queue, struct fdvm_vq_elem *e,
+				uint32_t *written);
+
+struct fdvm_backend_queue {
+	struct fdvm_virtio_backend *be;
+	struct fdvm_virtio_queue q;
+	struct fdvm_vq_elem *elem;
+	bool dead;
+};
+
+struct fdvm_virtio_backend {
+	struct fdvm_virtio_pci *transport;
+	fdvm_request_fn handle;
+	void *opaque;
+	const char *name;
+	struct fdvm_epoll_loop *loop;
+	unsigned n;
+	struct fdvm_backend_queue q[FDVM_BACKEND_MAX_QUEUES];
+};
+
+int fdvm_virtio_backend_start(struct fdvm_virtio_backend *be, struct fdvm_virtio_queue *queues,
+			      unsigned n);
+/* Joins the thread: afterwards no queue is touched. */
+void fdvm_virtio_backend_stop(struct fdvm_virtio_backend *be);
+
+#endif
