@@ -158,8 +158,9 @@ int fdvm_parse_run(int argc, char **argv, struct fdvm_run_opts *o, char *err,
 		if ((r = take_value(argc, argv, &i, "--device", "-d", &v, err, errlen))) {
 			if (r < 0)
 				return r;
-			if (strcmp(v, "pci-testdev")) {
-				snprintf(err, errlen, "--device %s: unknown device (known: pci-testdev)", v);
+			if (strcmp(v, "pci-testdev") && strcmp(v, "virtio-rng") && strcmp(v, "virtio-console")) {
+				snprintf(err, errlen,
+					 "--device %s: unknown device (known: pci-testdev, virtio-rng, virtio-console)", v);
 				return -EINVAL;
 			}
 			if (o->ndevices == sizeof(o->devices) / sizeof(o->devices[0])) {

@@ -38,8 +38,10 @@ static void run_usage(FILE *f)
 		"                           writes are dropped, as on real hardware)\n"
 		"  --unhandled-mmio POLICY  the same for an MMIO address with nothing there\n"
 		"  -d, --device NAME        add a device (repeatable):\n"
-		"                           pci-testdev  QEMU's PCI test device (1b36:0005),\n"
-		"                                        its eventfd tests backed by doorbells\n"
+		"                           pci-testdev     QEMU's PCI test device (1b36:0005),\n"
+		"                                           its eventfd tests backed by doorbells\n"
+		"                           virtio-rng      entropy from getrandom(2)\n"
+		"                           virtio-console  a console port to standard output\n"
 		"  --blk FILE[,ro][,queues=N]\n"
 		"                           a virtio-blk disk on a raw image (repeatable)\n"
 		"  --kvm PATH               the KVM device (default /dev/kvm)\n"
@@ -82,10 +84,15 @@ int fdvm_cmd_run(int argc, char **argv)
 		fdvm_run_opts_free(&o);
 		return FDVM_EXIT_USAGE;
 	}
+	/* Devices belong to the VM: fdvm_vm_destroy removes them. */
 	for (unsigned i = 0; i < o.ndevices && !ret; i++) {
 		struct fdvm_pci_testdev *td;
-		/* Devices belong to the VM: fdvm_vm_destroy removes them. */
-		ret = fdvm_pci_testdev_create(vm, FDVM_DOORBELL_AUTO, &td);
+		if (!strcmp(o.devices[i], "pci-testdev"))
+			ret = fdvm_pci_testdev_create(vm, FDVM_DOORBELL_AUTO, &td);
+		else if (!strcmp(o.devices[i], "virtio-rng"))
+			ret = fdvm_virtio_rng_create(vm);
+		else
+			ret = fdvm_virtio_console_create(vm, 1);
 	}
 	for (unsigned i = 0; i < o.nblk && !ret; i++) {
 		struct fdvm_virtio_blk_config bc = { .path = o.blk[i].path, .read_only = o.blk[i].ro,

@@ -1,0 +1,77 @@
+/* virtio-rng (virtio 1.x, 5.4): fills each device-writable buffer from getrandom. */
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/random.h>
+
+#include "../virtio/backend.h"
+#include "../vm_priv.h"
+
+struct rng {
+	struct fdvm_virtio_dev_ops ops;
+	struct fdvm_virtio_backend be;
+	struct fdvm_owned *owned;
+	struct fdvm_vm *vm;
+};
+
+static void handle(void *opaque, unsigned queue, struct fdvm_vq_elem *e, uint32_t *written)
+{
+	(void)opaque;
+	(void)queue;
+	*written = 0;
+	for (unsigned i = 0; i < e->nin; i++) {
+		size_t done = 0;
+		while (done < e->in[i].iov_len) {
+			ssize_t n = getrandom((char *)e->in[i].iov_base + done, e->in[i].iov_len - done, 0);
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n <= 0)
+				return; /* what was filled so far is reported */
+			done += (size_t)n;
+			*written += (uint32_t)n;
+		}
+	}
+}
+
+static int start(void *opaque, uint64_t features, struct fdvm_virtio_queue *q, unsigned n)
+{
+	struct rng *r = opaque;
+	(void)features;
+	return fdvm_virtio_backend_start(&r->be, q, n);
+}
+
+static void stop(void *opaque)
+{
+	struct rng *r = opaque;
+	fdvm_virtio_backend_stop(&r->be);
+}
+
+static void rng_destroy(void *opaque)
+{
+	struct rng *r = opaque;
+	fdvm_vm_disown(r->vm, r->owned);
+	free(r);
+}
+
+int fdvm_virtio_rng_create(struct fdvm_vm *vm)
+{
+	struct rng *r = calloc(1, sizeof(*r));
+	int ret;
+
+	if (!r)
+		return -ENOMEM;
+	r->vm = vm;
+	r->ops = (struct fdvm_virtio_dev_ops){
+		.name = "virtio-rng", .device_id = 4, .pci_class = 0x00ff00, .num_queues = 1,
+		.queue_max_size = 64, .start = start, .stop = stop,
+	};
+	r->be = (struct fdvm_virtio_backend){ .handle = handle, .opaque = r, .name = "virtio-rng" };
+	ret = fdvm_vm_own(vm, rng_destroy, r, &r->owned);
+	if (ret) {
+		free(r);
+		return ret;
+	}
+	ret = fdvm_virtio_pci_create(vm, &r->ops, r, FDVM_DOORBELL_AUTO, &r->be.transport);
+	if (ret)
+		rng_destroy(r);
+	return ret;
+}
