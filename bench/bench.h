@@ -2,6 +2,7 @@
 #ifndef FDVM_BENCH_PRIV_H
 #define FDVM_BENCH_PRIV_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -14,6 +15,8 @@ struct bench_opts {
 	const char *rows;	/* comma-separated row names */
 	const char *json, *png;
 	int qemu;		/* run the QEMU rows (default on if QEMU exists) */
+	const char *blk_image;	/* set: give the guest this disk (virtio-blk) */
+	unsigned blk_poll_us;	/* fdvm's virtio-blk backend polling */
 };
 
 /* One VMM's figures for one row: cycles per repetition. */
@@ -31,5 +34,11 @@ int bench_parse(const char *out, size_t len, const char *const *rows, unsigned n
 int bench_run_fdvm(const struct bench_opts *o, const char *cmdline, char **out, size_t *len);
 int bench_run_floor(const struct bench_opts *o, const char *cmdline, char **out, size_t *len);
 int bench_run_qemu(const struct bench_opts *o, const char *cmdline, char **out, size_t *len);
+
+/* Shared by the benchmarks (doorbell.c). */
+double bench_tsc_hz(void);
+const char *bench_default_guest(void);
+bool bench_have_qemu(void);
+int fdvm_cmd_bench_blk(int argc, char **argv);
 
 #endif

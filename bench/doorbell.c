@@ -36,7 +36,7 @@ static const struct row {
 };
 #define N_ROWS (sizeof(all_rows) / sizeof(all_rows[0]))
 
-static double tsc_hz(void)
+double bench_tsc_hz(void)
 {
 	struct timespec a, b, d = { 0, 200000000 };
 	clock_gettime(CLOCK_MONOTONIC, &a);
@@ -114,6 +114,7 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: fdvm bench doorbell [OPTIONS]\n"
+		"       fdvm bench blk [OPTIONS]       (see fdvm bench blk --help)\n"
 		"\n"
 		"Measures doorbells (guest writes that notify the host) and interrupts, each\n"
 		"row with the same guest under fdvm, under a bare KVM loop (the floor) and\n"
@@ -133,7 +134,7 @@ static void usage(FILE *f)
 		"  --guest FILE    the bench guest (default: found beside fdvm)\n");
 }
 
-static const char *default_guest(void)
+const char *bench_default_guest(void)
 {
 	static char path[4096 + 64];
 	char exe[4096];
@@ -155,7 +156,7 @@ static const char *default_guest(void)
 	return NULL;
 }
 
-static bool have_qemu(void)
+bool bench_have_qemu(void)
 {
 	return system("command -v qemu-system-x86_64 >/dev/null 2>&1") == 0;
 }
@@ -241,8 +242,10 @@ int fdvm_cmd_bench(int argc, char **argv)
 		usage(argc < 1 ? stderr : stdout);
 		return argc < 1 ? 2 : 0;
 	}
+	if (!strcmp(argv[0], "blk"))
+		return fdvm_cmd_bench_blk(argc, argv);
 	if (strcmp(argv[0], "doorbell")) {
-		fprintf(stderr, "fdvm bench: unknown benchmark '%s' (known: doorbell)\n", argv[0]);
+		fprintf(stderr, "fdvm bench: unknown benchmark '%s' (known: doorbell, blk)\n", argv[0]);
 		return 2;
 	}
 	for (int i = 1; i < argc; i++) {
@@ -283,16 +286,16 @@ int fdvm_cmd_bench(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (!o.guest && !(o.guest = default_guest())) {
+	if (!o.guest && !(o.guest = bench_default_guest())) {
 		fprintf(stderr, "fdvm bench: the bench guest was not found beside fdvm (use --guest)\n");
 		return 2;
 	}
 	if (o.qemu < 0)
-		o.qemu = have_qemu();
+		o.qemu = bench_have_qemu();
 	for (unsigned i = 0; i < N_ROWS; i++)
 		names[i] = all_rows[i].name;
 
-	double hz = tsc_hz();
+	double hz = bench_tsc_hz();
 	printf("fdvm bench doorbell: %u repetitions; %lu ops (exit rows), %lu (ioeventfd rows), "
 	       "%lu (interrupt rows); TSC %.3f GHz\n",
 	       o.reps, (unsigned long)o.ops, (unsigned long)o.fops, (unsigned long)o.iops, hz / 1e9);
@@ -301,7 +304,7 @@ int fdvm_cmd_bench(int argc, char **argv)
 	/* One guest run per VMM and kind of row, rows chosen by name. */
 	for (unsigned v = 0; v < N_VMM; v++) {
 		if (v == VMM_QEMU && !o.qemu) {
-			printf("note: QEMU rows skipped (%s)\n", have_qemu() ? "--no-qemu" : "qemu-system-x86_64 not installed");
+			printf("note: QEMU rows skipped (%s)\n", bench_have_qemu() ? "--no-qemu" : "qemu-system-x86_64 not installed");
 			continue;
 		}
 		for (int fast = 0; fast < 2; fast++) {

@@ -17,6 +17,7 @@
 #include "fdvm/io.h"
 #include "fdvm/irq.h"
 #include "fdvm/loop.h"
+#include "fdvm/virtio.h"
 #include "fdvm/vm.h"
 
 struct benchdev {
@@ -166,8 +167,11 @@ int bench_run_fdvm(const struct bench_opts *o, const char *cmdline, char **out, 
 	cfg.console_fd = console;
 	if ((ret = fdvm_vm_create(&cfg, &vm)))
 		goto out_close;
+	struct fdvm_virtio_blk_config bc = { .path = o->blk_image, .poll_us = o->blk_poll_us };
 	if ((ret = fdvm_pci_testdev_create(vm, FDVM_DOORBELL_AUTO, &td)) ||
-	    (ret = benchdev_init(vm, &b)) || (ret = fdvm_vm_load_pvh(vm, o->guest, cmdline)))
+	    (ret = benchdev_init(vm, &b)) ||
+	    (o->blk_image && (ret = fdvm_virtio_blk_create(vm, &bc))) ||
+	    (ret = fdvm_vm_load_pvh(vm, o->guest, cmdline)))
 		goto out_vm;
 	fdvm_vm_run(vm, &stop);
 	if (stop.reason != FDVM_STOP_POWEROFF) {

@@ -25,10 +25,18 @@ int bench_run_qemu(const struct bench_opts *o, const char *cmdline, char **out, 
 		dup2(pipefd[1], 2);
 		close(pipefd[0]);
 		close(pipefd[1]);
-		execlp("qemu-system-x86_64", "qemu-system-x86_64", "-enable-kvm", "-cpu", "qemu64",
-		       "-m", "128", "-display", "none", "-no-reboot", "-nodefaults", "-serial",
-		       "stdio", "-device", "isa-debug-exit,iobase=0xf4,iosize=4", "-device",
-		       "pci-testdev", "-kernel", o->guest, "-append", cmdline, (char *)NULL);
+		char drive[4200];
+		snprintf(drive, sizeof(drive), "file=%s,format=raw,if=none,id=d0",
+			 o->blk_image ? o->blk_image : "");
+		const char *argv[] = {
+			"qemu-system-x86_64", "-enable-kvm", "-cpu", "qemu64", "-m", "128",
+			"-display", "none", "-no-reboot", "-nodefaults", "-serial", "stdio",
+			"-device", "isa-debug-exit,iobase=0xf4,iosize=4", "-device", "pci-testdev",
+			"-kernel", o->guest, "-append", cmdline,
+			o->blk_image ? "-drive" : NULL, drive, "-device", "virtio-blk-pci,drive=d0",
+			NULL,
+		};
+		execvp(argv[0], (char *const *)argv);
 		_exit(127);
 	}
 	close(pipefd[1]);

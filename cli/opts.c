@@ -182,11 +182,20 @@ int fdvm_parse_run(int argc, char **argv, struct fdvm_run_opts *o, char *err,
 				return -ENOMEM;
 			o->blk[o->nblk].path = spec;
 			o->blk[o->nblk].queues = 1;
+			o->blk[o->nblk].poll_us = 50;
 			o->nblk++;
 			for (opt = strchr(spec, ','); opt; opt = strchr(opt, ',')) {
 				*opt++ = '\0';
 				if (!strncmp(opt, "ro", 2) && (opt[2] == ',' || !opt[2])) {
 					o->blk[o->nblk - 1].ro = true;
+				} else if (!strncmp(opt, "poll=", 5)) {
+					char *end;
+					unsigned long us = strtoul(opt + 5, &end, 10);
+					if (us > 10000 || end == opt + 5 || (*end && *end != ',')) {
+						snprintf(err, errlen, "--blk %s: poll must be 0..10000 (us)", v);
+						return -EINVAL;
+					}
+					o->blk[o->nblk - 1].poll_us = (unsigned)us;
 				} else if (!strncmp(opt, "queues=", 7)) {
 					char *end;
 					unsigned long q = strtoul(opt + 7, &end, 10);
@@ -196,7 +205,7 @@ int fdvm_parse_run(int argc, char **argv, struct fdvm_run_opts *o, char *err,
 					}
 					o->blk[o->nblk - 1].queues = (unsigned)q;
 				} else {
-					snprintf(err, errlen, "--blk %s: unknown option (FILE[,ro][,queues=N])", v);
+					snprintf(err, errlen, "--blk %s: unknown option (FILE[,ro][,queues=N][,poll=US])", v);
 					return -EINVAL;
 				}
 			}

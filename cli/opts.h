@@ -28,6 +28,7 @@ struct fdvm_run_opts {
 		char *path; /* owned */
 		bool ro;
 		unsigned queues;
+		unsigned poll_us;
 	} blk[8];
 	unsigned nblk;
 	int verbose;

@@ -42,8 +42,10 @@ static void run_usage(FILE *f)
 		"                                           its eventfd tests backed by doorbells\n"
 		"                           virtio-rng      entropy from getrandom(2)\n"
 		"                           virtio-console  a console port to standard output\n"
-		"  --blk FILE[,ro][,queues=N]\n"
-		"                           a virtio-blk disk on a raw image (repeatable)\n"
+		"  --blk FILE[,ro][,queues=N][,poll=US]\n"
+		"                           a virtio-blk disk on a raw image (repeatable); its\n"
+		"                           backend thread watches a queue that ran dry for US\n"
+		"                           microseconds (default 50) before sleeping\n"
 		"  --kvm PATH               the KVM device (default /dev/kvm)\n"
 		"  -v, --verbose            more messages from fdvm\n"
 		"  -h, --help               this text\n");
@@ -96,7 +98,8 @@ int fdvm_cmd_run(int argc, char **argv)
 	}
 	for (unsigned i = 0; i < o.nblk && !ret; i++) {
 		struct fdvm_virtio_blk_config bc = { .path = o.blk[i].path, .read_only = o.blk[i].ro,
-						     .num_queues = o.blk[i].queues };
+						     .num_queues = o.blk[i].queues,
+						     .poll_us = o.blk[i].poll_us };
 		ret = fdvm_virtio_blk_create(vm, &bc);
 	}
 	if (!ret)

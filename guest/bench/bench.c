@@ -12,6 +12,7 @@
 #include "io.h"
 #include "pci.h"
 #include "rt.h"
+#include "virtio.h"
 
 static uint64_t reps = 5, ops = 2000, iops = 1000;
 static const char *rows = "";
@@ -123,6 +124,125 @@ static void irq_row(const char *name, uint64_t mode, uint64_t reg)
 	}
 }
 
+/* ---- blk: 4 KiB random reads and writes at a queue depth ---- */
+
+#define BLK_MAX_OPS 50000
+static struct vdev blk;
+static struct vq bq;
+static struct {
+	uint32_t type, ioprio;
+	uint64_t sector;
+	uint8_t status;
+	uint64_t t0;
+} breq[VQ_MAX];
+static uint8_t bdata[64][4096] __attribute__((aligned(4096)));
+static uint64_t lat[BLK_MAX_OPS];
+
+struct blk_run {
+	uint32_t type;
+	unsigned depth;
+	uint64_t ops, blocks, cycles, errors;
+};
+
+static bool blk_submit(unsigned slot, uint32_t type, uint64_t sector)
+{
+	breq[slot].type = type;
+	breq[slot].sector = sector;
+	breq[slot].status = 0xff;
+	breq[slot].t0 = rt_rdtsc();
+	struct vbuf b[3] = { { (uint64_t)&breq[slot], 16, false },
+			     { (uint64_t)bdata[slot], 4096, type == 0 },
+			     { (uint64_t)&breq[slot].status, 1, true } };
+	return vq_add(&bq, b, 3, &breq[slot]);
+}
+
+static long blk_loop(void *arg)
+{
+	struct blk_run *r = arg;
+	uint64_t rng = 0x853c49e6748fea9bull, done = 0, started = 0;
+	uint64_t t0 = rt_rdtsc();
+	for (unsigned s = 0; s < r->depth && started < r->ops; s++, started++)
+		blk_submit(s, r->type, (rt_rand(&rng) % r->blocks) * 8);
+	vq_kick(&bq);
+	while (done < r->ops) {
+		void *c = vq_get(&bq, 0);
+		if (!c)
+			continue;
+		unsigned s = (unsigned)((__typeof__(&breq[0]))c - breq);
+		lat[done++] = rt_rdtsc() - breq[s].t0;
+		r->errors += breq[s].status != 0;
+		if (started < r->ops) {
+			blk_submit(s, r->type, (rt_rand(&rng) % r->blocks) * 8);
+			started++;
+			vq_kick(&bq);
+		}
+	}
+	r->cycles = rt_rdtsc() - t0;
+	return 0;
+}
+
+static void sort(uint64_t *a, uint64_t n)
+{
+	/* Heapsort: no recursion, no allocation. */
+	for (uint64_t i = n / 2; i-- > 0;) {
+		for (uint64_t k = i;;) {
+			uint64_t c = 2 * k + 1;
+			if (c >= n)
+				break;
+			if (c + 1 < n && a[c + 1] > a[c])
+				c++;
+			if (a[k] >= a[c])
+				break;
+			uint64_t t = a[k]; a[k] = a[c]; a[c] = t; k = c;
+		}
+	}
+	for (uint64_t end = n; end-- > 1;) {
+		uint64_t t = a[0]; a[0] = a[end]; a[end] = t;
+		for (uint64_t k = 0;;) {
+			uint64_t c = 2 * k + 1;
+			if (c >= end)
+				break;
+			if (c + 1 < end && a[c + 1] > a[c])
+				c++;
+			if (a[k] >= a[c])
+				break;
+			t = a[k]; a[k] = a[c]; a[c] = t; k = c;
+		}
+	}
+}
+
+static int blk_bench(void)
+{
+	uint64_t bops = arg("bops", 5000);
+	if (bops > BLK_MAX_OPS)
+		bops = BLK_MAX_OPS;
+	if (!virtio_find(2, 0, &blk) || !virtio_negotiate(&blk, 1ull << VIRTIO_F_EVENT_IDX |
+							       1ull << VIRTIO_F_INDIRECT_DESC) ||
+	    !virtio_setup_vq(&blk, &bq, 0, 64, 0xffff)) {
+		rt_printf("bench: no usable virtio-blk\n");
+		return 1;
+	}
+	virtio_driver_ok(&blk);
+	uint64_t blocks = virtio_cfg64(&blk, 0) / 8;
+	static const unsigned depths[] = { 1, 32 };
+	for (uint64_t rep = 0; rep < reps; rep++)
+		for (unsigned w = 0; w < 2; w++)
+			for (unsigned d = 0; d < 2; d++) {
+				struct blk_run r = { w ? 1 : 0, depths[d], bops, blocks, 0, 0 };
+				rt_user_call(blk_loop, &r);
+				sort(lat, bops);
+				uint64_t sum = 0;
+				for (uint64_t i = 0; i < bops; i++)
+					sum += lat[i];
+				rt_printf("BLK %s %u %lu %lu %lu %lu %lu %lu\n", w ? "write" : "read",
+					  depths[d], (unsigned long)rep, (unsigned long)bops,
+					  (unsigned long)r.cycles, (unsigned long)(sum / bops),
+					  (unsigned long)lat[bops * 99 / 100], (unsigned long)r.errors);
+			}
+	rt_printf("BENCH-END\n");
+	return 0;
+}
+
 static void select_test(const struct pci_dev *d, unsigned bar, uint8_t test)
 {
 	if (d->bar_io[bar])
@@ -143,6 +263,8 @@ int guest_main(const char *cmdline)
 	rt_printf("BENCH-START reps=%lu ops=%lu iops=%lu\n", (unsigned long)reps,
 		  (unsigned long)ops, (unsigned long)iops);
 
+	if (rt_cmdline_has("blk"))
+		return blk_bench();
 	if (rt_cmdline_has("floor")) {
 		row("mmio-exit", true, FDVM_FLOOR_MMIO, 0xfa);
 		row("mmio-wildcard", true, FDVM_FLOOR_MMIO + 8, 0xce);

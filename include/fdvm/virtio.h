@@ -83,6 +83,9 @@ struct fdvm_virtio_blk_config {
 	bool read_only;
 	unsigned num_queues;	/* 1 (default) or more */
 	enum fdvm_doorbell_mode notify; /* the doorbells' path (tests) */
+	/* Microseconds the backend keeps polling a queue that ran dry before
+	 * it sleeps on the kick eventfd (0: never polls). */
+	unsigned poll_us;
 };
 int fdvm_virtio_blk_create(struct fdvm_vm *vm, const struct fdvm_virtio_blk_config *cfg);
 int fdvm_virtio_rng_create(struct fdvm_vm *vm);

@@ -224,7 +224,8 @@ int fdvm_virtio_blk_create(struct fdvm_vm *vm, const struct fdvm_virtio_blk_conf
 		.start = start,
 		.stop = stop,
 	};
-	b->be = (struct fdvm_virtio_backend){ .handle = handle, .opaque = b, .name = "virtio-blk" };
+	b->be = (struct fdvm_virtio_backend){ .handle = handle, .opaque = b, .name = "virtio-blk",
+					      .poll_ns = cfg->poll_us * 1000ull };
 	ret = fdvm_vm_own(vm, blk_destroy, b, &b->owned);
 	if (ret)
 		goto err_close;

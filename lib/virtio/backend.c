@@ -5,8 +5,32 @@
 #include <sys/epoll.h>
 #include <unistd.h>
 
+#include <time.h>
+
 #include "backend.h"
 #include "../vm_priv.h"
+
+static uint64_t now_ns(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+/* Kicks off: watch the ring a little before sleeping (see backend.h). */
+static bool poll_ring(struct fdvm_backend_queue *bq)
+{
+	struct fdvm_vq *vq = &bq->q.vq;
+	uint64_t limit = bq->be->poll_ns;
+	if (!limit)
+		return false;
+	for (uint64_t t0 = now_ns(); now_ns() - t0 < limit;) {
+		if (__atomic_load_n(&vq->avail->idx, __ATOMIC_ACQUIRE) != vq->last_avail)
+			return true;
+		__builtin_ia32_pause();
+	}
+	return false;
+}
 
 static void serve(struct fdvm_backend_queue *bq)
 {
@@ -30,6 +54,8 @@ static void serve(struct fdvm_backend_queue *bq)
 		if (pushed && fdvm_vq_should_notify(vq) && bq->q.call_fd >= 0)
 			fdvm_eventfd_signal(bq->q.call_fd);
 		pushed = false;
+		if (poll_ring(bq))
+			continue;
 		if (!fdvm_vq_enable_kicks(vq, true))
 			return;
 	}

@@ -28,6 +28,12 @@ struct fdvm_backend_queue {
 
 struct fdvm_virtio_backend {
 	struct fdvm_virtio_pci *transport;
+	/*
+	 * After the queue runs dry, keep watching it this long (kicks stay
+	 * off, so the guest does not pay an exit to notify) before sleeping
+	 * on the kick eventfd. 0: sleep at once. Costs that much CPU per burst.
+	 */
+	uint64_t poll_ns;
 	fdvm_request_fn handle;
 	void *opaque;
 	const char *name;
