@@ -36,6 +36,7 @@ def main():
                     help="pass only if the guest is still running at the timeout")
     ap.add_argument("--disk", action="append", type=int, default=[],
                     help="a raw disk of this many MiB (virtio-blk), made for the run")
+    ap.add_argument("--disk-opts", default="", help="appended to fdvm's --blk FILE")
     a = ap.parse_args()
 
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
@@ -48,7 +49,7 @@ def main():
         f.close()
         disks.append(f.name)
     if a.vmm == "fdvm" and not a.runner:
-        a.fdvm_arg += [f"--blk={d}" for d in disks]
+        a.fdvm_arg += [f"--blk={d}{a.disk_opts}" for d in disks]
     elif a.vmm == "qemu":
         for i, d in enumerate(disks):
             a.qemu_arg += ["-drive", f"file={d},format=raw,if=none,id=d{i}",
