@@ -122,21 +122,7 @@ int fdvm_cmd_run(int argc, char **argv)
 	signal(SIGTERM, SIG_DFL);
 	running_vm = NULL;
 
-	switch (stop.reason) {
-	case FDVM_STOP_POWEROFF:
-	case FDVM_STOP_EXIT_PORT:
-		status = stop.status;
-		break;
-	case FDVM_STOP_SHUTDOWN:
-	case FDVM_STOP_GUEST_ERROR:
-		status = FDVM_EXIT_GUEST_FAULT;
-		break;
-	case FDVM_STOP_REQUESTED:
-		status = FDVM_EXIT_STOPPED;
-		break;
-	default:
-		status = FDVM_EXIT_HOST_FAILURE;
-	}
+	status = fdvm_stop_exit_status(&stop);
 	fdvm_log(vm, FDVM_LOG_INFO, "guest stopped: %s, exit status %d",
 		 fdvm_stop_reason_name(stop.reason), status);
 	fdvm_vm_destroy(vm);

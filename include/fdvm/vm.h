@@ -94,6 +94,13 @@ struct fdvm_stop {
 const char *fdvm_stop_reason_name(enum fdvm_stop_reason reason);
 
 /*
+ * The process exit status `fdvm run` uses for a stop: the guest's own for
+ * power-off (0) and the exit port (odd); fdvm's even codes otherwise:
+ * 4 guest fault, 6 host failure, 8 stop requested.
+ */
+int fdvm_stop_exit_status(const struct fdvm_stop *stop);
+
+/*
  * Runs vCPU 0 on the calling thread until the guest stops or a stop is
  * requested. Returns 0 and fills *stop; a host-side failure is reported as
  * FDVM_STOP_HOST_ERROR, not as a return value, so the caller always learns

@@ -266,6 +266,22 @@ const char *fdvm_stop_reason_name(enum fdvm_stop_reason reason)
 	return "unknown";
 }
 
+int fdvm_stop_exit_status(const struct fdvm_stop *stop)
+{
+	switch (stop->reason) {
+	case FDVM_STOP_POWEROFF:
+	case FDVM_STOP_EXIT_PORT:
+		return stop->status;
+	case FDVM_STOP_SHUTDOWN:
+	case FDVM_STOP_GUEST_ERROR:
+		return 4;
+	case FDVM_STOP_REQUESTED:
+		return 8;
+	default:
+		return 6;
+	}
+}
+
 void fdvm_vm_set_stop(struct fdvm_vm *vm, enum fdvm_stop_reason reason, int status)
 {
 	pthread_mutex_lock(&vm->stop_lock);

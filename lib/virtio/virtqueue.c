@@ -154,7 +154,9 @@ bool fdvm_vq_enable_kicks(struct fdvm_vq *vq, bool on)
 	return LOAD_ACQ(&vq->avail->idx) != vq->last_avail;
 }
 
-size_t fdvm_iov_to_buf(const struct iovec *iov, unsigned n, size_t skip, void *buf, size_t len)
+/* Copies between iov (after its first skip bytes) and buf, either way. */
+static size_t iov_copy(const struct iovec *iov, unsigned n, size_t skip, void *buf, size_t len,
+		       bool to_buf)
 {
 	size_t done = 0;
 	for (unsigned i = 0; i < n && done < len; i++) {
@@ -165,28 +167,21 @@ size_t fdvm_iov_to_buf(const struct iovec *iov, unsigned n, size_t skip, void *b
 		size_t c = iov[i].iov_len - skip;
 		if (c > len - done)
 			c = len - done;
-		memcpy((char *)buf + done, (const char *)iov[i].iov_base + skip, c);
+		char *g = (char *)iov[i].iov_base + skip, *h = (char *)buf + done;
+		memcpy(to_buf ? h : g, to_buf ? g : h, c);
 		done += c;
 		skip = 0;
 	}
 	return done;
 }
 
+size_t fdvm_iov_to_buf(const struct iovec *iov, unsigned n, size_t skip, void *buf, size_t len)
+{
+	return iov_copy(iov, n, skip, buf, len, true);
+}
+
 size_t fdvm_iov_from_buf(const struct iovec *iov, unsigned n, size_t skip, const void *buf,
 			 size_t len)
 {
-	size_t done = 0;
-	for (unsigned i = 0; i < n && done < len; i++) {
-		if (skip >= iov[i].iov_len) {
-			skip -= iov[i].iov_len;
-			continue;
-		}
-		size_t c = iov[i].iov_len - skip;
-		if (c > len - done)
-			c = len - done;
-		memcpy((char *)iov[i].iov_base + skip, (const char *)buf + done, c);
-		done += c;
-		skip = 0;
-	}
-	return done;
+	return iov_copy(iov, n, skip, (void *)buf, len, false);
 }

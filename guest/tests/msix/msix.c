@@ -13,7 +13,7 @@
  *  - in all, no more deliveries than signals.
  * It prints signals, deliveries, masks, lost, spurious.
  */
-#include "fdvm/testctl.h"
+#include "testctl.h"
 #include "io.h"
 #include "pci.h"
 #include "rt.h"
@@ -37,15 +37,6 @@ static uint64_t masks, lost, pba_wrong, ambiguous, unmask_wrong;
 static uint64_t rng = 0x243f6a8885a308d3ull;
 
 static bool masked(unsigned v) { return vmask[v] || fmask; }
-
-static int64_t tc(uint64_t cmd, uint64_t a0, uint64_t a1, uint64_t a2)
-{
-	mmio_write64(FDVM_TESTCTL_MMIO + TC_REG_ARG0, a0);
-	mmio_write64(FDVM_TESTCTL_MMIO + TC_REG_ARG1, a1);
-	mmio_write64(FDVM_TESTCTL_MMIO + TC_REG_ARG2, a2);
-	mmio_write64(FDVM_TESTCTL_MMIO + TC_REG_CMD, cmd);
-	return (int64_t)mmio_read64(FDVM_TESTCTL_MMIO + TC_REG_RESULT);
-}
 
 static void isr(struct rt_frame *f, void *opaque)
 {

@@ -9,7 +9,7 @@
  * Waiting is done at CPL3, where this machine runs code natively; taking
  * interrupts there is how the guest "enables" them.
  */
-#include "fdvm/testctl.h"
+#include "testctl.h"
 #include "io.h"
 #include "rt.h"
 
@@ -30,15 +30,6 @@ static struct tc_mailbox mb __attribute__((aligned(64)));
 static volatile uint64_t deliveries[256];
 static volatile uint64_t last_seen[256];
 static volatile uint64_t level_consumed, level_spurious;
-
-static int64_t tc(uint64_t cmd, uint64_t a0, uint64_t a1, uint64_t a2)
-{
-	mmio_write64(FDVM_TESTCTL_MMIO + TC_REG_ARG0, a0);
-	mmio_write64(FDVM_TESTCTL_MMIO + TC_REG_ARG1, a1);
-	mmio_write64(FDVM_TESTCTL_MMIO + TC_REG_ARG2, a2);
-	mmio_write64(FDVM_TESTCTL_MMIO + TC_REG_CMD, cmd);
-	return (int64_t)mmio_read64(FDVM_TESTCTL_MMIO + TC_REG_RESULT);
-}
 
 static void count_isr(struct rt_frame *f, void *opaque)
 {

@@ -3,7 +3,7 @@
  * through ports and ECAM, read-only fields, BAR sizing and moving, the
  * capability list, and MSI-X table, PBA, masking, enable and re-routing.
  */
-#include "fdvm/testctl.h"
+#include "testctl.h"
 #include "io.h"
 #include "pci.h"
 #include "rt.h"
@@ -18,15 +18,6 @@ static void isr(struct rt_frame *f, void *opaque)
 {
 	(void)opaque;
 	hits[f->vector]++;
-}
-
-static int64_t tc(uint64_t cmd, uint64_t a0, uint64_t a1, uint64_t a2)
-{
-	mmio_write64(FDVM_TESTCTL_MMIO + TC_REG_ARG0, a0);
-	mmio_write64(FDVM_TESTCTL_MMIO + TC_REG_ARG1, a1);
-	mmio_write64(FDVM_TESTCTL_MMIO + TC_REG_ARG2, a2);
-	mmio_write64(FDVM_TESTCTL_MMIO + TC_REG_CMD, cmd);
-	return (int64_t)mmio_read64(FDVM_TESTCTL_MMIO + TC_REG_RESULT);
 }
 
 /* Lets pending interrupts in: sti, a moment, cli. */

@@ -6,7 +6,7 @@
  * accesses ignored (a BAR may land on nothing). fdvm must survive it, and
  * the device must work again once reprogrammed.
  */
-#include "fdvm/testctl.h"
+#include "testctl.h"
 #include "io.h"
 #include "pci.h"
 #include "rt.h"
@@ -23,15 +23,6 @@ static void isr(struct rt_frame *f, void *opaque)
 	(void)f;
 	(void)opaque;
 	hits++;
-}
-
-static int64_t tc(uint64_t cmd, uint64_t a0, uint64_t a1, uint64_t a2)
-{
-	mmio_write64(FDVM_TESTCTL_MMIO + TC_REG_ARG0, a0);
-	mmio_write64(FDVM_TESTCTL_MMIO + TC_REG_ARG1, a1);
-	mmio_write64(FDVM_TESTCTL_MMIO + TC_REG_ARG2, a2);
-	mmio_write64(FDVM_TESTCTL_MMIO + TC_REG_CMD, cmd);
-	return (int64_t)mmio_read64(FDVM_TESTCTL_MMIO + TC_REG_RESULT);
 }
 
 static void rand_access(uint64_t base, uint64_t span)

@@ -652,17 +652,6 @@ int main(int argc, char **argv)
 	close(child_sock);
 	waitpid(child_pid, NULL, 0);
 
-	switch (stop.reason) {
-	case FDVM_STOP_POWEROFF:
-	case FDVM_STOP_EXIT_PORT:
-		status = stop.status;
-		break;
-	case FDVM_STOP_SHUTDOWN:
-	case FDVM_STOP_GUEST_ERROR:
-		status = 4;
-		break;
-	default:
-		status = 6;
-	}
+	status = fdvm_stop_exit_status(&stop);
 	return status;
 }
