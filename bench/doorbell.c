@@ -294,6 +294,19 @@ int fdvm_cmd_bench(int argc, char **argv)
 		o.qemu = bench_have_qemu();
 	for (unsigned i = 0; i < N_ROWS; i++)
 		names[i] = all_rows[i].name;
+	/* Every name in --rows must be a row. */
+	for (const char *p = o.rows; p && *p;) {
+		size_t l = strcspn(p, ",");
+		bool known = false;
+		for (unsigned i = 0; i < N_ROWS; i++)
+			known |= strlen(names[i]) == l && !strncmp(names[i], p, l);
+		if (!known) {
+			fprintf(stderr, "fdvm bench: --rows: no row '%.*s' (see the table for names)\n",
+				(int)l, p);
+			return 2;
+		}
+		p += l + (p[l] == ',');
+	}
 
 	double hz = bench_tsc_hz();
 	printf("fdvm bench doorbell: %u repetitions; %lu ops (exit rows), %lu (ioeventfd rows), "

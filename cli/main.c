@@ -10,7 +10,7 @@ static const struct {
 	const char *summary;
 } commands[] = {
 	{ "run", fdvm_cmd_run, "boot a PVH ELF64 guest and exit with its status" },
-	{ "bench", fdvm_cmd_bench, "benchmarks: 'fdvm bench doorbell' (see --help)" },
+	{ "bench", fdvm_cmd_bench, "benchmarks: 'fdvm bench doorbell', 'fdvm bench blk'" },
 };
 
 static void usage(FILE *f)
