@@ -79,6 +79,10 @@ void rt_tap_plan(int n);
 bool rt_tap_ok(bool cond, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int rt_tap_done(void);
 
+/* The PVH memory map: returns the number of entries and fills entry i
+ * (if it exists). Type 1 is RAM. */
+unsigned rt_memmap(unsigned i, uint64_t *addr, uint64_t *size, uint32_t *type);
+
 /* The command line fdvm or QEMU passed (never NULL). */
 const char *rt_cmdline(void);
 /* Returns true if word appears as a whole space-separated word in cmdline. */

@@ -12,6 +12,25 @@ struct hvm_start_info {
 void rt_cpu_init(void);
 
 static const char *cmdline = "";
+static const struct hvm_start_info *start_info;
+
+unsigned rt_memmap(unsigned i, uint64_t *addr, uint64_t *size, uint32_t *type)
+{
+	const struct {
+		uint64_t addr, size;
+		uint32_t type, reserved;
+	} *map;
+	if (!start_info || start_info->version < 1 || !start_info->memmap_paddr ||
+	    start_info->memmap_paddr >= FDVM_HIGH_RAM_START)
+		return 0;
+	map = (const void *)(uintptr_t)start_info->memmap_paddr;
+	if (i < start_info->memmap_entries) {
+		*addr = map[i].addr;
+		*size = map[i].size;
+		*type = map[i].type;
+	}
+	return start_info->memmap_entries;
+}
 
 const char *rt_cmdline(void) { return cmdline; }
 
@@ -41,6 +60,7 @@ void rt_start(uint32_t start_info_paddr)
 		rt_printf("rt: no PVH start info (magic 0x%x)\n", si ? si->magic : 0);
 		rt_exit(2);
 	}
+	start_info = si;
 	if (si->cmdline_paddr && si->cmdline_paddr < FDVM_HIGH_RAM_START)
 		cmdline = (const char *)(uintptr_t)si->cmdline_paddr;
 	rt_exit(guest_main(cmdline));
