@@ -68,8 +68,9 @@ static int walk(struct fdvm_vq *vq, struct fdvm_vq_elem *e, volatile struct fdvm
 	for (uint32_t count = 0;; count++) {
 		if (i >= n || count >= n)
 			return -EINVAL; /* out of the table, or a loop */
-		struct fdvm_vring_desc d = { table[i].addr, table[i].len, table[i].flags,
-					     table[i].next };
+		/* Copied whole: an indirect table may sit at any guest address. */
+		struct fdvm_vring_desc d;
+		memcpy(&d, (const uint8_t *)table + (size_t)i * sizeof(d), sizeof(d));
 		if (d.flags & FDVM_VRING_DESC_F_INDIRECT) {
 			if (nested || !vq->indirect || (d.flags & FDVM_VRING_DESC_F_NEXT) ||
 			    d.len % sizeof(struct fdvm_vring_desc) || !d.len ||
