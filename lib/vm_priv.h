@@ -22,7 +22,6 @@ struct fdvm_io_region {
 	void *opaque;
 	char name[32];
 	atomic_int inflight;	/* handler calls running now */
-	atomic_bool dying;	/* unregister is waiting for inflight == 0 */
 };
 
 /*
@@ -157,6 +156,8 @@ int fdvm_eventfd_signal(int fd);
 
 /* lib/kvm/gsi.c, irqfd.c, ioeventfd.c */
 int fdvm_gsi_init(struct fdvm_vm *vm);
+/* Writes staged routes now, even inside a batch (before an irqfd assign). */
+int fdvm_gsi_sync(struct fdvm_vm *vm);
 void fdvm_gsi_exit(struct fdvm_vm *vm);
 void fdvm_irq_lines_exit(struct fdvm_vm *vm);
 void fdvm_doorbells_exit(struct fdvm_vm *vm);

@@ -21,9 +21,9 @@ struct fdvm_msi {
 #define FDVM_GSI_IRQCHIP_PINS 24
 
 /*
- * Starts a batch: changes are kept until the matching fdvm_gsi_end, which
- * writes the table once. Batches nest; outside one, each change is a batch
- * of its own.
+ * Starts a batch on the calling thread: its changes are kept until the
+ * matching fdvm_gsi_end, which writes the table once. Batches nest; outside
+ * one, and on other threads, each change is written at once.
  */
 void fdvm_gsi_begin(struct fdvm_vm *vm);
 /* Ends a batch; returns 0 or the -errno of KVM_SET_GSI_ROUTING, in which

@@ -64,7 +64,13 @@ struct fdvm_pci_dev_config {
  */
 int fdvm_pci_dev_create(struct fdvm_vm *vm, const struct fdvm_pci_dev_config *cfg,
 			struct fdvm_pci_dev **out);
-/* Unplugs: unmaps the BARs, destroys the MSI-X lines, frees. */
+/*
+ * Takes the device out of the guest's reach: configuration space and BARs
+ * no longer reach it (no handler runs after this returns); its MSI-X lines
+ * still work, so a backend being stopped may still interrupt. Idempotent.
+ */
+void fdvm_pci_dev_detach(struct fdvm_pci_dev *dev);
+/* Detaches, destroys the MSI-X lines, frees. */
 void fdvm_pci_dev_destroy(struct fdvm_pci_dev *dev);
 
 /*

@@ -37,6 +37,7 @@ struct fdvm_vq {
 	uint16_t used_idx;	/* next used entry to fill */
 	uint16_t signalled_used; /* used_idx at the last interrupt */
 	bool signalled_valid;
+	bool kicks_off;		/* fdvm_vq_enable_kicks(false) in force */
 	bool broken;
 };
 

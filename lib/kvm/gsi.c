@@ -27,7 +27,6 @@ struct fdvm_gsi {
 	struct slot *committed;	/* nr slots: what KVM has */
 	uint32_t msi_used;
 	uint32_t pins;		/* claimed IOAPIC pins, a bit each */
-	unsigned depth;
 	bool dirty;
 	uint64_t writes;
 };
@@ -128,11 +127,22 @@ rollback:
 	return ret;
 }
 
+/*
+ * A batch belongs to the thread that opened it: another thread's change is
+ * written at once (with whatever the batch has staged so far), so that its
+ * route exists before it assigns an irqfd on it.
+ */
+static _Thread_local struct {
+	struct fdvm_vm *vm;
+	unsigned depth;
+} batch;
+
 void fdvm_gsi_begin(struct fdvm_vm *vm)
 {
-	pthread_mutex_lock(&vm->gsi->lock);
-	vm->gsi->depth++;
-	pthread_mutex_unlock(&vm->gsi->lock);
+	if (batch.depth && batch.vm != vm)
+		return; /* one VM's batch per thread; others write at once */
+	batch.vm = vm;
+	batch.depth++;
 }
 
 int fdvm_gsi_end(struct fdvm_vm *vm)
@@ -140,17 +150,27 @@ int fdvm_gsi_end(struct fdvm_vm *vm)
 	struct fdvm_gsi *g = vm->gsi;
 	int ret = 0;
 
+	if (batch.vm != vm || !batch.depth || --batch.depth)
+		return 0;
+	batch.vm = NULL;
 	pthread_mutex_lock(&g->lock);
-	if (g->depth && --g->depth == 0)
-		ret = write_table(vm, g);
+	ret = write_table(vm, g);
 	pthread_mutex_unlock(&g->lock);
 	return ret;
 }
 
-/* Lock held: ends an implicit batch of one. */
+/* Lock held: ends an implicit batch of one, unless this thread has one open. */
 static int maybe_write(struct fdvm_vm *vm, struct fdvm_gsi *g)
 {
-	return g->depth ? 0 : write_table(vm, g);
+	return batch.vm == vm && batch.depth ? 0 : write_table(vm, g);
+}
+
+int fdvm_gsi_sync(struct fdvm_vm *vm)
+{
+	pthread_mutex_lock(&vm->gsi->lock);
+	int ret = write_table(vm, vm->gsi);
+	pthread_mutex_unlock(&vm->gsi->lock);
+	return ret;
 }
 
 int fdvm_gsi_alloc_msi(struct fdvm_vm *vm, const struct fdvm_msi *msg, uint32_t *gsi)

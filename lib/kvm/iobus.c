@@ -117,7 +117,6 @@ void fdvm_io_unregister(struct fdvm_vm *vm, struct fdvm_io_region *r)
 	}
 	pthread_rwlock_unlock(&bus->lock);
 	/* No new dispatch finds it now; wait for those already in a handler. */
-	atomic_store(&r->dying, true);
 	pthread_mutex_lock(&bus->wait_lock);
 	while (atomic_load(&r->inflight))
 		pthread_cond_wait(&bus->drained, &bus->wait_lock);
@@ -147,9 +146,14 @@ static struct fdvm_io_region *pin(struct fdvm_iobus *bus, uint64_t addr, unsigne
 	return r;
 }
 
+/*
+ * After the decrement that reaches 0 the region may be freed at once by an
+ * unregister that was waiting, so it is not read again: the wake-up goes
+ * through the bus, which outlives every region.
+ */
 static void unpin(struct fdvm_iobus *bus, struct fdvm_io_region *r)
 {
-	if (atomic_fetch_sub(&r->inflight, 1) == 1 && atomic_load(&r->dying)) {
+	if (atomic_fetch_sub(&r->inflight, 1) == 1) {
 		pthread_mutex_lock(&bus->wait_lock);
 		pthread_cond_broadcast(&bus->drained);
 		pthread_mutex_unlock(&bus->wait_lock);

@@ -75,6 +75,8 @@ static int irqfd_assign(struct fdvm_irq_line *l)
 	if (l->kind == FDVM_IRQ_LEVEL) {
 		a.flags = KVM_IRQFD_FLAG_RESAMPLE;
 		a.resamplefd = (uint32_t)l->resample_fd;
+	} else if (fdvm_gsi_sync(l->vm)) {
+		return -EIO; /* route before assign: no route, no assign */
 	}
 	if (ioctl(l->vm->vm_fd, KVM_IRQFD, &a) < 0) {
 		int err = errno;

@@ -70,7 +70,7 @@ static bool bar_target(struct fdvm_pci_dev *dev, unsigned i, uint64_t *addr)
 /* Brings every BAR's mapping in line with cfg. remap_lock held, dev->lock not. */
 static void remap_bars(struct fdvm_pci_dev *dev)
 {
-	for (unsigned i = 0; i < FDVM_PCI_MAX_BARS; i++) {
+	for (unsigned i = 0; i < FDVM_PCI_MAX_BARS && !dev->detached; i++) {
 		struct pci_bar *b = &dev->bars[i];
 		uint64_t addr;
 		bool want;
@@ -321,18 +321,24 @@ err_free:
 	return ret;
 }
 
-void fdvm_pci_dev_destroy(struct fdvm_pci_dev *dev)
+void fdvm_pci_dev_detach(struct fdvm_pci_dev *dev)
 {
-	if (!dev)
-		return;
 	fdvm_pci_unplug(dev->vm, dev);
 	pthread_mutex_lock(&dev->remap_lock);
+	dev->detached = true; /* no remap maps a BAR again */
 	for (unsigned i = 0; i < FDVM_PCI_MAX_BARS; i++) {
 		if (dev->bars[i].region)
 			fdvm_io_unregister(dev->vm, dev->bars[i].region);
 		dev->bars[i].region = NULL;
 	}
 	pthread_mutex_unlock(&dev->remap_lock);
+}
+
+void fdvm_pci_dev_destroy(struct fdvm_pci_dev *dev)
+{
+	if (!dev)
+		return;
+	fdvm_pci_dev_detach(dev);
 	fdvm_msix_exit(dev);
 	pthread_mutex_destroy(&dev->remap_lock);
 	pthread_mutex_destroy(&dev->lock);

@@ -52,6 +52,7 @@ struct fdvm_pci_dev {
 	pthread_mutex_t remap_lock;	/* serialises BAR (un)mapping; never
 					 * taken by BAR handlers */
 	struct pci_bar bars[FDVM_PCI_MAX_BARS];
+	bool detached;			/* under remap_lock */
 
 	struct fdvm_msix *msix;
 	unsigned msix_cap;		/* its offset in cfg */

@@ -210,6 +210,9 @@ static void write_status(struct fdvm_virtio_pci *t, uint8_t v)
 		return;
 	}
 	uint8_t old = t->status;
+	/* A driver sets status bits and never clears one but by reset (3.1.1);
+	 * a write that tries is taken as setting what it sets. */
+	v |= old;
 	if ((v & FDVM_VIRTIO_STATUS_FEATURES_OK) && !(old & FDVM_VIRTIO_STATUS_FEATURES_OK)) {
 		/* Only what was offered, and always version 1 (a modern-only device). */
 		if ((t->guest_features & ~offered(t)) ||
@@ -218,7 +221,8 @@ static void write_status(struct fdvm_virtio_pci *t, uint8_t v)
 	}
 	t->status = (uint8_t)(v & ~FDVM_VIRTIO_STATUS_NEEDS_RESET);
 	if ((v & FDVM_VIRTIO_STATUS_DRIVER_OK) && !(old & FDVM_VIRTIO_STATUS_DRIVER_OK) &&
-	    (t->status & FDVM_VIRTIO_STATUS_FEATURES_OK) && !atomic_load(&t->needs_reset))
+	    (t->status & FDVM_VIRTIO_STATUS_FEATURES_OK) && !atomic_load(&t->needs_reset) &&
+	    !t->started)
 		start(t);
 }
 
@@ -398,10 +402,13 @@ void fdvm_virtio_pci_destroy(struct fdvm_virtio_pci *t)
 	if (!t)
 		return;
 	fdvm_vm_disown(t->vm, t->owned);
+	/* First out of the guest's reach, then the device stops (its MSI-X
+	 * lines still alive for a last interrupt), then the lines go. */
+	fdvm_pci_dev_detach(t->pci);
 	pthread_mutex_lock(&t->lock);
 	reset(t);
 	pthread_mutex_unlock(&t->lock);
-	fdvm_pci_dev_destroy(t->pci); /* no handler runs after this */
+	fdvm_pci_dev_destroy(t->pci);
 	pthread_mutex_destroy(&t->lock);
 	free(t);
 }

@@ -109,7 +109,9 @@ int fdvm_vq_pop(struct fdvm_vq *vq, struct fdvm_vq_elem *e)
 	if (walk(vq, e, vq->desc, vq->size, head, false))
 		goto broken;
 	vq->last_avail++;
-	if (vq->event_idx) /* the next kick we want is for the entry after this */
+	/* Kicks on: the next one we want is for the entry after this. Off: the
+	 * stale index keeps the driver from kicking (it never catches up). */
+	if (vq->event_idx && !vq->kicks_off)
 		STORE_REL((volatile uint16_t *)&vq->used->ring[vq->size], vq->last_avail);
 	return 1;
 broken:
@@ -142,8 +144,11 @@ bool fdvm_vq_should_notify(struct fdvm_vq *vq)
 
 bool fdvm_vq_enable_kicks(struct fdvm_vq *vq, bool on)
 {
+	vq->kicks_off = !on;
 	if (vq->event_idx) {
-		STORE_REL((volatile uint16_t *)&vq->used->ring[vq->size], vq->last_avail);
+		/* Off: leave avail_event where it is, behind the driver. */
+		if (on)
+			STORE_REL((volatile uint16_t *)&vq->used->ring[vq->size], vq->last_avail);
 	} else {
 		uint16_t f = vq->used->flags;
 		STORE_REL(&vq->used->flags, on ? (uint16_t)(f & ~FDVM_VRING_USED_F_NO_NOTIFY)
