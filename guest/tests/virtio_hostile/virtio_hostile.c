@@ -4,7 +4,8 @@
  * across its end, lengths that add up past 4 GiB, a queue size that is not a
  * power of two, an avail index that jumps past the ring, a head index
  * outside it, a writable buffer before a readable one, notifications for
- * queues never set up, a request header of the wrong size. Each gets the
+ * queues never set up, a request header of the wrong size, status bits
+ * cleared without a reset. Each gets the
  * spec's answer (DEVICE_NEEDS_RESET, or an error status); a second disk
  * keeps working throughout, and the attacked one works again after a reset.
  * Needs two disks and the default 64 MiB of RAM.
@@ -95,7 +96,7 @@ static void expect_reset(const char *what)
 int guest_main(const char *cmdline)
 {
 	(void)cmdline;
-	rt_tap_plan(14);
+	rt_tap_plan(15);
 	virtio_pool_reset();
 	bool found = virtio_find(2, 0, &a) && virtio_find(2, 1, &b);
 	rt_tap_ok(found && up(&b, &qb, 64) && up(&a, &qa, 256), "two disks up");
@@ -185,6 +186,21 @@ int guest_main(const char *cmdline)
 	for (uint64_t t0 = rt_rdtsc(); !got && rt_rdtsc() - t0 < 3000000000ull;)
 		got = vq_get(&qa, 0) != 0;
 	rt_tap_ok(got && status == 0, "the attacked disk reads normally at the end");
+
+	/* Clearing DRIVER_OK without a reset, then setting it again, many
+	 * times: the device must not start twice, and must keep serving. */
+	for (int i = 0; i < 50; i++) {
+		virtio_set_status(&a, 0x0b);
+		virtio_set_status(&a, 0x0f);
+	}
+	status = 0xff;
+	vq_add(&qa, r, 3, &hdr);
+	vq_kick(&qa);
+	got = false;
+	for (uint64_t t0 = rt_rdtsc(); !got && rt_rdtsc() - t0 < 3000000000ull;)
+		got = vq_get(&qa, 0) != 0;
+	rt_tap_ok(got && status == 0 && virtio_status(&a) == 0x0f,
+		  "status bits cleared and set again 50 times: still one device, still serving");
 	rt_tap_ok(b_works(), "and so does the other");
 	return rt_tap_done();
 }
