@@ -23,5 +23,5 @@ build build-asan -Db_sanitize=address,undefined -Db_lundef=false
 status=0
 meson test -C build --print-errorlogs || status=1
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-	meson test -C build-asan --print-errorlogs --suite unit --suite cli --suite kvm || status=1
+	meson test -C build-asan --print-errorlogs --suite unit --suite kvm-api --suite cli --suite kvm || status=1
 exit $status
