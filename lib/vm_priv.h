@@ -158,6 +158,8 @@ int fdvm_eventfd_signal(int fd);
 int fdvm_gsi_init(struct fdvm_vm *vm);
 /* Writes staged routes now, even inside a batch (before an irqfd assign). */
 int fdvm_gsi_sync(struct fdvm_vm *vm);
+/* Whether gsi is (still) an allocated MSI route. */
+bool fdvm_gsi_is_msi(struct fdvm_vm *vm, uint32_t gsi);
 void fdvm_gsi_exit(struct fdvm_vm *vm);
 void fdvm_irq_lines_exit(struct fdvm_vm *vm);
 void fdvm_doorbells_exit(struct fdvm_vm *vm);

@@ -23,11 +23,14 @@ struct fdvm_msi {
 /*
  * Starts a batch on the calling thread: its changes are kept until the
  * matching fdvm_gsi_end, which writes the table once. Batches nest; outside
- * one, and on other threads, each change is written at once.
+ * one, and on other threads, each change is written at once (with whatever
+ * open batches have staged). A thread has one VM's batch open at a time;
+ * changes to another VM meanwhile are written at once.
  */
 void fdvm_gsi_begin(struct fdvm_vm *vm);
-/* Ends a batch; returns 0 or the -errno of KVM_SET_GSI_ROUTING, in which
- * case every change of the batch is rolled back. */
+/* Ends a batch; returns 0, or the -errno of a KVM_SET_GSI_ROUTING that
+ * failed since the batch began, in which case every change of the batch was
+ * rolled back. */
 int fdvm_gsi_end(struct fdvm_vm *vm);
 
 /* Allocates a GSI routed to msg. -ENOSPC when the table is full. */

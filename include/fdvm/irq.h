@@ -43,8 +43,10 @@ struct fdvm_irq_line_config {
 	/*
 	 * -1: the line creates its eventfd(s). Otherwise an eventfd of the
 	 * caller's that the line duplicates (the caller may close its copy),
-	 * or, with borrow_fd, uses as is: then closing it while the line is
-	 * registered tears the registration down through KVM's POLLHUP path.
+	 * or, with borrow_fd on the kernel path, uses as is: then closing it
+	 * while the line is registered tears the registration down through
+	 * KVM's POLLHUP path. The userspace path always duplicates: its
+	 * service thread must not watch a number the caller may close.
 	 */
 	int fd;
 	bool borrow_fd;

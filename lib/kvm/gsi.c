@@ -28,6 +28,8 @@ struct fdvm_gsi {
 	uint32_t msi_used;
 	uint32_t pins;		/* claimed IOAPIC pins, a bit each */
 	bool dirty;
+	uint64_t rollbacks;	/* failed writes so far (a batch compares) */
+	int last_err;		/* the -errno of the last failed write */
 	uint64_t writes;
 };
 
@@ -119,6 +121,8 @@ static int write_table(struct fdvm_vm *vm, struct fdvm_gsi *g)
 	return 0;
 
 rollback:
+	g->rollbacks++;
+	g->last_err = ret;
 	memcpy(g->staged, g->committed, g->nr * sizeof(struct slot));
 	g->msi_used = 0;
 	for (uint32_t gsi = 0; gsi < g->nr; gsi++)
@@ -135,12 +139,18 @@ rollback:
 static _Thread_local struct {
 	struct fdvm_vm *vm;
 	unsigned depth;
+	uint64_t rollbacks; /* g->rollbacks when the batch opened */
 } batch;
 
 void fdvm_gsi_begin(struct fdvm_vm *vm)
 {
 	if (batch.depth && batch.vm != vm)
 		return; /* one VM's batch per thread; others write at once */
+	if (!batch.depth) {
+		pthread_mutex_lock(&vm->gsi->lock);
+		batch.rollbacks = vm->gsi->rollbacks;
+		pthread_mutex_unlock(&vm->gsi->lock);
+	}
 	batch.vm = vm;
 	batch.depth++;
 }
@@ -155,8 +165,21 @@ int fdvm_gsi_end(struct fdvm_vm *vm)
 	batch.vm = NULL;
 	pthread_mutex_lock(&g->lock);
 	ret = write_table(vm, g);
+	/* A failed write meanwhile (this thread's sync, or another thread's
+	 * change) rolled back this batch's changes too: say so. */
+	if (!ret && g->rollbacks != batch.rollbacks)
+		ret = g->last_err ? g->last_err : -EIO;
 	pthread_mutex_unlock(&g->lock);
 	return ret;
+}
+
+bool fdvm_gsi_is_msi(struct fdvm_vm *vm, uint32_t gsi)
+{
+	struct fdvm_gsi *g = vm->gsi;
+	pthread_mutex_lock(&g->lock);
+	bool r = gsi >= FDVM_GSI_IRQCHIP_PINS && gsi < g->nr && g->staged[gsi].kind == SLOT_MSI;
+	pthread_mutex_unlock(&g->lock);
+	return r;
 }
 
 /* Lock held: ends an implicit batch of one, unless this thread has one open. */

@@ -75,8 +75,10 @@ static int irqfd_assign(struct fdvm_irq_line *l)
 	if (l->kind == FDVM_IRQ_LEVEL) {
 		a.flags = KVM_IRQFD_FLAG_RESAMPLE;
 		a.resamplefd = (uint32_t)l->resample_fd;
-	} else if (fdvm_gsi_sync(l->vm)) {
-		return -EIO; /* route before assign: no route, no assign */
+	} else {
+		int ret = fdvm_gsi_sync(l->vm);
+		if (ret)
+			return ret; /* route before assign: no route, no assign */
 	}
 	if (ioctl(l->vm->vm_fd, KVM_IRQFD, &a) < 0) {
 		int err = errno;
@@ -312,8 +314,10 @@ int fdvm_irq_line_create(struct fdvm_vm *vm, const struct fdvm_irq_line_config *
 	int ret;
 
 	*out = NULL;
-	if (cfg->kind != FDVM_IRQ_MSI && cfg->kind != FDVM_IRQ_LEVEL)
+	if (cfg->kind != FDVM_IRQ_MSI && cfg->kind != FDVM_IRQ_LEVEL) {
+		fdvm_log(vm, FDVM_LOG_ERROR, "irq line: unknown kind %d", (int)cfg->kind);
 		return -EINVAL;
+	}
 	if (cfg->kind == FDVM_IRQ_LEVEL && cfg->masked) {
 		fdvm_log(vm, FDVM_LOG_ERROR, "irq line pin %u: a level line is masked in the IOAPIC, not here",
 			 cfg->pin);
@@ -389,7 +393,8 @@ int fdvm_irq_line_create(struct fdvm_vm *vm, const struct fdvm_irq_line_config *
 	return 0;
 
 err_route:
-	if (cfg->kind == FDVM_IRQ_MSI)
+	/* A failed route write may have rolled the allocation back already. */
+	if (cfg->kind == FDVM_IRQ_MSI && fdvm_gsi_is_msi(vm, l->gsi))
 		fdvm_gsi_free(vm, l->gsi);
 err_resample:
 	if (l->resample_fd >= 0)
@@ -448,12 +453,19 @@ void fdvm_irq_lines_exit(struct fdvm_vm *vm)
 	fdvm_irq_service_exit(vm);
 }
 
+/* Masking and re-routing are for MSI lines: a level line is the IOAPIC's. */
+static int not_msi(struct fdvm_irq_line *l, const char *op)
+{
+	fdvm_log(l->vm, FDVM_LOG_ERROR, "irq line pin %u: %s: not an MSI line", l->gsi, op);
+	return -EINVAL;
+}
+
 int fdvm_irq_line_set_msi(struct fdvm_irq_line *l, const struct fdvm_msi *msg)
 {
 	int ret = 0;
 
 	if (l->kind != FDVM_IRQ_MSI)
-		return -EINVAL;
+		return not_msi(l, "set_msi");
 	pthread_mutex_lock(&l->lock);
 	if (l->kernel)
 		ret = fdvm_gsi_set_msi(l->vm, l->gsi, msg);
@@ -475,7 +487,7 @@ static void fold_pending(struct fdvm_irq_line *l)
 int fdvm_irq_line_mask(struct fdvm_irq_line *l)
 {
 	if (l->kind != FDVM_IRQ_MSI)
-		return -EINVAL;
+		return not_msi(l, "mask");
 	pthread_mutex_lock(&l->lock);
 	if (!l->masked) {
 		uint64_t count;
@@ -501,7 +513,7 @@ int fdvm_irq_line_unmask(struct fdvm_irq_line *l)
 	int ret = 0;
 
 	if (l->kind != FDVM_IRQ_MSI)
-		return -EINVAL;
+		return not_msi(l, "unmask");
 	pthread_mutex_lock(&l->lock);
 	if (l->masked) {
 		if (l->kernel) {
