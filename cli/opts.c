@@ -215,6 +215,21 @@ int fdvm_parse_run(int argc, char **argv, struct fdvm_run_opts *o, char *err,
 			}
 			continue;
 		}
+		if ((r = take_value(argc, argv, &i, "--notify", NULL, &v, err, errlen))) {
+			if (r < 0)
+				return r;
+			if (!strcmp(v, "auto"))
+				o->notify = FDVM_DOORBELL_AUTO;
+			else if (!strcmp(v, "kernel"))
+				o->notify = FDVM_DOORBELL_KERNEL;
+			else if (!strcmp(v, "userspace"))
+				o->notify = FDVM_DOORBELL_USERSPACE;
+			else {
+				snprintf(err, errlen, "--notify %s: expected auto, kernel or userspace", v);
+				return -EINVAL;
+			}
+			continue;
+		}
 		if ((r = take_value(argc, argv, &i, "--kvm", NULL, &v, err, errlen))) {
 			if (r < 0)
 				return r;

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "fdvm/doorbell.h"
 #include "fdvm/vm.h"
 
 /* Parses "64M", "1G", "512K", "1048576B"; a bare number is MiB (as QEMU's
@@ -20,6 +21,7 @@ struct fdvm_run_opts {
 	const char *mem_arg; /* as the user wrote it, for messages */
 	enum fdvm_unhandled unhandled_pio, unhandled_mmio;
 	const char *kvm_path;
+	enum fdvm_doorbell_mode notify; /* --notify */
 	const char *guest;
 	char *cmdline; /* owned: the guest arguments joined by spaces */
 	const char *devices[16]; /* --device NAME, in order */

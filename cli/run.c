@@ -46,6 +46,10 @@ static void run_usage(FILE *f)
 		"                           a virtio-blk disk on a raw image (repeatable); its\n"
 		"                           backend thread watches a queue that ran dry for US\n"
 		"                           microseconds (default 50) before sleeping\n"
+		"  --notify MODE            devices' doorbells and interrupt lines: auto (KVM's\n"
+		"                           ioeventfd/irqfd where it has them; default), kernel\n"
+		"                           (or fail), or userspace (fdvm's fallbacks: for tests\n"
+		"                           and comparisons)\n"
 		"  --kvm PATH               the KVM device (default /dev/kvm)\n"
 		"  -v, --verbose            more messages from fdvm\n"
 		"  -h, --help               this text\n");
@@ -90,16 +94,17 @@ int fdvm_cmd_run(int argc, char **argv)
 	for (unsigned i = 0; i < o.ndevices && !ret; i++) {
 		struct fdvm_pci_testdev *td;
 		if (!strcmp(o.devices[i], "pci-testdev"))
-			ret = fdvm_pci_testdev_create(vm, FDVM_DOORBELL_AUTO, &td);
+			ret = fdvm_pci_testdev_create(vm, o.notify, &td);
 		else if (!strcmp(o.devices[i], "virtio-rng"))
-			ret = fdvm_virtio_rng_create(vm);
+			ret = fdvm_virtio_rng_create(vm, o.notify);
 		else
-			ret = fdvm_virtio_console_create(vm, 1);
+			ret = fdvm_virtio_console_create(vm, 1, o.notify);
 	}
 	for (unsigned i = 0; i < o.nblk && !ret; i++) {
 		struct fdvm_virtio_blk_config bc = { .path = o.blk[i].path, .read_only = o.blk[i].ro,
 						     .num_queues = o.blk[i].queues,
-						     .poll_us = o.blk[i].poll_us };
+						     .poll_us = o.blk[i].poll_us,
+						     .notify = o.notify };
 		ret = fdvm_virtio_blk_create(vm, &bc);
 	}
 	if (!ret)

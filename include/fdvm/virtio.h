@@ -82,13 +82,15 @@ struct fdvm_virtio_blk_config {
 	const char *path;	/* a raw image */
 	bool read_only;
 	unsigned num_queues;	/* 1 (default) or more */
-	enum fdvm_doorbell_mode notify; /* the doorbells' path (tests) */
+	/* The path of its doorbells and MSI-X lines: auto (kernel where KVM
+	 * can), kernel, or the userspace fallbacks (tests, comparisons). */
+	enum fdvm_doorbell_mode notify;
 	/* Microseconds the backend keeps polling a queue that ran dry before
 	 * it sleeps on the kick eventfd (0: never polls). */
 	unsigned poll_us;
 };
 int fdvm_virtio_blk_create(struct fdvm_vm *vm, const struct fdvm_virtio_blk_config *cfg);
-int fdvm_virtio_rng_create(struct fdvm_vm *vm);
-int fdvm_virtio_console_create(struct fdvm_vm *vm, int out_fd);
+int fdvm_virtio_rng_create(struct fdvm_vm *vm, enum fdvm_doorbell_mode notify);
+int fdvm_virtio_console_create(struct fdvm_vm *vm, int out_fd, enum fdvm_doorbell_mode notify);
 
 #endif

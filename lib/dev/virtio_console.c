@@ -69,7 +69,7 @@ static void console_destroy(void *opaque)
 	free(c);
 }
 
-int fdvm_virtio_console_create(struct fdvm_vm *vm, int out_fd)
+int fdvm_virtio_console_create(struct fdvm_vm *vm, int out_fd, enum fdvm_doorbell_mode notify)
 {
 	struct console *c = calloc(1, sizeof(*c));
 	int ret;
@@ -89,7 +89,7 @@ int fdvm_virtio_console_create(struct fdvm_vm *vm, int out_fd)
 		free(c);
 		return ret;
 	}
-	ret = fdvm_virtio_pci_create(vm, &c->ops, c, FDVM_DOORBELL_AUTO, &c->be.transport);
+	ret = fdvm_virtio_pci_create(vm, &c->ops, c, notify, &c->be.transport);
 	if (ret)
 		console_destroy(c);
 	return ret;

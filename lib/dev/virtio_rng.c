@@ -52,7 +52,7 @@ static void rng_destroy(void *opaque)
 	free(r);
 }
 
-int fdvm_virtio_rng_create(struct fdvm_vm *vm)
+int fdvm_virtio_rng_create(struct fdvm_vm *vm, enum fdvm_doorbell_mode notify)
 {
 	struct rng *r = calloc(1, sizeof(*r));
 	int ret;
@@ -70,7 +70,7 @@ int fdvm_virtio_rng_create(struct fdvm_vm *vm)
 		free(r);
 		return ret;
 	}
-	ret = fdvm_virtio_pci_create(vm, &r->ops, r, FDVM_DOORBELL_AUTO, &r->be.transport);
+	ret = fdvm_virtio_pci_create(vm, &r->ops, r, notify, &r->be.transport);
 	if (ret)
 		rng_destroy(r);
 	return ret;

@@ -168,6 +168,11 @@ static void start(struct fdvm_virtio_pci *t)
 	if (t->ops->start(t->opaque, t->guest_features, t->started_q, n))
 		goto fail;
 	t->started = true;
+	unsigned in_kernel = 0;
+	for (unsigned i = 0; i < t->nq; i++)
+		in_kernel += t->q[i].db && fdvm_doorbell_in_kernel(t->q[i].db);
+	fdvm_log(t->vm, FDVM_LOG_INFO, "virtio %s: started, %u queues, %u doorbells in KVM, features 0x%llx",
+		 t->ops->name, n, in_kernel, (unsigned long long)t->guest_features);
 	return;
 fail:
 	doorbells_destroy(t);
@@ -453,7 +458,8 @@ int fdvm_virtio_pci_create(struct fdvm_vm *vm, const struct fdvm_virtio_dev_ops 
 		.msix_bar = 1,
 		.msix_table_offset = 0,
 		.msix_pba_offset = MSIX_PBA,
-		.irq_mode = mode == FDVM_DOORBELL_USERSPACE ? FDVM_IRQ_USERSPACE : FDVM_IRQ_AUTO,
+		.irq_mode = mode == FDVM_DOORBELL_USERSPACE ? FDVM_IRQ_USERSPACE
+			  : mode == FDVM_DOORBELL_KERNEL ? FDVM_IRQ_KERNEL : FDVM_IRQ_AUTO,
 		.ops = &pci_ops,
 		.opaque = t,
 	};
