@@ -41,9 +41,12 @@ int fdvm_vq_init(struct fdvm_vq *vq, uint16_t size, uint64_t desc, uint64_t avai
 static int add_buf(struct fdvm_vq *vq, struct fdvm_vq_elem *e, uint64_t addr, uint32_t len,
 		   bool write)
 {
+	/* An empty buffer carries nothing: dropped, so that no iovec ever
+	 * points outside guest RAM, even with a length of 0. */
+	if (!len)
+		return 0;
 	void *p = vq->translate(vq->opaque, addr, len);
-
-	if (!p && len)
+	if (!p)
 		return -EINVAL;
 	if (write) {
 		if (e->nin == FDVM_VQ_MAX_SEGS)
