@@ -50,8 +50,6 @@ struct fdvm_vcpu {
 	int fd;			/* owned; closed by fdvm_vcpu_exit */
 	struct kvm_run *run;	/* mmap of fd, run_size bytes */
 	size_t run_size;
-	pthread_t thread;	/* valid while running */
-	atomic_bool running;
 };
 
 struct fdvm_uart;

@@ -16,7 +16,5 @@ struct fdvm_pci_testdev;
 int fdvm_pci_testdev_create(struct fdvm_vm *vm, enum fdvm_doorbell_mode mode,
 			    struct fdvm_pci_testdev **out);
 void fdvm_pci_testdev_destroy(struct fdvm_pci_testdev *td);
-/* Signals its current eventfd test has seen (and cleared), for tests. */
-uint64_t fdvm_pci_testdev_doorbell_hits(struct fdvm_pci_testdev *td);
 
 #endif

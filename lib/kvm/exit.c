@@ -173,18 +173,14 @@ int fdvm_vcpu_run(struct fdvm_vcpu *vcpu)
 {
 	struct fdvm_vm *vm = vcpu->vm;
 
-	vcpu->thread = pthread_self();
-	atomic_store(&vcpu->running, true);
 	while (!atomic_load(&vm->stop_requested)) {
 		if (ioctl(vcpu->fd, KVM_RUN, 0) < 0) {
 			if (errno == EINTR || errno == EAGAIN)
 				continue;
-			atomic_store(&vcpu->running, false);
 			return fdvm_log_errno(vm, errno, "vcpu %d: KVM_RUN", vcpu->id);
 		}
 		if (!handle_exit(vcpu))
 			break;
 	}
-	atomic_store(&vcpu->running, false);
 	return 0;
 }

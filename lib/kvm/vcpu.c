@@ -51,7 +51,6 @@ int fdvm_vcpu_init(struct fdvm_vm *vm, struct fdvm_vcpu *vcpu, int id)
 	memset(vcpu, 0, sizeof(*vcpu));
 	vcpu->vm = vm;
 	vcpu->id = id;
-	atomic_init(&vcpu->running, false);
 	vcpu->fd = ioctl(vm->vm_fd, KVM_CREATE_VCPU, (unsigned long)id);
 	if (vcpu->fd < 0)
 		return fdvm_log_errno(vm, errno, "vcpu %d: KVM_CREATE_VCPU", id);

@@ -117,7 +117,7 @@ uint32_t fdvm_pci_cfg_read(struct fdvm_pci_dev *dev, unsigned off, unsigned size
 }
 
 /* A BAR register write: keeps the type bits, aligns to the size. Lock held. */
-static void bar_reg_write(struct fdvm_pci_dev *dev, unsigned i, bool high)
+static void bar_reg_write(struct fdvm_pci_dev *dev, unsigned i)
 {
 	struct pci_bar *b = &dev->bars[i];
 	uint32_t lo = get32(dev->cfg + PCI_BAR0 + 4 * i);
@@ -133,7 +133,6 @@ static void bar_reg_write(struct fdvm_pci_dev *dev, unsigned i, bool high)
 	put32(dev->cfg + PCI_BAR0 + 4 * i, (uint32_t)addr | flags);
 	if (b->type == FDVM_PCI_BAR_MMIO64)
 		put32(dev->cfg + PCI_BAR0 + 4 * (i + 1), (uint32_t)(addr >> 32));
-	(void)high;
 }
 
 void fdvm_pci_cfg_write(struct fdvm_pci_dev *dev, unsigned off, uint32_t val, unsigned size)
@@ -157,7 +156,7 @@ void fdvm_pci_cfg_write(struct fdvm_pci_dev *dev, unsigned off, uint32_t val, un
 			    dev->bars[i - 1].type == FDVM_PCI_BAR_MMIO64)
 				owner = i - 1;
 			if (dev->bars[owner].type != FDVM_PCI_BAR_NONE) {
-				bar_reg_write(dev, owner, owner != i);
+				bar_reg_write(dev, owner);
 				remap = true;
 			}
 		}
@@ -302,7 +301,7 @@ int fdvm_pci_dev_create(struct fdvm_vm *vm, const struct fdvm_pci_dev_config *c,
 		put32(dev->cfg + PCI_BAR0 + 4 * i, (uint32_t)dev->bars[i].addr);
 		if (dev->bars[i].type == FDVM_PCI_BAR_MMIO64)
 			put32(dev->cfg + PCI_BAR0 + 4 * (i + 1), (uint32_t)(dev->bars[i].addr >> 32));
-		bar_reg_write(dev, i, false);
+		bar_reg_write(dev, i);
 	}
 	put16(dev->cfg + PCI_COMMAND, PCI_COMMAND_IO | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER);
 	pthread_mutex_unlock(&dev->lock);

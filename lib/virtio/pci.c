@@ -256,8 +256,6 @@ static uint64_t common_read(struct fdvm_virtio_pci *t, uint64_t off, unsigned si
 	case 0x28: case 0x2c: v = q ? q->driver >> (off == 0x2c ? 32 : 0) : 0; break;
 	case 0x30: case 0x34: v = q ? q->device >> (off == 0x34 ? 32 : 0) : 0; break;
 	}
-	if (size == 8 && (off == 0x20 || off == 0x28 || off == 0x30))
-		v = off == 0x20 ? q ? q->desc : 0 : off == 0x28 ? q ? q->driver : 0 : q ? q->device : 0;
 	return size == 8 ? v : v & ((1ull << (8 * size)) - 1);
 }
 
