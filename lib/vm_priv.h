@@ -50,6 +50,9 @@ struct fdvm_vcpu {
 	int fd;			/* owned; closed by fdvm_vcpu_exit */
 	struct kvm_run *run;	/* mmap of fd, run_size bytes */
 	size_t run_size;
+	pthread_mutex_t kick_lock; /* guards thread and has_thread */
+	pthread_t thread;	/* the thread in fdvm_vcpu_run, if has_thread */
+	bool has_thread;
 };
 
 struct fdvm_uart;
@@ -101,6 +104,7 @@ struct fdvm_vm {
 	bool stopped;
 	struct fdvm_stop stop;
 	atomic_bool stop_requested;
+	atomic_bool vcpu_work;		/* fdvm_vcpu_request_work() was called */
 };
 
 /*
@@ -136,6 +140,16 @@ void fdvm_vcpu_exit(struct fdvm_vcpu *vcpu);
 int fdvm_vcpu_set_pvh_entry(struct fdvm_vcpu *vcpu, uint32_t entry, uint32_t start_info);
 int fdvm_vcpu_run(struct fdvm_vcpu *vcpu);
 void fdvm_vcpu_dump(struct fdvm_vcpu *vcpu, enum fdvm_log_level level);
+/*
+ * Has the vCPU thread call fdvm_irq_vcpu_work() before it next enters the
+ * guest, kicking it out of the guest now if it is in. Any thread.
+ */
+void fdvm_vcpu_request_work(struct fdvm_vm *vm);
+/* Runs fn(arg) and returns true if no thread runs the vCPU (so the guest
+ * cannot run until fn returns); else returns false without calling it. */
+bool fdvm_vcpu_if_idle(struct fdvm_vm *vm, void (*fn)(void *), void *arg);
+/* lib/kvm/irqfd.c: work that must run while the guest is stopped. */
+void fdvm_irq_vcpu_work(struct fdvm_vm *vm);
 
 /* lib/kvm/iobus.c */
 int fdvm_iobus_init(struct fdvm_iobus *bus);

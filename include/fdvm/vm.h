@@ -42,6 +42,14 @@ struct fdvm_vm_config {
 	 * default): the VM starts a thread of its own on first need.
 	 */
 	struct fdvm_loop *loop;
+	/*
+	 * The signal fdvm sends a vCPU thread to make it leave the guest when
+	 * work must be done there (a userspace level line pulses its pin from
+	 * the vCPU thread, where no EOI can race with it). Default SIGUSR2;
+	 * fdvm installs an empty handler for it if it has none. 0: no kicks
+	 * (userspace level lines are then refused).
+	 */
+	int kick_signal;
 };
 
 /* Fills cfg with the defaults above. */

@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -46,7 +47,7 @@ static bool unhandled(struct fdvm_vcpu *vcpu, enum fdvm_space space, bool write,
 	return false;
 }
 
-static bool access(struct fdvm_vcpu *vcpu, enum fdvm_space space, bool write,
+static bool dispatch(struct fdvm_vcpu *vcpu, enum fdvm_space space, bool write,
 		   uint64_t addr, unsigned size, uint8_t *data)
 {
 	struct fdvm_iobus *bus = &vcpu->vm->bus[space];
@@ -84,7 +85,7 @@ static bool handle_io(struct fdvm_vcpu *vcpu)
 	}
 	for (uint32_t i = 0; i < run->io.count; i++) {
 		uint8_t *data = (uint8_t *)run + off + (uint64_t)i * size;
-		if (!access(vcpu, FDVM_SPACE_PIO, run->io.direction == KVM_EXIT_IO_OUT,
+		if (!dispatch(vcpu, FDVM_SPACE_PIO, run->io.direction == KVM_EXIT_IO_OUT,
 			    run->io.port, size, data))
 			return false;
 	}
@@ -99,7 +100,7 @@ static bool handle_mmio(struct fdvm_vcpu *vcpu)
 	if (len != 1 && len != 2 && len != 4 && len != 8)
 		return unhandled(vcpu, FDVM_SPACE_MMIO, run->mmio.is_write,
 				 run->mmio.phys_addr, len, 0);
-	return access(vcpu, FDVM_SPACE_MMIO, run->mmio.is_write, run->mmio.phys_addr,
+	return dispatch(vcpu, FDVM_SPACE_MMIO, run->mmio.is_write, run->mmio.phys_addr,
 		      len, run->mmio.data);
 }
 
@@ -169,18 +170,63 @@ static bool handle_exit(struct fdvm_vcpu *vcpu)
 	}
 }
 
+void fdvm_vcpu_request_work(struct fdvm_vm *vm)
+{
+	struct fdvm_vcpu *vcpu = &vm->vcpu0;
+
+	/* Work flag, then immediate_exit, then the signal: the run loop clears
+	 * immediate_exit before it looks at the flag, so one of the three
+	 * always reaches it (see fdvm_vcpu_run). */
+	atomic_store(&vm->vcpu_work, true);
+	__atomic_store_n(&vcpu->run->immediate_exit, 1, __ATOMIC_SEQ_CST);
+	pthread_mutex_lock(&vcpu->kick_lock);
+	if (vcpu->has_thread && vm->cfg.kick_signal)
+		pthread_kill(vcpu->thread, vm->cfg.kick_signal);
+	pthread_mutex_unlock(&vcpu->kick_lock);
+}
+
+bool fdvm_vcpu_if_idle(struct fdvm_vm *vm, void (*fn)(void *), void *arg)
+{
+	struct fdvm_vcpu *vcpu = &vm->vcpu0;
+
+	/* kick_lock keeps fdvm_vcpu_run from starting while fn runs. */
+	pthread_mutex_lock(&vcpu->kick_lock);
+	bool idle = !vcpu->has_thread;
+	if (idle)
+		fn(arg);
+	pthread_mutex_unlock(&vcpu->kick_lock);
+	return idle;
+}
+
 int fdvm_vcpu_run(struct fdvm_vcpu *vcpu)
 {
 	struct fdvm_vm *vm = vcpu->vm;
+	int ret = 0;
 
-	while (!atomic_load(&vm->stop_requested)) {
+	pthread_mutex_lock(&vcpu->kick_lock);
+	vcpu->thread = pthread_self();
+	vcpu->has_thread = true;
+	pthread_mutex_unlock(&vcpu->kick_lock);
+	for (;;) {
+		/* Cleared first, then the flags read: a stop or a work request
+		 * made after this point sets immediate_exit again, so KVM_RUN
+		 * comes straight back instead of entering the guest. */
+		__atomic_store_n(&vcpu->run->immediate_exit, 0, __ATOMIC_SEQ_CST);
+		if (atomic_load(&vm->stop_requested))
+			break;
+		if (atomic_exchange(&vm->vcpu_work, false))
+			fdvm_irq_vcpu_work(vm);
 		if (ioctl(vcpu->fd, KVM_RUN, 0) < 0) {
 			if (errno == EINTR || errno == EAGAIN)
 				continue;
-			return fdvm_log_errno(vm, errno, "vcpu %d: KVM_RUN", vcpu->id);
+			ret = fdvm_log_errno(vm, errno, "vcpu %d: KVM_RUN", vcpu->id);
+			break;
 		}
 		if (!handle_exit(vcpu))
 			break;
 	}
-	return 0;
+	pthread_mutex_lock(&vcpu->kick_lock);
+	vcpu->has_thread = false;
+	pthread_mutex_unlock(&vcpu->kick_lock);
+	return ret;
 }

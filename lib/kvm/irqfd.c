@@ -17,10 +17,15 @@
  * LEVEL_POLL_NS while it waits for one, and then writes the resample fd.
  * The pin is pulsed, never left high, so the IOAPIC cannot re-deliver on
  * its own; while the guest keeps the pin masked, the line stays pending and
- * is pulsed once the pin is unmasked. The cost against the kernel path is
- * up to one poll period of added latency at each EOI.
+ * is pulsed once the pin is unmasked. The pulse is made on the vCPU thread
+ * while the guest is out (fdvm_vcpu_request_work kicks it): pulsed from
+ * another thread, a guest quick enough to take the interrupt and EOI it
+ * between the raise and the lower would see it delivered again. The cost
+ * against the kernel path is a vCPU kick per pulse and up to one poll
+ * period of added latency at each EOI.
  */
 #include <errno.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -34,7 +39,12 @@
 
 #define LEVEL_POLL_NS 50000
 
-enum level_state { LEVEL_IDLE, LEVEL_PENDING, LEVEL_WAIT_EOI };
+enum level_state {
+	LEVEL_IDLE,
+	LEVEL_PULSE,	/* raised: the vCPU thread pulses the pin next */
+	LEVEL_PENDING,	/* pulsed while the guest had the pin masked */
+	LEVEL_WAIT_EOI,	/* delivered: waiting for Remote IRR to clear */
+};
 
 struct fdvm_irq_line {
 	struct fdvm_vm *vm;
@@ -148,6 +158,22 @@ static bool level_pulse(struct fdvm_irq_line *l)
 	return delivered > 0;
 }
 
+static void pulse_now(void *arg)
+{
+	struct fdvm_irq_line *l = arg;
+	l->level = level_pulse(l) ? LEVEL_WAIT_EOI : LEVEL_PENDING;
+}
+
+/* Line lock held: a pulse where no EOI can race with it: now if nobody
+ * runs the guest, else on the vCPU thread with the guest out. */
+static void request_pulse(struct fdvm_irq_line *l)
+{
+	if (fdvm_vcpu_if_idle(l->vm, pulse_now, l))
+		return;
+	l->level = LEVEL_PULSE;
+	fdvm_vcpu_request_work(l->vm);
+}
+
 static void level_poll_arm(struct fdvm_vm *vm, bool on)
 {
 	struct itimerspec t = { 0 };
@@ -180,8 +206,8 @@ static void level_poll(void *opaque, int fd, uint32_t events)
 		if (l->level == LEVEL_WAIT_EOI && !e->fields.remote_irr) {
 			l->level = LEVEL_IDLE;
 			fdvm_eventfd_signal(l->resample_fd);
-		} else if (l->level == LEVEL_PENDING && !e->fields.mask && level_pulse(l)) {
-			l->level = LEVEL_WAIT_EOI;
+		} else if (l->level == LEVEL_PENDING && !e->fields.mask) {
+			request_pulse(l);
 		}
 		busy |= l->level != LEVEL_IDLE;
 		pthread_mutex_unlock(&l->lock);
@@ -189,6 +215,21 @@ static void level_poll(void *opaque, int fd, uint32_t events)
 	if (!busy && vm->level_timer_armed) {
 		vm->level_timer_armed = false;
 		level_poll_arm(vm, false);
+	}
+	pthread_mutex_unlock(&vm->irq_lock);
+}
+
+/* On the vCPU thread, the guest stopped: the pulses the lines asked for. */
+void fdvm_irq_vcpu_work(struct fdvm_vm *vm)
+{
+	pthread_mutex_lock(&vm->irq_lock);
+	for (struct fdvm_irq_line *l = vm->lines; l; l = l->next) {
+		if (l->kernel || l->kind != FDVM_IRQ_LEVEL)
+			continue;
+		pthread_mutex_lock(&l->lock);
+		if (l->level == LEVEL_PULSE)
+			pulse_now(l);
+		pthread_mutex_unlock(&l->lock);
 	}
 	pthread_mutex_unlock(&vm->irq_lock);
 }
@@ -221,7 +262,7 @@ static void line_signalled(void *opaque, int fd, uint32_t events)
 	pthread_mutex_lock(&vm->irq_lock);
 	pthread_mutex_lock(&l->lock);
 	if (l->level == LEVEL_IDLE)
-		l->level = level_pulse(l) ? LEVEL_WAIT_EOI : LEVEL_PENDING;
+		request_pulse(l);
 	bool arm = l->level != LEVEL_IDLE && !vm->level_timer_armed;
 	pthread_mutex_unlock(&l->lock);
 	if (arm) {
@@ -229,6 +270,30 @@ static void line_signalled(void *opaque, int fd, uint32_t events)
 		level_poll_arm(vm, true);
 	}
 	pthread_mutex_unlock(&vm->irq_lock);
+}
+
+static void kick_noop(int sig) { (void)sig; }
+
+/* A userspace level line kicks the vCPU: its signal must interrupt KVM_RUN. */
+static int kick_handler(struct fdvm_vm *vm)
+{
+	struct sigaction old, sa = { .sa_handler = kick_noop };
+	int sig = vm->cfg.kick_signal;
+
+	if (!sig) {
+		fdvm_log(vm, FDVM_LOG_ERROR,
+			 "irq line: a userspace level line needs a kick signal (config kick_signal is 0)");
+		return -ENOTSUP;
+	}
+	if (sigaction(sig, NULL, &old) < 0)
+		return fdvm_log_errno(vm, errno, "irq line: kick signal %d: sigaction", sig);
+	/* A handler of the embedder's interrupts KVM_RUN as well as ours. */
+	if (old.sa_handler != SIG_DFL && old.sa_handler != SIG_IGN)
+		return 0;
+	sigemptyset(&sa.sa_mask);
+	if (sigaction(sig, &sa, NULL) < 0)
+		return fdvm_log_errno(vm, errno, "irq line: kick signal %d: sigaction", sig);
+	return 0;
 }
 
 /* Starts the VM's service loop (once) and the level poll timer on it. */
@@ -373,6 +438,11 @@ int fdvm_irq_line_create(struct fdvm_vm *vm, const struct fdvm_irq_line_config *
 			fdvm_log(vm, FDVM_LOG_ERROR, "irq line: KVM lacks KVM_SIGNAL_MSI");
 			ret = -ENOTSUP;
 			goto err_resample;
+		}
+		if (cfg->kind == FDVM_IRQ_LEVEL) {
+			ret = kick_handler(vm);
+			if (ret)
+				goto err_resample;
 		}
 		ret = service_loop(vm, &loop);
 		if (ret)

@@ -51,6 +51,7 @@ int fdvm_vcpu_init(struct fdvm_vm *vm, struct fdvm_vcpu *vcpu, int id)
 	memset(vcpu, 0, sizeof(*vcpu));
 	vcpu->vm = vm;
 	vcpu->id = id;
+	pthread_mutex_init(&vcpu->kick_lock, NULL);
 	vcpu->fd = ioctl(vm->vm_fd, KVM_CREATE_VCPU, (unsigned long)id);
 	if (vcpu->fd < 0)
 		return fdvm_log_errno(vm, errno, "vcpu %d: KVM_CREATE_VCPU", id);
@@ -78,6 +79,7 @@ err_unmap:
 err_close:
 	close(vcpu->fd);
 	vcpu->fd = -1;
+	pthread_mutex_destroy(&vcpu->kick_lock);
 	return ret;
 }
 
@@ -86,8 +88,10 @@ void fdvm_vcpu_exit(struct fdvm_vcpu *vcpu)
 	if (vcpu->run)
 		munmap(vcpu->run, vcpu->run_size);
 	vcpu->run = NULL;
-	if (vcpu->fd >= 0)
+	if (vcpu->fd >= 0) {
 		close(vcpu->fd);
+		pthread_mutex_destroy(&vcpu->kick_lock);
+	}
 	vcpu->fd = -1;
 }
 

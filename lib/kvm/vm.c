@@ -1,6 +1,7 @@
 /* The VM object: create/destroy, stop, and the guest-memory accessor. */
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +28,7 @@ void fdvm_vm_config_init(struct fdvm_vm_config *cfg)
 		.console_fd = 1,
 		.kvm_path = "/dev/kvm",
 		.log_level = FDVM_LOG_WARN,
+		.kick_signal = SIGUSR2,
 	};
 }
 
