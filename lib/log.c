@@ -56,3 +56,26 @@ int fdvm_log_errno(const struct fdvm_vm *vm, int err, const char *fmt, ...)
 	fdvm_log(vm, FDVM_LOG_ERROR, "%s: %s", what, strerror(err));
 	return -err;
 }
+
+void fdvm_log_to(fdvm_log_fn fn, void *opaque, enum fdvm_log_level level, const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	(fn ? fn : default_log)(opaque, level, msg);
+}
+
+int fdvm_log_to_errno(fdvm_log_fn fn, void *opaque, int err, const char *fmt, ...)
+{
+	char what[768];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(what, sizeof(what), fmt, ap);
+	va_end(ap);
+	fdvm_log_to(fn, opaque, FDVM_LOG_ERROR, "%s: %s", what, strerror(err));
+	return -err;
+}

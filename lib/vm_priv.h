@@ -127,6 +127,12 @@ int fdvm_log_errno(const struct fdvm_vm *vm, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 void fdvm_vlog(const struct fdvm_vm *vm, enum fdvm_log_level level,
 	       const char *fmt, va_list ap);
+/* For objects that live without a VM (device models, vhost-user): fn NULL
+ * logs to stderr. Every level is passed on; fn filters. */
+void fdvm_log_to(fdvm_log_fn fn, void *opaque, enum fdvm_log_level level, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+int fdvm_log_to_errno(fdvm_log_fn fn, void *opaque, int err, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
 void fdvm_log_cfg(const struct fdvm_vm_config *cfg, enum fdvm_log_level level,
 		  const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 

@@ -13,6 +13,7 @@
 #include "fdvm/doorbell.h"
 #include "fdvm/irq.h"
 #include "fdvm/virtqueue.h"
+#include "fdvm/vm.h"
 
 struct fdvm_vm;
 struct fdvm_virtio_pci;
@@ -37,6 +38,23 @@ struct fdvm_virtio_queue {
 	int call_fd;		/* write 1 to interrupt the guest; -1: no vector */
 };
 
+/*
+ * What a transport hands a device at start. The queues belong to the
+ * transport and stay put until the device's stop returns: the device works
+ * on them in place, so the transport reads their indices afterwards (a
+ * vhost-user backend answers GET_VRING_BASE from vq.last_avail).
+ */
+struct fdvm_virtio_start {
+	uint64_t features;		/* negotiated */
+	struct fdvm_virtio_queue *queues; /* the queues the driver enabled */
+	unsigned n;
+	/* The device found queue i broken (any thread, at most once a queue):
+	 * the transport tells the driver as its transport can (virtio-pci:
+	 * DEVICE_NEEDS_RESET and the configuration interrupt). */
+	void (*broken)(void *ctx, unsigned index);
+	void *ctx;
+};
+
 struct fdvm_virtio_dev_ops {
 	const char *name;
 	uint32_t device_id;	/* virtio device ID: 2 block, 3 console, 4 entropy */
@@ -50,13 +68,24 @@ struct fdvm_virtio_dev_ops {
 	void (*config_read)(void *opaque, uint32_t off, void *buf, uint32_t len);
 	void (*config_write)(void *opaque, uint32_t off, const void *buf, uint32_t len);
 	/*
-	 * The driver set DRIVER_OK: serve queues[0..n) (those it enabled) with
-	 * the negotiated features. Called on a vCPU thread; the device runs its
-	 * own thread(s). Non-zero: the device refuses (NEEDS_RESET is set).
+	 * The driver is ready: serve s->queues with s->features. Called on the
+	 * transport's thread (a vCPU, or a vhost-user backend's loop); the
+	 * device runs its own thread(s). Non-zero: the device refuses.
 	 */
-	int (*start)(void *opaque, uint64_t features, struct fdvm_virtio_queue *queues, unsigned n);
-	/* Reset: when it returns, no queue memory is touched and no fd written. */
+	int (*start)(void *opaque, const struct fdvm_virtio_start *s);
+	/* Stop: when it returns, no queue memory is touched and no fd written. */
 	void (*stop)(void *opaque);
+};
+
+/*
+ * A device model on its own, before any transport: the same model serves
+ * fdvm's in-process virtio-pci device and a vhost-user backend
+ * (include/fdvm/vhost_user.h). destroy() stops it if started and frees it.
+ */
+struct fdvm_virtio_model {
+	const struct fdvm_virtio_dev_ops *ops;
+	void *opaque;
+	void (*destroy)(struct fdvm_virtio_model *m);
 };
 
 /*
@@ -70,12 +99,13 @@ int fdvm_virtio_pci_create(struct fdvm_vm *vm, const struct fdvm_virtio_dev_ops 
 			   void *opaque, enum fdvm_doorbell_mode mode,
 			   struct fdvm_virtio_pci **out);
 void fdvm_virtio_pci_destroy(struct fdvm_virtio_pci *t);
-
 /*
- * A device found a queue broken (any thread): sets DEVICE_NEEDS_RESET and
- * raises the configuration interrupt. The device stops using the queue.
+ * Plugs a device model in over virtio-pci. The VM owns the model from
+ * here on, also when this fails (the model is destroyed then, or with the
+ * VM after the transport).
  */
-void fdvm_virtio_needs_reset(struct fdvm_virtio_pci *t);
+int fdvm_virtio_pci_add_model(struct fdvm_vm *vm, struct fdvm_virtio_model *m,
+			      enum fdvm_doorbell_mode mode);
 
 /* Devices (lib/dev/). Each belongs to the VM once created. */
 struct fdvm_virtio_blk_config {
@@ -89,7 +119,15 @@ struct fdvm_virtio_blk_config {
 	 * it sleeps on the kick eventfd (0: never polls). */
 	unsigned poll_us;
 };
+/* An in-process virtio-blk-pci device, owned by the VM. */
 int fdvm_virtio_blk_create(struct fdvm_vm *vm, const struct fdvm_virtio_blk_config *cfg);
+/*
+ * The virtio-blk model alone (cfg->notify unused), for another transport:
+ * *out is the caller's, freed by its destroy. Errors are reported through
+ * log (NULL: stderr) and returned as -errno.
+ */
+int fdvm_virtio_blk_model_create(const struct fdvm_virtio_blk_config *cfg, fdvm_log_fn log,
+				 void *log_opaque, struct fdvm_virtio_model **out);
 int fdvm_virtio_rng_create(struct fdvm_vm *vm, enum fdvm_doorbell_mode notify);
 int fdvm_virtio_console_create(struct fdvm_vm *vm, int out_fd, enum fdvm_doorbell_mode notify);
 

@@ -46,14 +46,13 @@ struct blk_config {
 } __attribute__((packed));
 
 struct blk {
+	struct fdvm_virtio_model model;
 	struct fdvm_virtio_dev_ops ops;
 	struct fdvm_virtio_backend be;
 	struct blk_config config;
 	int fd;
 	bool ro;
 	char id[ID_BYTES];
-	struct fdvm_owned *owned;
-	struct fdvm_vm *vm;
 };
 
 static void config_read(void *opaque, uint32_t off, void *buf, uint32_t len)
@@ -154,11 +153,10 @@ answer:
 	*written += 1;
 }
 
-static int start(void *opaque, uint64_t features, struct fdvm_virtio_queue *queues, unsigned n)
+static int start(void *opaque, const struct fdvm_virtio_start *s)
 {
 	struct blk *b = opaque;
-	(void)features;
-	return fdvm_virtio_backend_start(&b->be, queues, n);
+	return fdvm_virtio_backend_start(&b->be, s);
 }
 
 static void stop(void *opaque)
@@ -167,42 +165,43 @@ static void stop(void *opaque)
 	fdvm_virtio_backend_stop(&b->be);
 }
 
-static void blk_destroy(void *opaque)
+static void blk_destroy(struct fdvm_virtio_model *m)
 {
-	struct blk *b = opaque;
-	fdvm_vm_disown(b->vm, b->owned);
-	/* The transport is the VM's too and goes first (newest first), so the
-	 * backend has stopped by now. */
+	struct blk *b = m->opaque;
+	/* Whoever started it stopped it first (the transport's teardown). */
 	close(b->fd);
 	free(b);
 }
 
-int fdvm_virtio_blk_create(struct fdvm_vm *vm, const struct fdvm_virtio_blk_config *cfg)
+int fdvm_virtio_blk_model_create(const struct fdvm_virtio_blk_config *cfg, fdvm_log_fn log,
+				 void *log_opaque, struct fdvm_virtio_model **out)
 {
 	struct blk *b;
 	struct stat st;
 	unsigned nq = cfg->num_queues ? cfg->num_queues : 1;
 	int ret;
 
-	if (nq > FDVM_BACKEND_MAX_QUEUES)
+	if (nq > FDVM_BACKEND_MAX_QUEUES) {
+		fdvm_log_to(log, log_opaque, FDVM_LOG_ERROR, "virtio-blk %s: %u queues (at most %d)",
+			    cfg->path, nq, FDVM_BACKEND_MAX_QUEUES);
 		return -EINVAL;
+	}
 	b = calloc(1, sizeof(*b));
 	if (!b)
 		return -ENOMEM;
-	b->vm = vm;
 	b->ro = cfg->read_only;
 	b->fd = open(cfg->path, (b->ro ? O_RDONLY : O_RDWR) | O_CLOEXEC);
 	if (b->fd < 0) {
-		ret = fdvm_log_errno(vm, errno, "virtio-blk %s: open", cfg->path);
+		ret = fdvm_log_to_errno(log, log_opaque, errno, "virtio-blk %s: open", cfg->path);
 		goto err_free;
 	}
 	if (fstat(b->fd, &st) < 0) {
-		ret = fdvm_log_errno(vm, errno, "virtio-blk %s: fstat", cfg->path);
+		ret = fdvm_log_to_errno(log, log_opaque, errno, "virtio-blk %s: fstat", cfg->path);
 		goto err_close;
 	}
 	if (!S_ISREG(st.st_mode) || st.st_size < SECTOR) {
-		fdvm_log(vm, FDVM_LOG_ERROR, "virtio-blk %s: not a regular file of at least %d bytes",
-			 cfg->path, SECTOR);
+		fdvm_log_to(log, log_opaque, FDVM_LOG_ERROR,
+			    "virtio-blk %s: not a regular file of at least %d bytes", cfg->path, SECTOR);
 		ret = -EINVAL;
 		goto err_close;
 	}
@@ -226,14 +225,8 @@ int fdvm_virtio_blk_create(struct fdvm_vm *vm, const struct fdvm_virtio_blk_conf
 	};
 	b->be = (struct fdvm_virtio_backend){ .handle = handle, .opaque = b, .name = "virtio-blk",
 					      .poll_ns = cfg->poll_us * 1000ull };
-	ret = fdvm_vm_own(vm, blk_destroy, b, &b->owned);
-	if (ret)
-		goto err_close;
-	ret = fdvm_virtio_pci_create(vm, &b->ops, b, cfg->notify, &b->be.transport);
-	if (ret) {
-		blk_destroy(b);
-		return ret;
-	}
+	b->model = (struct fdvm_virtio_model){ .ops = &b->ops, .opaque = b, .destroy = blk_destroy };
+	*out = &b->model;
 	return 0;
 
 err_close:
@@ -241,4 +234,18 @@ err_close:
 err_free:
 	free(b);
 	return ret;
+}
+
+static void vm_log(void *opaque, enum fdvm_log_level level, const char *msg)
+{
+	fdvm_log(opaque, level, "%s", msg);
+}
+
+int fdvm_virtio_blk_create(struct fdvm_vm *vm, const struct fdvm_virtio_blk_config *cfg)
+{
+	struct fdvm_virtio_model *m;
+	int ret = fdvm_virtio_blk_model_create(cfg, vm_log, vm, &m);
+	if (ret)
+		return ret;
+	return fdvm_virtio_pci_add_model(vm, m, cfg->notify);
 }

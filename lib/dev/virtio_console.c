@@ -16,6 +16,7 @@
 struct console {
 	struct fdvm_virtio_dev_ops ops;
 	struct fdvm_virtio_backend be;
+	struct fdvm_virtio_pci *transport;
 	struct fdvm_owned *owned;
 	struct fdvm_vm *vm;
 	int out_fd;
@@ -49,11 +50,10 @@ static void handle(void *opaque, unsigned queue, struct fdvm_vq_elem *e, uint32_
 	}
 }
 
-static int start(void *opaque, uint64_t features, struct fdvm_virtio_queue *q, unsigned n)
+static int start(void *opaque, const struct fdvm_virtio_start *s)
 {
 	struct console *c = opaque;
-	(void)features;
-	return fdvm_virtio_backend_start(&c->be, q, n);
+	return fdvm_virtio_backend_start(&c->be, s);
 }
 
 static void stop(void *opaque)
@@ -89,7 +89,7 @@ int fdvm_virtio_console_create(struct fdvm_vm *vm, int out_fd, enum fdvm_doorbel
 		free(c);
 		return ret;
 	}
-	ret = fdvm_virtio_pci_create(vm, &c->ops, c, notify, &c->be.transport);
+	ret = fdvm_virtio_pci_create(vm, &c->ops, c, notify, &c->transport);
 	if (ret)
 		console_destroy(c);
 	return ret;

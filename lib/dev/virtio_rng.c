@@ -9,6 +9,7 @@
 struct rng {
 	struct fdvm_virtio_dev_ops ops;
 	struct fdvm_virtio_backend be;
+	struct fdvm_virtio_pci *transport;
 	struct fdvm_owned *owned;
 	struct fdvm_vm *vm;
 };
@@ -32,11 +33,10 @@ static void handle(void *opaque, unsigned queue, struct fdvm_vq_elem *e, uint32_
 	}
 }
 
-static int start(void *opaque, uint64_t features, struct fdvm_virtio_queue *q, unsigned n)
+static int start(void *opaque, const struct fdvm_virtio_start *s)
 {
 	struct rng *r = opaque;
-	(void)features;
-	return fdvm_virtio_backend_start(&r->be, q, n);
+	return fdvm_virtio_backend_start(&r->be, s);
 }
 
 static void stop(void *opaque)
@@ -70,7 +70,7 @@ int fdvm_virtio_rng_create(struct fdvm_vm *vm, enum fdvm_doorbell_mode notify)
 		free(r);
 		return ret;
 	}
-	ret = fdvm_virtio_pci_create(vm, &r->ops, r, notify, &r->be.transport);
+	ret = fdvm_virtio_pci_create(vm, &r->ops, r, notify, &r->transport);
 	if (ret)
 		rng_destroy(r);
 	return ret;

@@ -20,7 +20,7 @@ static uint64_t now_ns(void)
 /* Kicks off: watch the ring a little before sleeping (see backend.h). */
 static bool poll_ring(struct fdvm_backend_queue *bq)
 {
-	struct fdvm_vq *vq = &bq->q.vq;
+	struct fdvm_vq *vq = &bq->q->vq;
 	uint64_t limit = bq->be->poll_ns;
 	if (!limit)
 		return false;
@@ -34,7 +34,7 @@ static bool poll_ring(struct fdvm_backend_queue *bq)
 
 static void serve(struct fdvm_backend_queue *bq)
 {
-	struct fdvm_vq *vq = &bq->q.vq;
+	struct fdvm_vq *vq = &bq->q->vq;
 	bool pushed = false;
 
 	for (;;) {
@@ -42,17 +42,17 @@ static void serve(struct fdvm_backend_queue *bq)
 		fdvm_vq_enable_kicks(vq, false);
 		while ((r = fdvm_vq_pop(vq, bq->elem)) == 1) {
 			uint32_t written = 0;
-			bq->be->handle(bq->be->opaque, bq->q.index, bq->elem, &written);
+			bq->be->handle(bq->be->opaque, bq->q->index, bq->elem, &written);
 			fdvm_vq_push(vq, bq->elem->head, written);
 			pushed = true;
 		}
 		if (r < 0) {
 			bq->dead = true;
-			fdvm_virtio_needs_reset(bq->be->transport);
+			bq->be->broken(bq->be->broken_ctx, bq->q->index);
 			return;
 		}
-		if (pushed && fdvm_vq_should_notify(vq) && bq->q.call_fd >= 0)
-			fdvm_eventfd_signal(bq->q.call_fd);
+		if (pushed && fdvm_vq_should_notify(vq) && bq->q->call_fd >= 0)
+			fdvm_eventfd_signal(bq->q->call_fd);
 		pushed = false;
 		if (poll_ring(bq))
 			continue;
@@ -72,30 +72,35 @@ static void on_kick(void *opaque, int fd, uint32_t events)
 		serve(bq);
 }
 
-int fdvm_virtio_backend_start(struct fdvm_virtio_backend *be, struct fdvm_virtio_queue *queues,
-			      unsigned n)
+int fdvm_virtio_backend_start(struct fdvm_virtio_backend *be, const struct fdvm_virtio_start *s)
 {
+	unsigned n = s->n;
 	int ret;
 
 	if (n > FDVM_BACKEND_MAX_QUEUES)
 		return -EINVAL;
 	be->n = 0;
+	be->broken = s->broken;
+	be->broken_ctx = s->ctx;
 	ret = fdvm_epoll_loop_create(&be->loop);
 	if (ret)
 		return ret;
 	struct fdvm_loop *l = fdvm_epoll_loop_handle(be->loop);
 	for (unsigned i = 0; i < n; i++) {
 		struct fdvm_backend_queue *bq = &be->q[i];
-		*bq = (struct fdvm_backend_queue){ .be = be, .q = queues[i] };
+		*bq = (struct fdvm_backend_queue){ .be = be, .q = &s->queues[i] };
 		bq->elem = malloc(sizeof(*bq->elem));
 		if (!bq->elem) {
 			ret = -ENOMEM;
 			goto err;
 		}
 		be->n++;
-		ret = fdvm_loop_add(l, bq->q.kick_fd, EPOLLIN, on_kick, bq);
+		ret = fdvm_loop_add(l, bq->q->kick_fd, EPOLLIN, on_kick, bq);
 		if (ret)
 			goto err;
+		/* Only this thread reads the kick eventfd: one more count is one
+		 * more look at the ring, nothing else. */
+		fdvm_eventfd_signal(bq->q->kick_fd);
 	}
 	ret = fdvm_epoll_loop_start(be->loop, be->name);
 	if (ret)

@@ -21,13 +21,12 @@ typedef void (*fdvm_request_fn)(void *opaque, unsigned queue, struct fdvm_vq_ele
 
 struct fdvm_backend_queue {
 	struct fdvm_virtio_backend *be;
-	struct fdvm_virtio_queue q;
+	struct fdvm_virtio_queue *q;	/* the transport's, worked on in place */
 	struct fdvm_vq_elem *elem;
 	bool dead;
 };
 
 struct fdvm_virtio_backend {
-	struct fdvm_virtio_pci *transport;
 	/*
 	 * After the queue runs dry, keep watching it this long (kicks stay
 	 * off, so the guest does not pay an exit to notify) before sleeping
@@ -39,11 +38,17 @@ struct fdvm_virtio_backend {
 	const char *name;
 	struct fdvm_epoll_loop *loop;
 	unsigned n;
+	void (*broken)(void *ctx, unsigned index); /* from the transport's start */
+	void *broken_ctx;
 	struct fdvm_backend_queue q[FDVM_BACKEND_MAX_QUEUES];
 };
 
-int fdvm_virtio_backend_start(struct fdvm_virtio_backend *be, struct fdvm_virtio_queue *queues,
-			      unsigned n);
+/*
+ * Serves s->queues on a new thread. Each queue is looked at once at start,
+ * as if kicked: requests that arrived while nobody watched (a restart, a
+ * vhost-user reconnect) are not left waiting for a kick that already came.
+ */
+int fdvm_virtio_backend_start(struct fdvm_virtio_backend *be, const struct fdvm_virtio_start *s);
 /* Joins the thread: afterwards no queue is touched. */
 void fdvm_virtio_backend_stop(struct fdvm_virtio_backend *be);
 

@@ -95,8 +95,11 @@ static void config_irq(struct fdvm_virtio_pci *t)
 	}
 }
 
-void fdvm_virtio_needs_reset(struct fdvm_virtio_pci *t)
+/* The device found a queue broken (any thread): DEVICE_NEEDS_RESET. */
+static void queue_broken(void *ctx, unsigned index)
 {
+	struct fdvm_virtio_pci *t = ctx;
+	(void)index;
 	if (!atomic_exchange(&t->needs_reset, true)) {
 		fdvm_log(t->vm, FDVM_LOG_WARN, "virtio %s: the guest broke a queue: device needs reset",
 			 t->ops->name);
@@ -165,7 +168,9 @@ static void start(struct fdvm_virtio_pci *t)
 		n++;
 	}
 	doorbells_create(t);
-	if (t->ops->start(t->opaque, t->guest_features, t->started_q, n))
+	struct fdvm_virtio_start st = { .features = t->guest_features, .queues = t->started_q,
+					.n = n, .broken = queue_broken, .ctx = t };
+	if (t->ops->start(t->opaque, &st))
 		goto fail;
 	t->started = true;
 	unsigned in_kernel = 0;
@@ -483,4 +488,37 @@ err_free:
 	pthread_mutex_destroy(&t->lock);
 	free(t);
 	return ret;
+}
+
+/* A model the VM owns: destroyed with it, after its transport. */
+struct owned_model {
+	struct fdvm_vm *vm;
+	struct fdvm_owned *owned;
+	struct fdvm_virtio_model *m;
+};
+
+static void model_destroy_owned(void *obj)
+{
+	struct owned_model *om = obj;
+	fdvm_vm_disown(om->vm, om->owned);
+	om->m->destroy(om->m);
+	free(om);
+}
+
+int fdvm_virtio_pci_add_model(struct fdvm_vm *vm, struct fdvm_virtio_model *m,
+			      enum fdvm_doorbell_mode mode)
+{
+	struct fdvm_virtio_pci *t;
+	struct owned_model *om = calloc(1, sizeof(*om));
+	int ret = om ? fdvm_vm_own(vm, model_destroy_owned, om, &om->owned) : -ENOMEM;
+	if (ret) {
+		free(om);
+		m->destroy(m);
+		return ret;
+	}
+	om->vm = vm;
+	om->m = m;
+	/* Owned after the model, so destroyed before it (newest first): the
+	 * transport stops the device while the model still exists. */
+	return fdvm_virtio_pci_create(vm, m->ops, m->opaque, mode, &t);
 }
