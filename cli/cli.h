@@ -8,5 +8,6 @@
 
 int fdvm_cmd_run(int argc, char **argv);
 int fdvm_cmd_bench(int argc, char **argv); /* bench/doorbell.c */
+int fdvm_cmd_serve(int argc, char **argv);
 
 #endif

@@ -10,6 +10,7 @@ static const struct {
 	const char *summary;
 } commands[] = {
 	{ "run", fdvm_cmd_run, "boot a PVH ELF64 guest and exit with its status" },
+	{ "serve", fdvm_cmd_serve, "serve a device to vhost-user frontends: 'fdvm serve blk'" },
 	{ "bench", fdvm_cmd_bench, "benchmarks: 'fdvm bench doorbell', 'fdvm bench blk'" },
 };
 

@@ -105,6 +105,49 @@ static char *join(int argc, char **argv)
 	return s;
 }
 
+int fdvm_parse_blk(const char *v, struct fdvm_blk_opts *b, const char *what, char *err,
+		   size_t errlen)
+{
+	char *spec = strdup(v), *opt;
+	if (!spec)
+		return -ENOMEM;
+	*b = (struct fdvm_blk_opts){ .path = spec, .queues = 1, .poll_us = 50 };
+	for (opt = strchr(spec, ','); opt; opt = strchr(opt, ',')) {
+		*opt++ = '\0';
+		if (!strncmp(opt, "ro", 2) && (opt[2] == ',' || !opt[2])) {
+			b->ro = true;
+		} else if (!strncmp(opt, "poll=", 5)) {
+			char *end;
+			unsigned long us = strtoul(opt + 5, &end, 10);
+			if (us > 10000 || end == opt + 5 || (*end && *end != ',')) {
+				snprintf(err, errlen, "%s %s: poll must be 0..10000 (us)", what, v);
+				goto err;
+			}
+			b->poll_us = (unsigned)us;
+		} else if (!strncmp(opt, "queues=", 7)) {
+			char *end;
+			unsigned long q = strtoul(opt + 7, &end, 10);
+			if (!q || q > 16 || (*end && *end != ',')) {
+				snprintf(err, errlen, "%s %s: queues must be 1..16", what, v);
+				goto err;
+			}
+			b->queues = (unsigned)q;
+		} else {
+			snprintf(err, errlen, "%s %s: unknown option (FILE[,ro][,queues=N][,poll=US])", what, v);
+			goto err;
+		}
+	}
+	if (!*spec) {
+		snprintf(err, errlen, "%s %s: no file", what, v);
+		goto err;
+	}
+	return 0;
+err:
+	free(spec);
+	b->path = NULL;
+	return -EINVAL;
+}
+
 int fdvm_parse_run(int argc, char **argv, struct fdvm_run_opts *o, char *err,
 		   size_t errlen)
 {
@@ -177,42 +220,10 @@ int fdvm_parse_run(int argc, char **argv, struct fdvm_run_opts *o, char *err,
 				snprintf(err, errlen, "--blk %s: too many disks", v);
 				return -EINVAL;
 			}
-			char *spec = strdup(v), *opt;
-			if (!spec)
-				return -ENOMEM;
-			o->blk[o->nblk].path = spec;
-			o->blk[o->nblk].queues = 1;
-			o->blk[o->nblk].poll_us = 50;
+			r = fdvm_parse_blk(v, &o->blk[o->nblk], "--blk", err, errlen);
+			if (r)
+				return r;
 			o->nblk++;
-			for (opt = strchr(spec, ','); opt; opt = strchr(opt, ',')) {
-				*opt++ = '\0';
-				if (!strncmp(opt, "ro", 2) && (opt[2] == ',' || !opt[2])) {
-					o->blk[o->nblk - 1].ro = true;
-				} else if (!strncmp(opt, "poll=", 5)) {
-					char *end;
-					unsigned long us = strtoul(opt + 5, &end, 10);
-					if (us > 10000 || end == opt + 5 || (*end && *end != ',')) {
-						snprintf(err, errlen, "--blk %s: poll must be 0..10000 (us)", v);
-						return -EINVAL;
-					}
-					o->blk[o->nblk - 1].poll_us = (unsigned)us;
-				} else if (!strncmp(opt, "queues=", 7)) {
-					char *end;
-					unsigned long q = strtoul(opt + 7, &end, 10);
-					if (!q || q > 16 || (*end && *end != ',')) {
-						snprintf(err, errlen, "--blk %s: queues must be 1..16", v);
-						return -EINVAL;
-					}
-					o->blk[o->nblk - 1].queues = (unsigned)q;
-				} else {
-					snprintf(err, errlen, "--blk %s: unknown option (FILE[,ro][,queues=N][,poll=US])", v);
-					return -EINVAL;
-				}
-			}
-			if (!*spec) {
-				snprintf(err, errlen, "--blk %s: no file", v);
-				return -EINVAL;
-			}
 			continue;
 		}
 		if ((r = take_value(argc, argv, &i, "--notify", NULL, &v, err, errlen))) {

@@ -16,6 +16,19 @@ int fdvm_parse_size(const char *s, uint64_t *out);
 /* Parses stop|warn|ignore. */
 int fdvm_parse_unhandled(const char *s, enum fdvm_unhandled *out);
 
+/* A disk as --blk and fdvm serve blk take it: FILE[,ro][,queues=N][,poll=US]. */
+struct fdvm_blk_opts {
+	char *path; /* owned */
+	bool ro;
+	unsigned queues;
+	unsigned poll_us;
+};
+
+/* Parses a disk spec (what: the option, for messages). 0, or -EINVAL with
+ * a one-line message in err; b->path is then NULL. */
+int fdvm_parse_blk(const char *v, struct fdvm_blk_opts *b, const char *what, char *err,
+		   size_t errlen);
+
 struct fdvm_run_opts {
 	uint64_t mem_size;
 	const char *mem_arg; /* as the user wrote it, for messages */
@@ -26,12 +39,7 @@ struct fdvm_run_opts {
 	char *cmdline; /* owned: the guest arguments joined by spaces */
 	const char *devices[16]; /* --device NAME, in order */
 	unsigned ndevices;
-	struct {
-		char *path; /* owned */
-		bool ro;
-		unsigned queues;
-		unsigned poll_us;
-	} blk[8];
+	struct fdvm_blk_opts blk[8];
 	unsigned nblk;
 	int verbose;
 	int help;

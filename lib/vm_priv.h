@@ -169,6 +169,7 @@ const char *fdvm_iobus_overlap(struct fdvm_iobus *bus, uint64_t base, uint64_t l
 
 /* lib/kvm/eventfd.c */
 int fdvm_eventfd_get(struct fdvm_vm *vm, int fd, bool borrow, const char *what, int *out);
+bool fdvm_fd_is_eventfd(int fd);
 int fdvm_eventfd_drain(int fd, uint64_t *count);
 int fdvm_eventfd_signal(int fd);
 

@@ -23,6 +23,28 @@ typedef void *(*fdvm_translate_fn)(void *opaque, uint64_t gpa, uint64_t len);
 #define FDVM_VQ_MAX_SIZE 1024
 #define FDVM_VQ_MAX_SEGS 1024
 
+/*
+ * The split-ring inflight region of the vhost-user spec ("Inflight I/O
+ * tracking"): shared with the frontend, which keeps it across a backend
+ * crash, so the next backend knows which requests were taken and not
+ * answered. One per queue; desc[] has one entry per ring slot.
+ */
+struct fdvm_vq_inflight_desc {
+	uint8_t inflight;
+	uint8_t padding[5];
+	uint16_t next;
+	uint64_t counter;
+};
+struct fdvm_vq_inflight {
+	uint64_t features;
+	uint16_t version;	/* 1; 0: never used */
+	uint16_t desc_num;
+	uint16_t last_batch_head;
+	uint16_t used_idx;
+	struct fdvm_vq_inflight_desc desc[];
+};
+#define FDVM_VQ_INFLIGHT_VERSION 1
+
 struct fdvm_vq {
 	uint16_t size;
 	bool event_idx;		/* VIRTIO_F_EVENT_IDX negotiated */
@@ -39,6 +61,11 @@ struct fdvm_vq {
 	bool signalled_valid;
 	bool kicks_off;		/* fdvm_vq_enable_kicks(false) in force */
 	bool broken;
+	/* Inflight tracking (fdvm_vq_inflight_attach), NULL when off. */
+	volatile struct fdvm_vq_inflight *inflight;
+	uint64_t counter;	/* the next request's fetch order */
+	uint16_t nresubmit, resubmitted; /* heads to pop again first */
+	uint16_t resubmit[FDVM_VQ_MAX_SIZE];
 };
 
 struct fdvm_vring_desc {
@@ -80,6 +107,20 @@ struct fdvm_vq_elem {
 int fdvm_vq_init(struct fdvm_vq *vq, uint16_t size, uint64_t desc, uint64_t avail,
 		 uint64_t used, bool event_idx, bool indirect, fdvm_translate_fn translate,
 		 void *opaque);
+
+/*
+ * Tracks requests in r, a region of sizeof(struct fdvm_vq_inflight) +
+ * size * sizeof(struct fdvm_vq_inflight_desc) bytes, from now on. A fresh
+ * region (version 0) is initialised. One that a crashed backend left is
+ * recovered as the spec says: the last completion is settled against the
+ * used ring, and every request still marked is popped again, in the order
+ * it was first taken, before new ones; the avail index goes on after them
+ * (requests complete in order here). Entries the frontend could have
+ * spoiled are checked like anything else from outside. After
+ * fdvm_vq_init, before the first pop.
+ */
+void fdvm_vq_inflight_attach(struct fdvm_vq *vq, volatile struct fdvm_vq_inflight *r);
+size_t fdvm_vq_inflight_size(uint16_t size);
 
 /* Takes the next request: 1 and *elem filled, 0 if none, -EINVAL if the
  * guest broke the queue (it stays broken). */

@@ -9,7 +9,7 @@
 
 #include "../vm_priv.h"
 
-static bool is_eventfd(int fd)
+bool fdvm_fd_is_eventfd(int fd)
 {
 	char path[64], target[64];
 	ssize_t n;
@@ -35,7 +35,7 @@ int fdvm_eventfd_get(struct fdvm_vm *vm, int fd, bool borrow, const char *what, 
 	}
 	if (fcntl(fd, F_GETFD) < 0)
 		return fdvm_log_errno(vm, errno, "%s: fd %d", what, fd);
-	if (!is_eventfd(fd)) {
+	if (!fdvm_fd_is_eventfd(fd)) {
 		fdvm_log(vm, FDVM_LOG_ERROR, "%s: fd %d is not an eventfd", what, fd);
 		return -EINVAL;
 	}

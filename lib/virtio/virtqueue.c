@@ -93,10 +93,24 @@ static int walk(struct fdvm_vq *vq, struct fdvm_vq_elem *e, volatile struct fdvm
 	}
 }
 
+static int pop_head(struct fdvm_vq *vq, struct fdvm_vq_elem *e, uint16_t head)
+{
+	e->head = head;
+	e->nout = e->nin = 0;
+	e->out_len = e->in_len = 0;
+	return walk(vq, e, vq->desc, vq->size, head, false);
+}
+
 int fdvm_vq_pop(struct fdvm_vq *vq, struct fdvm_vq_elem *e)
 {
 	if (vq->broken)
 		return -EINVAL;
+	if (vq->resubmitted < vq->nresubmit) {
+		/* Taken by a backend that died before answering: again, first. */
+		if (pop_head(vq, e, vq->resubmit[vq->resubmitted++]))
+			goto broken;
+		return 1;
+	}
 	uint16_t avail_idx = LOAD_ACQ(&vq->avail->idx);
 	uint16_t pending = (uint16_t)(avail_idx - vq->last_avail);
 	if (pending > vq->size)
@@ -104,13 +118,13 @@ int fdvm_vq_pop(struct fdvm_vq *vq, struct fdvm_vq_elem *e)
 	if (!pending)
 		return 0;
 	uint16_t head = LOAD_ACQ(&vq->avail->ring[vq->last_avail % vq->size]);
-	if (head >= vq->size)
+	if (head >= vq->size || pop_head(vq, e, head))
 		goto broken;
-	e->head = head;
-	e->nout = e->nin = 0;
-	e->out_len = e->in_len = 0;
-	if (walk(vq, e, vq->desc, vq->size, head, false))
-		goto broken;
+	if (vq->inflight) {
+		volatile struct fdvm_vq_inflight_desc *d = &vq->inflight->desc[head];
+		d->counter = vq->counter++;
+		STORE_REL(&d->inflight, 1);
+	}
 	vq->last_avail++;
 	/* Kicks on: the next one we want is for the entry after this. Off: the
 	 * stale index keeps the driver from kicking (it never catches up). */
@@ -125,10 +139,71 @@ broken:
 void fdvm_vq_push(struct fdvm_vq *vq, uint16_t head, uint32_t len)
 {
 	volatile struct fdvm_vring_used_elem *u = &vq->used->ring[vq->used_idx % vq->size];
+	volatile struct fdvm_vq_inflight *r = vq->inflight;
+	if (r && head < vq->size) {
+		/* A batch of one: if we die after the used index moves, the
+		 * next backend settles this entry from last_batch_head. */
+		r->desc[head].next = r->last_batch_head;
+		STORE_REL(&r->last_batch_head, head);
+	}
 	u->id = head;
 	u->len = len;
 	vq->used_idx++;
 	STORE_REL(&vq->used->idx, vq->used_idx);
+	if (r && head < vq->size) {
+		STORE_REL(&r->desc[head].inflight, 0);
+		STORE_REL(&r->used_idx, vq->used_idx);
+	}
+}
+
+size_t fdvm_vq_inflight_size(uint16_t size)
+{
+	return sizeof(struct fdvm_vq_inflight) + (size_t)size * sizeof(struct fdvm_vq_inflight_desc);
+}
+
+void fdvm_vq_inflight_attach(struct fdvm_vq *vq, volatile struct fdvm_vq_inflight *r)
+{
+	uint16_t used = LOAD_ACQ(&vq->used->idx);
+
+	vq->inflight = r;
+	vq->nresubmit = vq->resubmitted = 0;
+	vq->counter = 1;
+	if (r->version != FDVM_VQ_INFLIGHT_VERSION || r->desc_num != vq->size) {
+		/* New (or for another ring size: nothing in it can be ours). */
+		for (unsigned i = 0; i < vq->size; i++)
+			r->desc[i] = (struct fdvm_vq_inflight_desc){ 0 };
+		r->features = 0;
+		r->desc_num = vq->size;
+		r->last_batch_head = 0;
+		r->used_idx = used;
+		STORE_REL(&r->version, FDVM_VQ_INFLIGHT_VERSION);
+		return;
+	}
+	/* The used index moved past what the region says: the last batch was
+	 * answered, its entries are not in flight any more. */
+	uint16_t batch = (uint16_t)(used - r->used_idx);
+	for (uint16_t i = r->last_batch_head, k = 0; batch && k < batch && i < vq->size; k++) {
+		r->desc[i].inflight = 0;
+		i = r->desc[i].next;
+	}
+	r->used_idx = used;
+	/* Still marked: taken and never answered. By fetch order. */
+	uint64_t max = 0;
+	for (uint16_t i = 0; i < vq->size; i++) {
+		if (r->desc[i].inflight != 1)
+			continue;
+		uint64_t c = r->desc[i].counter;
+		unsigned k = vq->nresubmit++;
+		while (k && r->desc[vq->resubmit[k - 1]].counter > c) {
+			vq->resubmit[k] = vq->resubmit[k - 1];
+			k--;
+		}
+		vq->resubmit[k] = i;
+		if (c > max)
+			max = c;
+	}
+	vq->counter = max + 1;
+	vq->last_avail = (uint16_t)(used + vq->nresubmit);
 }
 
 bool fdvm_vq_should_notify(struct fdvm_vq *vq)

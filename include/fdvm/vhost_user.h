@@ -1,0 +1,72 @@
+/*
+ * vhost-user backends: serve a virtio device model (include/fdvm/virtio.h)
+ * to a frontend in another process (QEMU, cloud-hypervisor, fdvm) over a
+ * Unix socket. The frontend hands over guest memory (memfds), and per queue
+ * the ring addresses, the eventfd the guest kicks and the eventfd that
+ * interrupts the guest; from then on the device talks to the guest through
+ * shared memory and those eventfds alone.
+ *
+ * The library has no event loop of its own: it watches its sockets through
+ * a struct fdvm_loop (include/fdvm/loop.h), the embedder's or libfdvm's
+ * epoll loop, and handles every message on that loop's thread. The device
+ * runs its own thread(s). One frontend is served at a time; after it
+ * disconnects the next one is accepted.
+ *
+ * The frontend is untrusted: every message is checked (sizes, fds, regions,
+ * ring numbers and addresses); a bad one gets a negative REPLY_ACK when the
+ * frontend asked for one, else the connection is dropped, with one log line
+ * either way. Descriptors are checked against the memory table as the
+ * in-process device checks them against guest RAM.
+ */
+#ifndef FDVM_VHOST_USER_H
+#define FDVM_VHOST_USER_H
+
+#include "fdvm/loop.h"
+#include "fdvm/virtio.h"
+#include "fdvm/vm.h"
+
+struct fdvm_vu_backend;
+
+struct fdvm_vu_backend_config {
+	/* The device served: not owned, must outlive the backend. */
+	struct fdvm_virtio_model *model;
+	/* Where the backend's sockets are watched; it must run on one thread. */
+	struct fdvm_loop *loop;
+	const char *name;		/* for messages, e.g. the socket path */
+	fdvm_log_fn log;		/* NULL: "fdvm: MSG" on stderr */
+	void *log_opaque;
+	enum fdvm_log_level log_level;	/* default (0) errors only */
+};
+
+/* Creates a backend that serves nobody yet; *out is the caller's. */
+int fdvm_vu_backend_create(const struct fdvm_vu_backend_config *cfg,
+			   struct fdvm_vu_backend **out);
+/*
+ * Serves the frontends that connect to listen_fd (a listening AF_UNIX
+ * stream socket; stays the caller's, and must outlive the backend), one at
+ * a time. From the loop's thread, or before the loop runs.
+ */
+int fdvm_vu_backend_listen(struct fdvm_vu_backend *be, int listen_fd);
+/*
+ * Serves one frontend already connected on conn_fd (taken over: closed at
+ * disconnect or destroy). -EBUSY while another is being served.
+ */
+int fdvm_vu_backend_serve(struct fdvm_vu_backend *be, int conn_fd);
+/* Whether a frontend is connected now. */
+bool fdvm_vu_backend_connected(const struct fdvm_vu_backend *be);
+/*
+ * Stops the device, drops the frontend, unmaps its memory and stops
+ * watching every fd. When it returns no handler of this backend runs.
+ * From the loop's thread, or once the loop has stopped.
+ */
+void fdvm_vu_backend_destroy(struct fdvm_vu_backend *be);
+
+/*
+ * A listening socket at path. It is bound under a temporary name and
+ * renamed, so that path appears only once it accepts connections; a stale
+ * socket at path is replaced, any other kind of file is refused (-EEXIST).
+ * *out is the caller's; unlink path when done.
+ */
+int fdvm_vu_listen_unix(const char *path, fdvm_log_fn log, void *log_opaque, int *out);
+
+#endif
