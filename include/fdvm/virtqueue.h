@@ -113,7 +113,7 @@ int fdvm_vq_init(struct fdvm_vq *vq, uint16_t size, uint64_t desc, uint64_t avai
  * size * sizeof(struct fdvm_vq_inflight_desc) bytes, from now on. A fresh
  * region (version 0) is initialised. One that a crashed backend left is
  * recovered as the spec says: the last completion is settled against the
- * used ring, and every request still marked is popped again, in the order
+ * used ring (whose index the device goes on from), and every request still marked is popped again, in the order
  * it was first taken, before new ones; the avail index goes on after them
  * (requests complete in order here). Entries the frontend could have
  * spoiled are checked like anything else from outside. After

@@ -166,6 +166,7 @@ void fdvm_vq_inflight_attach(struct fdvm_vq *vq, volatile struct fdvm_vq_infligh
 	uint16_t used = LOAD_ACQ(&vq->used->idx);
 
 	vq->inflight = r;
+	vq->used_idx = used;
 	vq->nresubmit = vq->resubmitted = 0;
 	vq->counter = 1;
 	if (r->version != FDVM_VQ_INFLIGHT_VERSION || r->desc_num != vq->size) {
