@@ -431,11 +431,13 @@ static int set_vring_addr(struct ctx *c)
 	uint64_t gpa;
 	if (!r)
 		return -EINVAL;
-	/* Checked here against the table as it is (one may come later, so
-	 * the device checks again at every start). */
-	if (c->be->mem.n && (!vu_mem_uva_to_gpa(&c->be->mem, a->desc, &gpa) ||
-			     !vu_mem_uva_to_gpa(&c->be->mem, a->avail, &gpa) ||
-			     !vu_mem_uva_to_gpa(&c->be->mem, a->used, &gpa)))
+	/* Ring addresses mean something only in a memory table: checked
+	 * here, and again at every start (the table may change). */
+	if (!c->be->mem.n)
+		return fail(c, -EINVAL, "ring %u: ring addresses before any memory table", a->index);
+	if (!vu_mem_uva_to_gpa(&c->be->mem, a->desc, &gpa) ||
+	    !vu_mem_uva_to_gpa(&c->be->mem, a->avail, &gpa) ||
+	    !vu_mem_uva_to_gpa(&c->be->mem, a->used, &gpa))
 		return fail(c, -EINVAL, "ring %u: ring addresses outside every memory region", a->index);
 	if (r->started)
 		quiesce(c->be);
@@ -507,6 +509,11 @@ static int set_vring_kick(struct ctx *c)
 	if (fd < 0)
 		return fail(c, -ENOTSUP, "ring %u: a ring without a kick fd (polled) is not supported",
 			    (unsigned)(c->m->u64 & VU_VRING_IDX_MASK));
+	if (!r->num || !r->addr_set) {
+		close(fd);
+		return fail(c, -EINVAL, "ring %u: kicked before its size and addresses were set",
+			    (unsigned)(c->m->u64 & VU_VRING_IDX_MASK));
+	}
 	quiesce(c->be);
 	close_fd(&r->kick_fd);
 	r->kick_fd = fd;
