@@ -22,6 +22,10 @@ struct fdvm_virtio_pci;
 #define FDVM_VIRTIO_F_INDIRECT_DESC 28
 #define FDVM_VIRTIO_F_EVENT_IDX 29
 #define FDVM_VIRTIO_F_VERSION_1 32
+/* What fdvm's virtqueue code (lib/virtio/virtqueue.c) does for a device
+ * model that uses it: such models put these in their features. */
+#define FDVM_VIRTIO_VQ_FEATURES \
+	(1ull << FDVM_VIRTIO_F_INDIRECT_DESC | 1ull << FDVM_VIRTIO_F_EVENT_IDX)
 
 #define FDVM_VIRTIO_STATUS_ACKNOWLEDGE 1
 #define FDVM_VIRTIO_STATUS_DRIVER 2
@@ -61,8 +65,9 @@ struct fdvm_virtio_dev_ops {
 	uint32_t pci_class;
 	unsigned num_queues;
 	uint16_t queue_max_size; /* a power of two, <= FDVM_VQ_MAX_SIZE */
-	uint64_t features;	/* device-specific offer; VERSION_1, EVENT_IDX and
-				 * INDIRECT_DESC are added by the transport */
+	uint64_t features;	/* the offer: device bits, and ring bits the model
+				 * handles (FDVM_VIRTIO_VQ_FEATURES); the transport
+				 * adds VERSION_1 */
 	uint32_t config_size;
 	/* Device configuration space; the transport bounds-checks off/len. */
 	void (*config_read)(void *opaque, uint32_t off, void *buf, uint32_t len);

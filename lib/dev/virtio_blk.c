@@ -217,7 +217,8 @@ int fdvm_virtio_blk_model_create(const struct fdvm_virtio_blk_config *cfg, fdvm_
 		.num_queues = nq,
 		.queue_max_size = 256,
 		.features = 1ull << F_SEG_MAX | 1ull << F_BLK_SIZE | 1ull << F_FLUSH |
-			    (b->ro ? 1ull << F_RO : 0) | (nq > 1 ? 1ull << F_MQ : 0),
+			    (b->ro ? 1ull << F_RO : 0) | (nq > 1 ? 1ull << F_MQ : 0) |
+			    FDVM_VIRTIO_VQ_FEATURES,
 		.config_size = sizeof(struct blk_config),
 		.config_read = config_read,
 		.start = start,

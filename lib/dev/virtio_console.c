@@ -81,7 +81,7 @@ int fdvm_virtio_console_create(struct fdvm_vm *vm, int out_fd, enum fdvm_doorbel
 	c->ops = (struct fdvm_virtio_dev_ops){
 		.name = "virtio-console", .device_id = 3, .pci_class = 0x078000, .num_queues = 2,
 		.queue_max_size = 64, .config_size = sizeof(c->config), .config_read = config_read,
-		.start = start, .stop = stop,
+		.features = FDVM_VIRTIO_VQ_FEATURES, .start = start, .stop = stop,
 	};
 	c->be = (struct fdvm_virtio_backend){ .handle = handle, .opaque = c, .name = "virtio-console" };
 	ret = fdvm_vm_own(vm, console_destroy, c, &c->owned);

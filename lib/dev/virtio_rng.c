@@ -62,7 +62,7 @@ int fdvm_virtio_rng_create(struct fdvm_vm *vm, enum fdvm_doorbell_mode notify)
 	r->vm = vm;
 	r->ops = (struct fdvm_virtio_dev_ops){
 		.name = "virtio-rng", .device_id = 4, .pci_class = 0x00ff00, .num_queues = 1,
-		.queue_max_size = 64, .start = start, .stop = stop,
+		.queue_max_size = 64, .features = FDVM_VIRTIO_VQ_FEATURES, .start = start, .stop = stop,
 	};
 	r->be = (struct fdvm_virtio_backend){ .handle = handle, .opaque = r, .name = "virtio-rng" };
 	ret = fdvm_vm_own(vm, rng_destroy, r, &r->owned);

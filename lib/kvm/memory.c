@@ -3,6 +3,7 @@
  * into at most two KVM memory slots.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -36,12 +37,18 @@ int fdvm_memory_init(struct fdvm_vm *vm)
 	 * A memfd, so that another process (a vhost-user backend, a test's
 	 * backend process) can map the same guest RAM.
 	 */
-	vm->mem_fd = memfd_create("fdvm-guest-ram", MFD_CLOEXEC);
+	vm->mem_fd = memfd_create("fdvm-guest-ram", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	if (vm->mem_fd < 0)
 		return fdvm_log_errno(vm, errno, "guest memory: memfd_create");
 	if (ftruncate(vm->mem_fd, (off_t)size) < 0) {
 		ret = fdvm_log_errno(vm, errno, "guest memory (%llu MiB): ftruncate",
 				     (unsigned long long)(size >> 20));
+		goto err_close;
+	}
+	/* Its size is fixed: a process it is shared with can trust it (a
+	 * mapping past the end of a shrunk file would fault there). */
+	if (fcntl(vm->mem_fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) < 0) {
+		ret = fdvm_log_errno(vm, errno, "guest memory: sealing its size");
 		goto err_close;
 	}
 	vm->mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,

@@ -81,9 +81,7 @@ struct fdvm_vu_backend {
 
 static uint64_t offered_features(const struct fdvm_vu_backend *be)
 {
-	return be->ops->features | 1ull << FDVM_VIRTIO_F_VERSION_1 |
-	       1ull << FDVM_VIRTIO_F_EVENT_IDX | 1ull << FDVM_VIRTIO_F_INDIRECT_DESC |
-	       1ull << VU_F_PROTOCOL_FEATURES;
+	return be->ops->features | 1ull << FDVM_VIRTIO_F_VERSION_1 | 1ull << VU_F_PROTOCOL_FEATURES;
 }
 
 static uint64_t offered_protocol(const struct fdvm_vu_backend *be)

@@ -75,8 +75,7 @@ struct fdvm_virtio_pci {
 
 static uint64_t offered(const struct fdvm_virtio_pci *t)
 {
-	return t->ops->features | 1ull << FDVM_VIRTIO_F_VERSION_1 |
-	       1ull << FDVM_VIRTIO_F_EVENT_IDX | 1ull << FDVM_VIRTIO_F_INDIRECT_DESC;
+	return t->ops->features | 1ull << FDVM_VIRTIO_F_VERSION_1;
 }
 
 static void *translate(void *opaque, uint64_t gpa, uint64_t len)
