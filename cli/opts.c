@@ -148,6 +148,57 @@ err:
 	return -EINVAL;
 }
 
+int fdvm_parse_vhost_user(const char *v, struct fdvm_vhost_user_opts *o, char *err,
+			  size_t errlen)
+{
+	static const char usage[] = "TYPE,socket=PATH[,queues=N][,reconnect=SECONDS], TYPE blk";
+	const char *p = v;
+	*o = (struct fdvm_vhost_user_opts){ 0 };
+	if (strncmp(p, "blk", 3) || (p[3] && p[3] != ',')) {
+		snprintf(err, errlen, "--vhost-user %s: unknown device type (%s)", v, usage);
+		return -EINVAL;
+	}
+	o->device_id = 2;
+	for (p = strchr(p, ','); p; p = strchr(p, ',')) {
+		p++;
+		const char *end = strchr(p, ',');
+		size_t len = end ? (size_t)(end - p) : strlen(p);
+		char *num_end;
+		if (!strncmp(p, "socket=", 7) && len > 7) {
+			free(o->socket);
+			o->socket = strndup(p + 7, len - 7);
+			if (!o->socket)
+				return -ENOMEM;
+		} else if (!strncmp(p, "queues=", 7)) {
+			unsigned long q = strtoul(p + 7, &num_end, 10);
+			if (!q || q > 16 || num_end != p + len) {
+				snprintf(err, errlen, "--vhost-user %s: queues must be 1..16", v);
+				goto err;
+			}
+			o->queues = (unsigned)q;
+		} else if (!strncmp(p, "reconnect=", 10)) {
+			unsigned long r = strtoul(p + 10, &num_end, 10);
+			if (r > 3600 || num_end == p + 10 || num_end != p + len) {
+				snprintf(err, errlen, "--vhost-user %s: reconnect must be 0..3600 (seconds)", v);
+				goto err;
+			}
+			o->reconnect_s = (unsigned)r;
+		} else {
+			snprintf(err, errlen, "--vhost-user %s: unknown option (%s)", v, usage);
+			goto err;
+		}
+	}
+	if (!o->socket) {
+		snprintf(err, errlen, "--vhost-user %s: no socket=PATH", v);
+		return -EINVAL;
+	}
+	return 0;
+err:
+	free(o->socket);
+	o->socket = NULL;
+	return -EINVAL;
+}
+
 int fdvm_parse_run(int argc, char **argv, struct fdvm_run_opts *o, char *err,
 		   size_t errlen)
 {
@@ -226,6 +277,19 @@ int fdvm_parse_run(int argc, char **argv, struct fdvm_run_opts *o, char *err,
 			o->nblk++;
 			continue;
 		}
+		if ((r = take_value(argc, argv, &i, "--vhost-user", NULL, &v, err, errlen))) {
+			if (r < 0)
+				return r;
+			if (o->nvu == sizeof(o->vu) / sizeof(o->vu[0])) {
+				snprintf(err, errlen, "--vhost-user %s: too many devices", v);
+				return -EINVAL;
+			}
+			r = fdvm_parse_vhost_user(v, &o->vu[o->nvu], err, errlen);
+			if (r)
+				return r;
+			o->nvu++;
+			continue;
+		}
 		if ((r = take_value(argc, argv, &i, "--notify", NULL, &v, err, errlen))) {
 			if (r < 0)
 				return r;
@@ -275,6 +339,9 @@ void fdvm_run_opts_free(struct fdvm_run_opts *o)
 	for (unsigned i = 0; i < o->nblk; i++)
 		free(o->blk[i].path);
 	o->nblk = 0;
+	for (unsigned i = 0; i < o->nvu; i++)
+		free(o->vu[i].socket);
+	o->nvu = 0;
 	free(o->cmdline);
 	o->cmdline = NULL;
 }

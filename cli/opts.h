@@ -29,6 +29,16 @@ struct fdvm_blk_opts {
 int fdvm_parse_blk(const char *v, struct fdvm_blk_opts *b, const char *what, char *err,
 		   size_t errlen);
 
+/* --vhost-user TYPE,socket=PATH[,queues=N][,reconnect=SECONDS] */
+struct fdvm_vhost_user_opts {
+	uint32_t device_id; /* 2: blk */
+	char *socket; /* owned */
+	unsigned queues; /* 0: the backend's */
+	unsigned reconnect_s;
+};
+int fdvm_parse_vhost_user(const char *v, struct fdvm_vhost_user_opts *o, char *err,
+			  size_t errlen);
+
 struct fdvm_run_opts {
 	uint64_t mem_size;
 	const char *mem_arg; /* as the user wrote it, for messages */
@@ -41,6 +51,8 @@ struct fdvm_run_opts {
 	unsigned ndevices;
 	struct fdvm_blk_opts blk[8];
 	unsigned nblk;
+	struct fdvm_vhost_user_opts vu[8];
+	unsigned nvu;
 	int verbose;
 	int help;
 };

@@ -6,6 +6,7 @@
 
 #include "cli.h"
 #include "fdvm/devices.h"
+#include "fdvm/vhost_user.h"
 #include "fdvm/virtio.h"
 #include "fdvm/vm.h"
 #include "opts.h"
@@ -46,6 +47,15 @@ static void run_usage(FILE *f)
 		"                           a virtio-blk disk on a raw image (repeatable); its\n"
 		"                           backend thread watches a queue that ran dry for US\n"
 		"                           microseconds (default 50) before sleeping\n"
+		"  --vhost-user blk,socket=PATH[,queues=N][,reconnect=SECONDS]\n"
+		"                           a virtio-blk device served by a vhost-user backend\n"
+		"                           at PATH (fdvm serve blk, qemu-storage-daemon, ...):\n"
+		"                           it gets guest RAM and the queues' eventfds and\n"
+		"                           talks to the guest through them alone; queues:\n"
+		"                           how many of the backend's to use (default all);\n"
+		"                           reconnect: a backend that goes away is tried again\n"
+		"                           every SECONDS, requests in flight resubmitted\n"
+		"                           (default 0: the device then needs a reset)\n"
 		"  --notify MODE            devices' doorbells and interrupt lines: auto (KVM's\n"
 		"                           ioeventfd/irqfd where it has them; default), kernel\n"
 		"                           (or fail), or userspace (fdvm's fallbacks: for tests\n"
@@ -106,6 +116,14 @@ int fdvm_cmd_run(int argc, char **argv)
 						     .poll_us = o.blk[i].poll_us,
 						     .notify = o.notify };
 		ret = fdvm_virtio_blk_create(vm, &bc);
+	}
+	for (unsigned i = 0; i < o.nvu && !ret; i++) {
+		struct fdvm_vu_frontend_config vc = { .socket = o.vu[i].socket,
+						      .device_id = o.vu[i].device_id,
+						      .num_queues = o.vu[i].queues,
+						      .reconnect_s = o.vu[i].reconnect_s,
+						      .notify = o.notify };
+		ret = fdvm_vhost_user_create(vm, &vc);
 	}
 	if (!ret)
 		ret = fdvm_vm_load_pvh(vm, o.guest, o.cmdline);

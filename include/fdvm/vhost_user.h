@@ -69,4 +69,30 @@ void fdvm_vu_backend_destroy(struct fdvm_vu_backend *be);
  */
 int fdvm_vu_listen_unix(const char *path, fdvm_log_fn log, void *log_opaque, int *out);
 
+/*
+ * fdvm as a vhost-user frontend: a virtio-pci device in the VM whose device
+ * is a backend in another process (fdvm serve blk, qemu-storage-daemon,
+ * ...). The guest sees the backend's features that fdvm can carry, its
+ * config space and its queues. At DRIVER_OK the backend gets guest RAM
+ * (the VM's memfd, both RAM regions), the rings, and per queue the
+ * doorbell's eventfd (kick) and the MSI-X line's eventfd (call): MSI-X
+ * masking needs no message to the backend. A backend that goes away is
+ * reconnected every reconnect_s seconds, the rings and the inflight region
+ * handed back; without reconnect_s, or after 10 failed tries, the device
+ * tells the driver DEVICE_NEEDS_RESET.
+ */
+struct fdvm_vu_frontend_config {
+	const char *socket;		/* the backend's listening socket */
+	uint32_t device_id;		/* virtio device ID: 2 (block) */
+	unsigned num_queues;		/* 0: as many as the backend has */
+	unsigned reconnect_s;		/* 0: no reconnect */
+	enum fdvm_doorbell_mode notify;	/* doorbells and MSI-X lines */
+};
+
+/* Connects and plugs the device in; the VM owns it. -errno (logged). */
+int fdvm_vhost_user_create(struct fdvm_vm *vm, const struct fdvm_vu_frontend_config *cfg);
+/* The same, as a model to plug into a transport of the caller's choice. */
+int fdvm_vu_frontend_create(struct fdvm_vm *vm, const struct fdvm_vu_frontend_config *cfg,
+			    struct fdvm_virtio_model **out);
+
 #endif

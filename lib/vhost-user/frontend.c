@@ -1,0 +1,697 @@
+/*
+ * fdvm as a vhost-user frontend: a virtio device model whose work is done by
+ * a backend in another process. Plugged into the virtio-pci transport like
+ * any model (lib/virtio/pci.c); at start it hands the backend guest RAM
+ * (the VM's memfd), each queue's ring addresses, its kick eventfd (the
+ * queue's doorbell, an ioeventfd) and its call eventfd (the queue's MSI-X
+ * line, an irqfd). From then on fdvm is out of the data path: the guest's
+ * doorbell reaches the backend through KVM, the backend's interrupt reaches
+ * the guest through KVM. MSI-X masking is the line's own business (deassign
+ * the irqfd, the eventfd keeps the pending count): the backend is never
+ * told, since its call fd does not change.
+ *
+ * Threads: start, stop and config accesses come from the transport (a vCPU
+ * thread); a supervisor thread of our own watches the socket for a hang-up,
+ * the rings' error eventfds, and a reconnect timer. fe->lock serialises
+ * every conversation with the backend and the state below it.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/timerfd.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "fdvm/vhost_user.h"
+#include "wire.h"
+#include "../vm_priv.h"
+
+#define MAX_QUEUES 64
+#define IO_TIMEOUT_S 5
+#define QUEUE_SIZE 256
+#define GIVE_UP_TRIES 10
+
+/* What fdvm knows of each device type: its PCI class, how much config space
+ * to ask for, and how to tell the driver how many queues there are. */
+struct dev_type {
+	uint32_t device_id;
+	const char *name;
+	uint32_t pci_class;
+	uint32_t config_size;
+	void (*set_queues)(uint8_t *config, unsigned n);
+};
+
+static void blk_set_queues(uint8_t *config, unsigned n)
+{
+	uint16_t v = (uint16_t)n;
+	memcpy(config + 34, &v, 2); /* virtio_blk_config.num_queues */
+}
+
+static const struct dev_type types[] = {
+	{ 2, "vhost-user-blk", 0x018000, 60, blk_set_queues },
+};
+
+struct fdvm_vu_frontend {
+	struct fdvm_vm *vm;
+	struct fdvm_vu_frontend_config cfg;
+	char *path;
+	const struct dev_type *type;
+	struct fdvm_virtio_dev_ops ops;
+	struct fdvm_virtio_model model;
+	struct fdvm_epoll_loop *sup;	/* the supervisor thread */
+	struct fdvm_loop *supl;
+	int timer_fd;			/* reconnect tries */
+	int err_fd[MAX_QUEUES];		/* the backend says a ring broke */
+
+	pthread_mutex_t lock;		/* guards everything below */
+	int sock;			/* -1 while disconnected */
+	bool mem_sent;			/* on this connection */
+	uint64_t backend_features, protocol_features;
+	unsigned nq;
+	uint8_t config[VU_MAX_CONFIG];
+	bool started;			/* the transport started us */
+	struct fdvm_virtio_start st;	/* its queues, while started */
+	uint64_t features;		/* negotiated with the driver */
+	int inflight_fd;		/* kept across reconnects; -1 */
+	struct vu_inflight inflight;
+	unsigned tries;			/* reconnect attempts since the loss */
+	bool gave_up;
+	unsigned long messages;		/* sent to the backend, ever */
+};
+
+/* ---- one conversation: a request and, where there is one, its reply ---- */
+
+static bool has_pf(const struct fdvm_vu_frontend *fe, unsigned bit)
+{
+	return fe->protocol_features >> bit & 1;
+}
+
+/*
+ * Sends a request; with want (a reply payload of exactly want_len bytes)
+ * waits for its reply, and a reply fd if reply_fd. A request without a
+ * reply of its own asks for a REPLY_ACK when the backend has it, so that a
+ * refusal is seen here. Lock held. 0 or -errno (logged). A failure leaves
+ * the socket to the supervisor, which sees the hang-up.
+ */
+static int call(struct fdvm_vu_frontend *fe, uint32_t req, const void *payload, uint32_t len,
+		const int *fds, unsigned nfds, void *want, uint32_t want_len, int *reply_fd)
+{
+	struct vu_msg *m = malloc(sizeof(*m));
+	int rfds[VU_MAX_FDS];
+	unsigned nr = 0;
+	char name[32];
+	int ret;
+
+	if (!m)
+		return -ENOMEM;
+	if (fe->sock < 0) {
+		ret = -ENOTCONN;
+		goto out;
+	}
+	bool ack = !want && has_pf(fe, VU_PF_REPLY_ACK);
+	m->hdr = (struct vu_hdr){ .request = req, .flags = VU_VERSION | (ack ? VU_FLAG_NEED_REPLY : 0),
+				  .size = len };
+	memcpy(m->bytes, payload, len);
+	fe->messages++;
+	if ((ret = vu_send(fe->sock, m, fds, nfds)))
+		goto fail;
+	if (!want && !ack)
+		goto out;
+	if ((ret = vu_recv(fe->sock, m, rfds, &nr)))
+		goto fail;
+	if (m->hdr.request != req || !(m->hdr.flags & VU_FLAG_REPLY) ||
+	    m->hdr.size != (want ? want_len : 8) || nr > (reply_fd ? 1u : 0u)) {
+		vu_close_fds(rfds, nr);
+		ret = -EPROTO;
+		goto fail;
+	}
+	if (ack) {
+		if (m->u64) {
+			fdvm_log(fe->vm, FDVM_LOG_ERROR, "vhost-user %s: %s: the backend refused it",
+				 fe->path, vu_request_name(req, name, sizeof(name)));
+			ret = -EINVAL;
+		}
+		goto out;
+	}
+	memcpy(want, m->bytes, m->hdr.size);
+	if (reply_fd)
+		*reply_fd = nr ? rfds[0] : -1;
+	goto out;
+fail:
+	fdvm_log(fe->vm, FDVM_LOG_ERROR, "vhost-user %s: %s: %s", fe->path,
+		 vu_request_name(req, name, sizeof(name)),
+		 ret == -EPROTO ? "the backend's reply is malformed" : strerror(-ret));
+	/* Whatever comes next on this socket is out of step: the supervisor
+	 * sees the hang-up and takes it from there. */
+	shutdown(fe->sock, SHUT_RDWR);
+out:
+	free(m);
+	return ret;
+}
+
+static int call_u64(struct fdvm_vu_frontend *fe, uint32_t req, uint64_t v)
+{
+	return call(fe, req, &v, sizeof(v), NULL, 0, NULL, 0, NULL);
+}
+
+static int get_u64(struct fdvm_vu_frontend *fe, uint32_t req, uint64_t *v)
+{
+	return call(fe, req, NULL, 0, NULL, 0, v, sizeof(*v), NULL);
+}
+
+static int call_state(struct fdvm_vu_frontend *fe, uint32_t req, uint32_t index, uint32_t num)
+{
+	struct vu_vring_state s = { index, num };
+	return call(fe, req, &s, sizeof(s), NULL, 0, NULL, 0, NULL);
+}
+
+/* KICK/CALL/ERR for ring i: fd, or "no fd" when fd < 0. */
+static int call_vring_fd(struct fdvm_vu_frontend *fe, uint32_t req, unsigned i, int fd)
+{
+	uint64_t v = i | (fd < 0 ? VU_VRING_NOFD : 0);
+	return call(fe, req, &v, sizeof(v), fd < 0 ? NULL : &fd, fd < 0 ? 0 : 1, NULL, 0, NULL);
+}
+
+/* ---- connecting ---- */
+
+static void on_hangup(void *opaque, int fd, uint32_t events);
+
+static int connect_socket(struct fdvm_vu_frontend *fe, bool quiet)
+{
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	struct timeval tv = { .tv_sec = IO_TIMEOUT_S };
+	int fd;
+
+	if (strlen(fe->path) >= sizeof(a.sun_path)) {
+		fdvm_log(fe->vm, FDVM_LOG_ERROR, "vhost-user %s: the socket path is too long", fe->path);
+		return -ENAMETOOLONG;
+	}
+	strcpy(a.sun_path, fe->path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return fdvm_log_errno(fe->vm, errno, "vhost-user %s: socket", fe->path);
+	if (connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
+		int err = errno;
+		close(fd);
+		if (quiet)
+			return -err;
+		return fdvm_log_errno(fe->vm, err, "vhost-user %s: connect", fe->path);
+	}
+	if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0) {
+		int err = errno;
+		close(fd);
+		return fdvm_log_errno(fe->vm, err, "vhost-user %s: socket timeouts", fe->path);
+	}
+	fe->sock = fd;
+	fe->mem_sent = false;
+	return 0;
+}
+
+/* The supervisor's thread only (or once it is gone): the socket's watch
+ * is deleted, which must not wait for a callback that waits for us. */
+static void drop_socket(struct fdvm_vu_frontend *fe)
+{
+	if (fe->sock < 0)
+		return;
+	if (fe->supl)
+		fdvm_loop_del(fe->supl, fe->sock);
+	close(fe->sock);
+	fe->sock = -1;
+}
+
+/* What we ask of a backend, of the protocol features. */
+#define WANT_PF                                                                         \
+	(1ull << VU_PF_MQ | 1ull << VU_PF_REPLY_ACK | 1ull << VU_PF_CONFIG |            \
+	 1ull << VU_PF_INFLIGHT_SHMFD | 1ull << VU_PF_RESET_DEVICE |                    \
+	 1ull << VU_PF_CONFIGURE_MEM_SLOTS)
+
+/* Features, protocol features, owner, queue count, config. Lock held. */
+static int handshake(struct fdvm_vu_frontend *fe)
+{
+	uint64_t f, pf = 0, nq = 1;
+	int ret;
+
+	fe->protocol_features = 0;
+	if ((ret = get_u64(fe, VU_GET_FEATURES, &f)))
+		return ret;
+	if (!(f >> FDVM_VIRTIO_F_VERSION_1 & 1)) {
+		fdvm_log(fe->vm, FDVM_LOG_ERROR, "vhost-user %s: the backend is not a virtio 1.x device (no VERSION_1)",
+			 fe->path);
+		return -ENOTSUP;
+	}
+	if (f >> VU_F_PROTOCOL_FEATURES & 1) {
+		if ((ret = get_u64(fe, VU_GET_PROTOCOL_FEATURES, &pf)))
+			return ret;
+		pf &= WANT_PF;
+		if ((ret = call_u64(fe, VU_SET_PROTOCOL_FEATURES, pf)))
+			return ret;
+		fe->protocol_features = pf;
+	}
+	if (fe->started && (fe->features & ~f)) {
+		fdvm_log(fe->vm, FDVM_LOG_ERROR, "vhost-user %s: the backend no longer offers features 0x%llx",
+			 fe->path, (unsigned long long)(fe->features & ~f));
+		return -ENOTSUP;
+	}
+	fe->backend_features = f;
+	if (has_pf(fe, VU_PF_MQ) && (ret = get_u64(fe, VU_GET_QUEUE_NUM, &nq)))
+		return ret;
+	if (!nq || nq > MAX_QUEUES)
+		nq = nq ? MAX_QUEUES : 1;
+	if (fe->nq && nq < fe->nq) {
+		fdvm_log(fe->vm, FDVM_LOG_ERROR, "vhost-user %s: the backend has %llu queues, %u wanted",
+			 fe->path, (unsigned long long)nq, fe->nq);
+		return -ENOTSUP;
+	}
+	if (!fe->nq)
+		fe->nq = (unsigned)nq;
+	if ((ret = call(fe, VU_SET_OWNER, NULL, 0, NULL, 0, NULL, 0, NULL)))
+		return ret;
+	if (has_pf(fe, VU_PF_CONFIG)) {
+		struct vu_config c = { .offset = 0, .size = fe->type->config_size };
+		if ((ret = call(fe, VU_GET_CONFIG, &c, VU_CONFIG_HDR + c.size, NULL, 0, &c,
+				VU_CONFIG_HDR + c.size, NULL)))
+			return ret;
+		memcpy(fe->config, c.payload, fe->type->config_size);
+		fe->type->set_queues(fe->config, fe->nq);
+	}
+	return 0;
+}
+
+/* ---- the rings ---- */
+
+/* Guest RAM: one region per RAM slot, split around the MMIO hole. Once a
+ * connection: RAM does not change. */
+static int send_memory(struct fdvm_vu_frontend *fe)
+{
+	struct fdvm_vm *vm = fe->vm;
+	struct vu_mem_table t = { .nregions = vm->nram };
+	int fds[FDVM_MAX_RAM_REGIONS];
+	int ret;
+
+	if (fe->mem_sent)
+		return 0;
+	for (unsigned i = 0; i < vm->nram; i++) {
+		const struct fdvm_ram *r = &vm->ram[i];
+		t.regions[i] = (struct vu_region){ .gpa = r->gpa, .size = r->size,
+						   .uva = (uintptr_t)r->host,
+						   .mmap_offset = (uint64_t)(r->host - vm->mem) };
+		fds[i] = vm->mem_fd;
+	}
+	if (!has_pf(fe, VU_PF_CONFIGURE_MEM_SLOTS)) {
+		ret = call(fe, VU_SET_MEM_TABLE, &t, 8 + vm->nram * sizeof(struct vu_region), fds,
+			   vm->nram, NULL, 0, NULL);
+		fe->mem_sent = !ret;
+		return ret;
+	}
+	uint64_t slots;
+	if ((ret = get_u64(fe, VU_GET_MAX_MEM_SLOTS, &slots)))
+		return ret;
+	if (slots < vm->nram) {
+		fdvm_log(vm, FDVM_LOG_ERROR, "vhost-user %s: the backend takes %llu memory regions, guest RAM has %u",
+			 fe->path, (unsigned long long)slots, vm->nram);
+		return -ENOSPC;
+	}
+	for (unsigned i = 0; i < vm->nram; i++) {
+		struct vu_single_region r = { .region = t.regions[i] };
+		if ((ret = call(fe, VU_ADD_MEM_REG, &r, sizeof(r), &fds[i], 1, NULL, 0, NULL)))
+			return ret;
+	}
+	fe->mem_sent = true;
+	return 0;
+}
+
+/* The inflight region: asked for at a fresh start, handed back after a
+ * reconnect so the backend resubmits what its predecessor had taken. */
+static int send_inflight(struct fdvm_vu_frontend *fe, bool fresh)
+{
+	int ret;
+	if (!has_pf(fe, VU_PF_INFLIGHT_SHMFD))
+		return 0;
+	if (fresh || fe->inflight_fd < 0) {
+		if (fe->inflight_fd >= 0)
+			close(fe->inflight_fd);
+		fe->inflight_fd = -1;
+		/* One ring size for all: the region's layout has one. */
+		uint16_t size = fe->st.n ? fe->st.queues[0].vq.size : QUEUE_SIZE;
+		for (unsigned k = 1; k < fe->st.n; k++)
+			if (fe->st.queues[k].vq.size != size)
+				return 0; /* no tracking: a crash may lose what was in flight */
+		struct vu_inflight in = { .num_queues = (uint16_t)fe->nq, .queue_size = size };
+		if ((ret = call(fe, VU_GET_INFLIGHT_FD, &in, sizeof(in), NULL, 0, &fe->inflight,
+				sizeof(fe->inflight), &fe->inflight_fd)))
+			return ret;
+		if (fe->inflight_fd < 0) {
+			fdvm_log(fe->vm, FDVM_LOG_ERROR, "vhost-user %s: GET_INFLIGHT_FD: no fd", fe->path);
+			return -EPROTO;
+		}
+	}
+	return call(fe, VU_SET_INFLIGHT_FD, &fe->inflight, sizeof(fe->inflight), &fe->inflight_fd, 1,
+		    NULL, 0, NULL);
+}
+
+/* Everything the backend needs to run the started queues. fresh: a start
+ * by the driver (indices from 0); else a reconnect (the indices the used
+ * rings show). Lock held. */
+static int program(struct fdvm_vu_frontend *fe, bool fresh)
+{
+	uint64_t f = fe->features | (fe->backend_features & 1ull << VU_F_PROTOCOL_FEATURES);
+	int ret;
+
+	if ((ret = call_u64(fe, VU_SET_FEATURES, f)) || (ret = send_memory(fe)) ||
+	    (ret = send_inflight(fe, fresh)))
+		return ret;
+	for (unsigned k = 0; k < fe->st.n; k++) {
+		struct fdvm_virtio_queue *q = &fe->st.queues[k];
+		unsigned i = q->index;
+		struct fdvm_vq *vq = &q->vq;
+		/* The rings were checked by the transport: they are in RAM. */
+		struct vu_vring_addr a = { .index = i, .desc = (uintptr_t)vq->desc,
+					   .used = (uintptr_t)vq->used, .avail = (uintptr_t)vq->avail };
+		uint16_t base = fresh ? 0 : __atomic_load_n(&vq->used->idx, __ATOMIC_ACQUIRE);
+		uint64_t drain;
+		fdvm_eventfd_drain(fe->err_fd[i], &drain);
+		if ((ret = call_state(fe, VU_SET_VRING_NUM, i, vq->size)) ||
+		    (ret = call_state(fe, VU_SET_VRING_BASE, i, base)) ||
+		    (ret = call(fe, VU_SET_VRING_ADDR, &a, sizeof(a), NULL, 0, NULL, 0, NULL)) ||
+		    (ret = call_vring_fd(fe, VU_SET_VRING_KICK, i, q->kick_fd)) ||
+		    (ret = call_vring_fd(fe, VU_SET_VRING_CALL, i, q->call_fd)) ||
+		    (ret = call_vring_fd(fe, VU_SET_VRING_ERR, i, fe->err_fd[i])))
+			return ret;
+		if ((fe->backend_features >> VU_F_PROTOCOL_FEATURES & 1) &&
+		    (ret = call_state(fe, VU_SET_VRING_ENABLE, i, 1)))
+			return ret;
+	}
+	return 0;
+}
+
+/* Stops every started ring (GET_VRING_BASE). Lock held. */
+static void unprogram(struct fdvm_vu_frontend *fe)
+{
+	for (unsigned k = 0; k < fe->st.n && fe->sock >= 0; k++) {
+		unsigned i = fe->st.queues[k].index;
+		struct vu_vring_state s = { i, 0 };
+		if (fe->backend_features >> VU_F_PROTOCOL_FEATURES & 1)
+			call_state(fe, VU_SET_VRING_ENABLE, i, 0);
+		if (call(fe, VU_GET_VRING_BASE, &s, sizeof(s), NULL, 0, &s, sizeof(s), NULL))
+			break; /* a backend that cannot stop is gone (call shut it down) */
+	}
+}
+
+/* ---- the model the transport drives ---- */
+
+static void config_read(void *opaque, uint32_t off, void *buf, uint32_t len)
+{
+	struct fdvm_vu_frontend *fe = opaque;
+	pthread_mutex_lock(&fe->lock);
+	memcpy(buf, fe->config + off, len);
+	pthread_mutex_unlock(&fe->lock);
+}
+
+static void config_write(void *opaque, uint32_t off, const void *buf, uint32_t len)
+{
+	struct fdvm_vu_frontend *fe = opaque;
+	struct vu_config c = { .offset = off, .size = len };
+	pthread_mutex_lock(&fe->lock);
+	memcpy(c.payload, buf, len);
+	if (has_pf(fe, VU_PF_CONFIG) &&
+	    !call(fe, VU_SET_CONFIG, &c, VU_CONFIG_HDR + len, NULL, 0, NULL, 0, NULL))
+		memcpy(fe->config + off, buf, len);
+	pthread_mutex_unlock(&fe->lock);
+}
+
+static int start(void *opaque, const struct fdvm_virtio_start *s)
+{
+	struct fdvm_vu_frontend *fe = opaque;
+	int ret = 0;
+
+	pthread_mutex_lock(&fe->lock);
+	fe->st = *s;
+	fe->features = s->features;
+	fe->started = true;
+	if (fe->sock >= 0)
+		ret = program(fe, true);
+	else if (!fe->cfg.reconnect_s || fe->gave_up)
+		ret = -ENOTCONN; /* the transport reports DEVICE_NEEDS_RESET */
+	/* else: the rings are handed over when the backend is back. */
+	if (ret) {
+		fe->started = false;
+		if (ret != -ENOTCONN && fe->sock >= 0) {
+			fdvm_log(fe->vm, FDVM_LOG_ERROR, "vhost-user %s: the backend would not start the device",
+				 fe->path);
+		}
+	}
+	pthread_mutex_unlock(&fe->lock);
+	return ret;
+}
+
+static void stop(void *opaque)
+{
+	struct fdvm_vu_frontend *fe = opaque;
+	pthread_mutex_lock(&fe->lock);
+	if (fe->started)
+		unprogram(fe);
+	fe->started = false;
+	/* A driver's reset ends what was in flight: the next start gets a
+	 * fresh inflight region. */
+	if (fe->inflight_fd >= 0)
+		close(fe->inflight_fd);
+	fe->inflight_fd = -1;
+	pthread_mutex_unlock(&fe->lock);
+}
+
+/* ---- the supervisor: hang-ups, ring errors, reconnects ---- */
+
+static void set_timer(struct fdvm_vu_frontend *fe, unsigned s)
+{
+	struct itimerspec t = { .it_value = { .tv_sec = s }, .it_interval = { .tv_sec = s } };
+	if (timerfd_settime(fe->timer_fd, 0, &t, NULL) < 0)
+		fdvm_log_errno(fe->vm, errno, "vhost-user %s: reconnect timer", fe->path);
+}
+
+static void arm_reconnect(struct fdvm_vu_frontend *fe)
+{
+	set_timer(fe, fe->cfg.reconnect_s);
+}
+
+/* The driver must reset the device: the backend is gone or broke a ring. */
+static void needs_reset(struct fdvm_vu_frontend *fe, unsigned index)
+{
+	if (fe->started && fe->st.broken)
+		fe->st.broken(fe->st.ctx, index);
+}
+
+static void lost(struct fdvm_vu_frontend *fe)
+{
+	drop_socket(fe);
+	fe->tries = 0;
+	fe->gave_up = false;
+	if (fe->cfg.reconnect_s) {
+		fdvm_log(fe->vm, FDVM_LOG_WARN, "vhost-user %s: the backend went away; reconnecting every %u s",
+			 fe->path, fe->cfg.reconnect_s);
+		arm_reconnect(fe);
+	} else {
+		fdvm_log(fe->vm, FDVM_LOG_ERROR, "vhost-user %s: the backend went away; the device needs a reset",
+			 fe->path);
+		needs_reset(fe, 0);
+		fe->started = false;
+	}
+}
+
+static void on_hangup(void *opaque, int fd, uint32_t events)
+{
+	struct fdvm_vu_frontend *fe = opaque;
+	(void)events;
+	pthread_mutex_lock(&fe->lock);
+	if (fe->sock == fd)
+		lost(fe);
+	pthread_mutex_unlock(&fe->lock);
+}
+
+static int watch_socket(struct fdvm_vu_frontend *fe)
+{
+	/* Only a hang-up: the backend speaks only when spoken to. */
+	return fdvm_loop_add(fe->supl, fe->sock, EPOLLRDHUP, on_hangup, fe);
+}
+
+static void on_timer(void *opaque, int fd, uint32_t events)
+{
+	struct fdvm_vu_frontend *fe = opaque;
+	uint64_t n;
+	(void)events;
+	if (read(fd, &n, sizeof(n)) < 0)
+		return;
+	pthread_mutex_lock(&fe->lock);
+	if (fe->sock >= 0) {
+		set_timer(fe, 0);
+		goto out;
+	}
+	fe->tries++;
+	if (connect_socket(fe, true) == 0) {
+		int ret = handshake(fe);
+		if (!ret && fe->started)
+			ret = program(fe, false);
+		if (!ret)
+			ret = watch_socket(fe);
+		if (!ret) {
+			fdvm_log(fe->vm, FDVM_LOG_WARN, "vhost-user %s: reconnected after %u tries%s",
+				 fe->path, fe->tries, fe->started ? "; the rings go on where they were" : "");
+			fe->tries = 0;
+			fe->gave_up = false;
+			set_timer(fe, 0);
+			goto out;
+		}
+		drop_socket(fe);
+	}
+	if (fe->tries == GIVE_UP_TRIES && !fe->gave_up) {
+		fe->gave_up = true;
+		fdvm_log(fe->vm, FDVM_LOG_ERROR, "vhost-user %s: the backend has not come back after %u tries; the device needs a reset (still trying every %u s)",
+			 fe->path, fe->tries, fe->cfg.reconnect_s);
+		needs_reset(fe, 0);
+	}
+out:
+	pthread_mutex_unlock(&fe->lock);
+}
+
+static void on_ring_error(void *opaque, int fd, uint32_t events)
+{
+	struct fdvm_vu_frontend *fe = opaque;
+	uint64_t n;
+	(void)events;
+	fdvm_eventfd_drain(fd, &n);
+	pthread_mutex_lock(&fe->lock);
+	for (unsigned i = 0; i < fe->nq; i++) {
+		if (fe->err_fd[i] == fd && fe->started) {
+			fdvm_log(fe->vm, FDVM_LOG_WARN, "vhost-user %s: the backend stopped ring %u (the guest broke it)",
+				 fe->path, i);
+			needs_reset(fe, i);
+		}
+	}
+	pthread_mutex_unlock(&fe->lock);
+}
+
+/* ---- life ---- */
+
+static void fe_destroy(struct fdvm_virtio_model *m)
+{
+	struct fdvm_vu_frontend *fe = m->opaque;
+	/* The transport stopped us. The supervisor goes first: afterwards
+	 * no callback runs. */
+	fdvm_epoll_loop_destroy(fe->sup);
+	fe->supl = NULL;
+	drop_socket(fe);
+	for (unsigned i = 0; i < MAX_QUEUES; i++)
+		if (fe->err_fd[i] >= 0)
+			close(fe->err_fd[i]);
+	if (fe->timer_fd >= 0)
+		close(fe->timer_fd);
+	if (fe->inflight_fd >= 0)
+		close(fe->inflight_fd);
+	fdvm_log(fe->vm, FDVM_LOG_INFO, "vhost-user %s: %lu messages sent to the backend", fe->path,
+		 fe->messages);
+	pthread_mutex_destroy(&fe->lock);
+	free(fe->path);
+	free(fe);
+}
+
+int fdvm_vu_frontend_create(struct fdvm_vm *vm, const struct fdvm_vu_frontend_config *cfg,
+			    struct fdvm_virtio_model **out)
+{
+	const struct dev_type *type = NULL;
+	struct fdvm_vu_frontend *fe;
+	int ret;
+
+	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)
+		if (types[i].device_id == cfg->device_id)
+			type = &types[i];
+	if (!type || !cfg->socket || cfg->num_queues > MAX_QUEUES) {
+		fdvm_log(vm, FDVM_LOG_ERROR, "vhost-user: device type %u with %u queues is not supported",
+			 cfg->device_id, cfg->num_queues);
+		return -EINVAL;
+	}
+	fe = calloc(1, sizeof(*fe));
+	if (!fe || !(fe->path = strdup(cfg->socket))) {
+		free(fe);
+		return -ENOMEM;
+	}
+	fe->vm = vm;
+	fe->cfg = *cfg;
+	fe->cfg.socket = fe->path;
+	fe->type = type;
+	fe->sock = fe->timer_fd = fe->inflight_fd = -1;
+	fe->nq = cfg->num_queues;
+	for (unsigned i = 0; i < MAX_QUEUES; i++)
+		fe->err_fd[i] = -1;
+	pthread_mutex_init(&fe->lock, NULL);
+	fe->model = (struct fdvm_virtio_model){ .ops = &fe->ops, .opaque = fe, .destroy = fe_destroy };
+
+	if ((ret = fdvm_epoll_loop_create(&fe->sup)))
+		goto err;
+	fe->supl = fdvm_epoll_loop_handle(fe->sup);
+	if ((ret = connect_socket(fe, false)))
+		goto err;
+	pthread_mutex_lock(&fe->lock);
+	ret = handshake(fe);
+	pthread_mutex_unlock(&fe->lock);
+	if (ret)
+		goto err;
+	fe->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+	if (fe->timer_fd < 0) {
+		ret = fdvm_log_errno(vm, errno, "vhost-user %s: timerfd", fe->path);
+		goto err;
+	}
+	if ((ret = fdvm_loop_add(fe->supl, fe->timer_fd, EPOLLIN, on_timer, fe)) ||
+	    (ret = watch_socket(fe)))
+		goto err;
+	for (unsigned i = 0; i < fe->nq; i++) {
+		fe->err_fd[i] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		if (fe->err_fd[i] < 0) {
+			ret = fdvm_log_errno(vm, errno, "vhost-user %s: eventfd", fe->path);
+			goto err;
+		}
+		if ((ret = fdvm_loop_add(fe->supl, fe->err_fd[i], EPOLLIN, on_ring_error, fe)))
+			goto err;
+	}
+	if ((ret = fdvm_epoll_loop_start(fe->sup, "fdvm-vhost-user")))
+		goto err;
+
+	/* The device as the guest sees it: the backend's features that fdvm
+	 * can carry (device bits, and the ring bits of the split ring), its
+	 * config space, its queues. */
+	uint64_t carried = 0xffffffull | FDVM_VIRTIO_VQ_FEATURES;
+	fe->ops = (struct fdvm_virtio_dev_ops){
+		.name = type->name,
+		.device_id = type->device_id,
+		.pci_class = type->pci_class,
+		.num_queues = fe->nq,
+		.queue_max_size = QUEUE_SIZE,
+		.features = fe->backend_features & carried,
+		.config_size = has_pf(fe, VU_PF_CONFIG) ? type->config_size : 0,
+		.config_read = config_read,
+		.config_write = config_write,
+		.start = start,
+		.stop = stop,
+	};
+	fdvm_log(vm, FDVM_LOG_INFO, "vhost-user %s: %s, %u queues, features 0x%llx, protocol features 0x%llx",
+		 fe->path, type->name, fe->nq, (unsigned long long)fe->ops.features,
+		 (unsigned long long)fe->protocol_features);
+	*out = &fe->model;
+	return 0;
+
+err:
+	fe_destroy(&fe->model);
+	return ret;
+}
+
+int fdvm_vhost_user_create(struct fdvm_vm *vm, const struct fdvm_vu_frontend_config *cfg)
+{
+	struct fdvm_virtio_model *m;
+	int ret = fdvm_vu_frontend_create(vm, cfg, &m);
+	if (ret)
+		return ret;
+	return fdvm_virtio_pci_add_model(vm, m, cfg->notify);
+}
