@@ -58,6 +58,7 @@ struct fdvm_vu_backend {
 	uint64_t features;		/* acked by SET_FEATURES */
 	uint64_t protocol_features;	/* acked */
 	uint8_t status;
+	unsigned long counts[VU_GET_STATUS + 2]; /* messages by request; last: others */
 	struct vu_mem mem;
 	struct ring rings[MAX_RINGS];
 	void *inflight;			/* mmap of the inflight fd */
@@ -232,6 +233,7 @@ static void state_reset(struct fdvm_vu_backend *be)
 	be->features = be->protocol_features = 0;
 	be->status = 0;
 	be->restart = false;
+	memset(be->counts, 0, sizeof(be->counts));
 }
 
 /* ---- messages ---- */
@@ -781,6 +783,7 @@ int vu_backend_handle(struct fdvm_vu_backend *be, struct vu_msg *m, int *fds, un
 	char name[32];
 	int ret;
 
+	be->counts[m->hdr.request <= VU_GET_STATUS ? m->hdr.request : VU_GET_STATUS + 1]++;
 	vu_log(be, FDVM_LOG_DEBUG, "vhost-user %s: %s, %u bytes, %u fds", be->cfg.name,
 	       vu_request_name(m->hdr.request, name, sizeof(name)), m->hdr.size, nfds);
 	/* Zero what a short payload left out, so no handler reads stale bytes. */
@@ -832,11 +835,22 @@ static void disconnect(struct fdvm_vu_backend *be)
 {
 	if (be->conn_fd < 0)
 		return;
+	/* What the frontend said, by request: how often it restarted rings,
+	 * moved memory or swapped call fds (QEMU does on every MSI-X mask). */
+	char said[1024] = "";
+	size_t at = 0;
+	for (unsigned r = 0; r < sizeof(be->counts) / sizeof(be->counts[0]); r++) {
+		char name[32];
+		if (be->counts[r] && at < sizeof(said))
+			at += (size_t)snprintf(said + at, sizeof(said) - at, " %s %lu",
+					       r > VU_GET_STATUS ? "unknown" : vu_request_name(r, name, sizeof(name)),
+					       be->counts[r]);
+	}
 	fdvm_loop_del(be->cfg.loop, be->conn_fd);
 	state_reset(be);
 	close(be->conn_fd);
 	be->conn_fd = -1;
-	vu_log(be, FDVM_LOG_INFO, "vhost-user %s: frontend disconnected", be->cfg.name);
+	vu_log(be, FDVM_LOG_INFO, "vhost-user %s: frontend disconnected; messages:%s", be->cfg.name, said);
 	watch_listen(be);
 }
 
