@@ -53,6 +53,18 @@ static void serve_log(void *opaque, enum fdvm_log_level level, const char *msg)
 	fprintf(stderr, "fdvm serve blk: %s%s\n", level == FDVM_LOG_WARN ? "warning: " : "", msg);
 }
 
+/* A frontend that shrinks a file it shared faults us (SIGBUS) at the next
+ * access: the library patches the hole and drops that frontend. */
+static struct fdvm_vu_backend *served;
+
+static void on_sigbus(int sig, siginfo_t *si, void *uc)
+{
+	(void)uc;
+	if (served && fdvm_vu_backend_fault(served, si->si_addr))
+		return;
+	signal(sig, SIG_DFL); /* not ours: the fault repeats, and kills */
+}
+
 static void on_signal(void *opaque, int fd, uint32_t events)
 {
 	struct signalfd_siginfo si;
@@ -142,6 +154,10 @@ static int serve_blk(int argc, char **argv)
 		fprintf(stderr, "fdvm serve blk: vhost-user backend: %s\n", strerror(-ret));
 		goto out_sfd;
 	}
+	served = be;
+	struct sigaction sa = { .sa_sigaction = on_sigbus, .sa_flags = SA_SIGINFO };
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGBUS, &sa, NULL);
 	int lfd;
 	if (fdvm_vu_listen_unix(socket_path, serve_log, NULL, &lfd))
 		goto out_be;
@@ -160,6 +176,8 @@ out_listen:
 	unlink(socket_path);
 	close(lfd);
 out_be:
+	signal(SIGBUS, SIG_DFL);
+	served = NULL;
 	fdvm_vu_backend_destroy(be);
 out_sfd:
 	close(sfd);

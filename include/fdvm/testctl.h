@@ -44,9 +44,9 @@ enum {
 	TC_DEVICE_WRITES,	/* -> writes that reached the doorbell areas (and reset) */
 	TC_KERNEL_PATH,		/* -> 1 if lines and doorbells use the kernel path */
 	TC_MSIX_MAILBOX,	/* ARG0 = gpa of a struct tc_msix_mailbox */
-	TC_MSIX_ROUND,		/* ARG0 = signals, ARG1 = TC_BY_THREAD/PROCESS, ARG2 = seed:
-				 * a backend signals random vectors of the MSI-X test
-				 * device, then sets done */
+	TC_MSIX_ROUND,		/* ARG0 = signals, ARG1 = TC_BY_THREAD/PROCESS
+				 * | TC_PACE(k), ARG2 = seed: a backend signals random
+				 * vectors of the MSI-X test device, then sets done */
 	TC_MSIX_SIGNAL,		/* ARG0 = vector, ARG1 = count: from the vCPU thread */
 };
 
@@ -62,12 +62,19 @@ enum {
 #define FDVM_TEST_MSIX_PBA 0x2000
 
 /* Per-vector counts the MSI-X backend keeps: seq is bumped before a
- * vector's signal, written after it. */
+ * vector's signal, written after it. With TC_PACE(k) in TC_MSIX_ROUND's
+ * ARG1 the backend paces itself on the guest: the guest bumps guest_ops
+ * just before each mask or unmask write, and the backend sends signal i
+ * only once guest_ops * k >= i (if guest_ops stands still for a second it
+ * stops pacing for the rest of the round and bumps pace_stalls). */
 struct tc_msix_mailbox {
 	volatile uint64_t seq[FDVM_TEST_MSIX_VECTORS];
 	volatile uint64_t written[FDVM_TEST_MSIX_VECTORS];
 	volatile uint64_t done;
+	volatile uint64_t guest_ops;
+	volatile uint64_t pace_stalls;
 };
+#define TC_PACE(k) ((uint64_t)(k) << 8)
 
 #define TC_F_BORROW 1		/* the line borrows the backend's eventfd */
 

@@ -52,6 +52,15 @@ int fdvm_vu_backend_listen(struct fdvm_vu_backend *be, int listen_fd);
  * disconnect or destroy). -EBUSY while another is being served.
  */
 int fdvm_vu_backend_serve(struct fdvm_vu_backend *be, int conn_fd);
+/*
+ * For the embedder's SIGBUS handler (SA_SIGINFO; pass si_addr): the
+ * frontend's memory is files it shares, and one it shrinks after handing
+ * it over faults at the next access. If addr lies in one of this
+ * backend's mappings, a blank page is put there (the access completes),
+ * the frontend is dropped from the loop, and it returns true; otherwise
+ * false (not ours: re-raise). Async-signal-safe.
+ */
+bool fdvm_vu_backend_fault(struct fdvm_vu_backend *be, void *addr);
 /* Whether a frontend is connected now. */
 bool fdvm_vu_backend_connected(const struct fdvm_vu_backend *be);
 /*

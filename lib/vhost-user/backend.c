@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -72,6 +73,8 @@ struct fdvm_vu_backend {
 	struct fdvm_virtio_queue dq[MAX_RINGS];
 
 	pthread_mutex_t err_lock;	/* err fds: written by device threads */
+	int fault_fd;			/* eventfd: a mapping faulted (SIGBUS) */
+	atomic_bool faulted;
 };
 
 #define vu_log(be, level, ...) \
@@ -337,6 +340,30 @@ static int reset_device(struct ctx *c)
 	return 0;
 }
 
+/* Each of the ring's three parts lies whole in one region. */
+static bool ring_fits(const struct vu_mem *mem, const struct ring *r, uint16_t num)
+{
+	uint64_t parts[3][2] = { { r->desc, 16ull * num }, { r->avail, 6 + 2ull * num },
+				 { r->used, 6 + 8ull * num } };
+	for (unsigned k = 0; k < 3; k++) {
+		uint64_t gpa;
+		if (!vu_mem_uva_to_gpa(mem, parts[k][0], &gpa) || !vu_mem_gpa((void *)mem, gpa, parts[k][1]))
+			return false;
+	}
+	return true;
+}
+
+/* A new table (or a region removed) must leave every started ring whole. */
+static int rings_fit(struct ctx *c, const struct vu_mem *mem)
+{
+	for (unsigned i = 0; i < c->be->nrings; i++) {
+		const struct ring *r = &c->be->rings[i];
+		if (r->started && r->addr_set && r->num && !ring_fits(mem, r, r->num))
+			return fail(c, -EINVAL, "ring %u is running and would lie outside the memory table", i);
+	}
+	return 0;
+}
+
 /* Replaces the memory table with regions[0..n) on fds[0..n). */
 static int set_mem_table(struct ctx *c)
 {
@@ -358,6 +385,8 @@ static int set_mem_table(struct ctx *c)
 			     (unsigned long long)t->regions[i].gpa,
 			     (unsigned long long)t->regions[i].size, why);
 	}
+	if (!ret)
+		ret = rings_fit(c, next);
 	if (ret) {
 		vu_mem_clear(next);
 		free(next);
@@ -396,10 +425,27 @@ static int add_mem_reg(struct ctx *c)
 static int rem_mem_reg(struct ctx *c)
 {
 	const struct vu_region *r = &c->m->reg.region;
-	quiesce(c->be);
-	if (vu_mem_remove(&c->be->mem, r))
+	struct vu_mem *after = malloc(sizeof(*after));
+	if (!after)
+		return fail(c, -ENOMEM, "out of memory");
+	/* The table as it would be, mappings borrowed: only looked at. */
+	*after = c->be->mem;
+	after->n = 0;
+	for (unsigned i = 0; i < c->be->mem.n; i++) {
+		const struct vu_region *o = &c->be->mem.m[i].r;
+		if (o->gpa != r->gpa || o->size != r->size || o->uva != r->uva)
+			after->m[after->n++] = c->be->mem.m[i];
+	}
+	bool found = after->n < c->be->mem.n;
+	int ret = found ? rings_fit(c, after) : 0;
+	free(after);
+	if (!found)
 		return fail(c, -ENOENT, "no region at guest 0x%llx, size 0x%llx",
 			    (unsigned long long)r->gpa, (unsigned long long)r->size);
+	if (ret)
+		return ret;
+	quiesce(c->be);
+	vu_mem_remove(&c->be->mem, r);
 	return 0;
 }
 
@@ -417,6 +463,9 @@ static int set_vring_num(struct ctx *c)
 	if (!num || (num & (num - 1)) || num > FDVM_VQ_MAX_SIZE)
 		return fail(c, -EINVAL, "ring %u: size %u is not a power of two up to %d",
 			    c->m->state.index, num, FDVM_VQ_MAX_SIZE);
+	if (r->addr_set && !ring_fits(&c->be->mem, r, (uint16_t)num))
+		return fail(c, -EINVAL, "ring %u: with %u entries the rings leave their memory region",
+			    c->m->state.index, num);
 	if (r->started)
 		quiesce(c->be);
 	r->num = (uint16_t)num;
@@ -435,9 +484,11 @@ static int set_vring_addr(struct ctx *c)
 	 * here, and again at every start (the table may change). */
 	if (!c->be->mem.n)
 		return fail(c, -EINVAL, "ring %u: ring addresses before any memory table", a->index);
+	struct ring probe = { .desc = a->desc, .avail = a->avail, .used = a->used };
 	if (!vu_mem_uva_to_gpa(&c->be->mem, a->desc, &gpa) ||
 	    !vu_mem_uva_to_gpa(&c->be->mem, a->avail, &gpa) ||
-	    !vu_mem_uva_to_gpa(&c->be->mem, a->used, &gpa))
+	    !vu_mem_uva_to_gpa(&c->be->mem, a->used, &gpa) ||
+	    (r->num && !ring_fits(&c->be->mem, &probe, r->num)))
 		return fail(c, -EINVAL, "ring %u: ring addresses outside every memory region", a->index);
 	if (r->started)
 		quiesce(c->be);
@@ -535,6 +586,11 @@ static int set_vring_call(struct ctx *c)
 		quiesce(c->be);
 	close_fd(&r->call_fd);
 	r->call_fd = fd;
+	/* A running ring may have answered requests with no call fd, or
+	 * signalled the old one after the frontend stopped looking at it:
+	 * one signal on the new fd, so that no completion goes unheard. */
+	if (r->started && fd >= 0)
+		fdvm_eventfd_signal(fd);
 	return 0;
 }
 
@@ -575,6 +631,9 @@ static int get_config(struct ctx *c)
 {
 	struct vu_config cfg = c->m->config;
 	const struct fdvm_virtio_dev_ops *ops = c->be->ops;
+	if (c->m->hdr.size != VU_CONFIG_HDR + cfg.size)
+		return fail(c, DROP, "a %u-byte config access in a %u-byte payload", cfg.size,
+			    c->m->hdr.size);
 	if (cfg.size > VU_MAX_CONFIG || cfg.offset > VU_MAX_CONFIG - cfg.size) {
 		/* An answer with no contents: the frontend sees the error. */
 		vu_log(c->be, FDVM_LOG_ERROR, "vhost-user %s: GET_CONFIG: bytes %u+%u past %u",
@@ -595,6 +654,9 @@ static int set_config(struct ctx *c)
 {
 	const struct vu_config *cfg = &c->m->config;
 	const struct fdvm_virtio_dev_ops *ops = c->be->ops;
+	if (c->m->hdr.size != VU_CONFIG_HDR + cfg->size)
+		return fail(c, -EINVAL, "a %u-byte config access in a %u-byte payload", cfg->size,
+			    c->m->hdr.size);
 	if (cfg->offset > ops->config_size || cfg->size > ops->config_size - cfg->offset)
 		return fail(c, -EINVAL, "bytes %u+%u outside the %u-byte config space", cfg->offset,
 			    cfg->size, ops->config_size);
@@ -747,9 +809,11 @@ static int check_shape(struct ctx *c, const struct handler *h)
 	uint32_t size = m->hdr.size, want_fds = 0;
 	bool fds_any = false;
 
-	if (size < h->min || size > h->max)
-		return fail(c, DROP, "payload of %u bytes, expected %u%s%u", size, h->min,
-			    h->min == h->max ? "" : " to ", h->min == h->max ? 0 : h->max);
+	if (size < h->min || size > h->max) {
+		if (h->min == h->max)
+			return fail(c, DROP, "payload of %u bytes, expected %u", size, h->min);
+		return fail(c, DROP, "payload of %u bytes, expected %u to %u", size, h->min, h->max);
+	}
 	switch (h->fds) {
 	case FDS_NONE: break;
 	case FDS_ONE: want_fds = 1; break;
@@ -813,6 +877,51 @@ int vu_backend_handle(struct fdvm_vu_backend *be, struct vu_msg *m, int *fds, un
 		apply(be);
 	}
 	return 0;
+}
+
+/* ---- memory that faults ---- */
+
+static bool in_mapping(const void *addr, const void *map, size_t len)
+{
+	return map && (const uint8_t *)addr >= (const uint8_t *)map &&
+	       (size_t)((const uint8_t *)addr - (const uint8_t *)map) < len;
+}
+
+bool fdvm_vu_backend_fault(struct fdvm_vu_backend *be, void *addr)
+{
+	bool ours = in_mapping(addr, be->inflight, be->inflight_len);
+	for (unsigned i = 0; i < be->mem.n && !ours; i++)
+		ours = in_mapping(addr, be->mem.m[i].map, be->mem.m[i].map_len);
+	if (!ours)
+		return false;
+	/* The file under the mapping shrank: put a blank page where the
+	 * access faulted, so it completes, and have the loop drop the
+	 * frontend. Only syscalls here: this runs in a signal handler. */
+	uintptr_t page = (uintptr_t)addr & ~(uintptr_t)4095;
+	if (mmap((void *)page, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED,
+		 -1, 0) == MAP_FAILED)
+		return false;
+	atomic_store(&be->faulted, true);
+	uint64_t one = 1;
+	if (write(be->fault_fd, &one, sizeof(one)) < 0) {
+		/* the count is at its maximum: the loop knows already */
+	}
+	return true;
+}
+
+static void disconnect(struct fdvm_vu_backend *be);
+
+static void on_fault(void *opaque, int fd, uint32_t events)
+{
+	struct fdvm_vu_backend *be = opaque;
+	uint64_t n;
+	(void)events;
+	fdvm_eventfd_drain(fd, &n);
+	if (!atomic_exchange(&be->faulted, false) || be->conn_fd < 0)
+		return;
+	vu_log(be, FDVM_LOG_ERROR, "vhost-user %s: the frontend's memory shrank under a mapping (SIGBUS); dropping the frontend",
+	       be->cfg.name);
+	disconnect(be);
 }
 
 /* ---- connections ---- */
@@ -948,6 +1057,14 @@ int fdvm_vu_backend_create(const struct fdvm_vu_backend_config *cfg, struct fdvm
 	be->ops = ops;
 	be->nrings = ops->num_queues;
 	be->listen_fd = be->conn_fd = -1;
+	be->fault_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	int ret = be->fault_fd < 0 ? -errno : fdvm_loop_add(cfg->loop, be->fault_fd, EPOLLIN, on_fault, be);
+	if (ret) {
+		if (be->fault_fd >= 0)
+			close(be->fault_fd);
+		free(be);
+		return ret;
+	}
 	pthread_mutex_init(&be->err_lock, NULL);
 	for (unsigned i = 0; i < MAX_RINGS; i++)
 		be->rings[i] = (struct ring){ .kick_fd = -1, .call_fd = -1, .err_fd = -1 };
@@ -965,6 +1082,8 @@ void fdvm_vu_backend_destroy(struct fdvm_vu_backend *be)
 	be->listen_fd = -1; /* no new connection */
 	disconnect(be);
 	state_reset(be);
+	fdvm_loop_del(be->cfg.loop, be->fault_fd);
+	close(be->fault_fd);
 	pthread_mutex_destroy(&be->err_lock);
 	free(be);
 }
