@@ -43,6 +43,7 @@ struct ring {
 	uint16_t last_avail;		/* SET_VRING_BASE, then the device's */
 	int kick_fd, call_fd, err_fd;	/* owned; -1 */
 	bool started;			/* kicked (SET_VRING_KICK), not stopped */
+	bool bad_size;			/* the guest's size was refused: out */
 	bool enabled;
 	atomic_bool broken;		/* the guest broke it: out until restarted */
 };
@@ -106,18 +107,22 @@ static void close_fd(int *fd)
 
 /* A device thread found ring index broken: it leaves the device until the
  * frontend restarts the ring; the frontend hears of it on the err fd. */
-static void ring_broken(void *ctx, unsigned index)
+static void ring_out(struct fdvm_vu_backend *be, unsigned index)
 {
-	struct fdvm_vu_backend *be = ctx;
 	struct ring *r = &be->rings[index];
-
 	atomic_store(&r->broken, true);
-	vu_log(be, FDVM_LOG_WARN, "vhost-user %s: ring %u: the guest broke the ring; stopped until the frontend restarts it",
-	     be->cfg.name, index);
 	pthread_mutex_lock(&be->err_lock);
 	if (r->err_fd >= 0)
 		fdvm_eventfd_signal(r->err_fd);
 	pthread_mutex_unlock(&be->err_lock);
+}
+
+static void ring_broken(void *ctx, unsigned index)
+{
+	struct fdvm_vu_backend *be = ctx;
+	vu_log(be, FDVM_LOG_WARN, "vhost-user %s: ring %u: the guest broke the ring; stopped until the frontend restarts it",
+	       be->cfg.name, index);
+	ring_out(be, index);
 }
 
 static void device_stop(struct fdvm_vu_backend *be)
@@ -140,7 +145,8 @@ static void quiesce(struct fdvm_vu_backend *be)
 
 static volatile struct fdvm_vq_inflight *inflight_of(struct fdvm_vu_backend *be, unsigned i)
 {
-	if (!be->inflight || i >= be->inflight_nq || be->rings[i].num != be->inflight_qsize)
+	/* A region sized for inflight_qsize entries holds a smaller ring too. */
+	if (!be->inflight || i >= be->inflight_nq || be->rings[i].num > be->inflight_qsize)
 		return NULL;
 	return (void *)((uint8_t *)be->inflight + i * be->inflight_stride);
 }
@@ -251,6 +257,7 @@ struct ctx {
 	int *fds;
 	unsigned nfds;
 	bool replied;		/* the handler sent its own reply */
+	bool ack;		/* the frontend asked for a REPLY_ACK */
 	char why[160];		/* what was wrong, for the one log line */
 };
 
@@ -460,15 +467,28 @@ static int set_vring_num(struct ctx *c)
 	uint32_t num = c->m->state.num;
 	if (!r)
 		return -EINVAL;
-	if (!num || (num & (num - 1)) || num > FDVM_VQ_MAX_SIZE)
-		return fail(c, -EINVAL, "ring %u: size %u is not a power of two up to %d",
-			    c->m->state.index, num, FDVM_VQ_MAX_SIZE);
+	if (!num || (num & (num - 1)) || num > FDVM_VQ_MAX_SIZE) {
+		if (c->ack)
+			return fail(c, -EINVAL, "ring %u: size %u is not a power of two up to %d",
+				    c->m->state.index, num, FDVM_VQ_MAX_SIZE);
+		/* The guest chose it (QEMU passes it on unchecked): the ring is
+		 * the guest's loss, not the connection. */
+		if (r->started)
+			quiesce(c->be);
+		r->num = 0;
+		r->bad_size = true;
+		ring_out(c->be, c->m->state.index);
+		vu_log(c->be, FDVM_LOG_ERROR, "vhost-user %s: ring %u: size %u is not a power of two up to %d; the ring will not run",
+		       c->be->cfg.name, c->m->state.index, num, FDVM_VQ_MAX_SIZE);
+		return 0;
+	}
 	if (r->addr_set && !ring_fits(&c->be->mem, r, (uint16_t)num))
 		return fail(c, -EINVAL, "ring %u: with %u entries the rings leave their memory region",
 			    c->m->state.index, num);
 	if (r->started)
 		quiesce(c->be);
 	r->num = (uint16_t)num;
+	r->bad_size = false;
 	atomic_store(&r->broken, false);
 	return 0;
 }
@@ -560,7 +580,9 @@ static int set_vring_kick(struct ctx *c)
 	if (fd < 0)
 		return fail(c, -ENOTSUP, "ring %u: a ring without a kick fd (polled) is not supported",
 			    (unsigned)(c->m->u64 & VU_VRING_IDX_MASK));
-	if (!r->num || !r->addr_set) {
+	/* (A ring already out, for a size the guest chose, takes its kick
+	 * and stays out.) */
+	if ((!r->num || !r->addr_set) && !r->bad_size) {
 		close(fd);
 		return fail(c, -EINVAL, "ring %u: kicked before its size and addresses were set",
 			    (unsigned)(c->m->u64 & VU_VRING_IDX_MASK));
@@ -845,6 +867,8 @@ int vu_backend_handle(struct fdvm_vu_backend *be, struct vu_msg *m, int *fds, un
 				  : NULL;
 	bool ack = be->protocol_features >> VU_PF_REPLY_ACK & 1 && m->hdr.flags & VU_FLAG_NEED_REPLY;
 	char name[32];
+
+	c.ack = ack;
 	int ret;
 
 	be->counts[m->hdr.request <= VU_GET_STATUS ? m->hdr.request : VU_GET_STATUS + 1]++;
