@@ -6,18 +6,276 @@ runner adds one result of its own for the VMM's exit status and any expected
 output, so a guest that dies half-way, hangs, or exits with the wrong status
 fails even when every line it printed said "ok". A test skips (TAP "1..0 #
 SKIP") when KVM or QEMU is missing.
+
+With --vmm qemu --vhost-user fdvm|qsd each --disk is served by its own
+vhost-user-blk backend process (`fdvm serve blk` or qemu-storage-daemon) and
+QEMU gets vhost-user-blk-pci devices on shared (memfd) guest RAM. A backend
+must still be running when QEMU exits and must exit cleanly on SIGTERM (fdvm:
+status 0 and its socket removed); its output is shown as TAP comments.
+--kill-backend N SIGKILLs the first disk's backend N times at random moments
+of the guest's I/O phase (from --kill-after to --kill-before; a kill outside
+it fails the test) and restarts it on the same socket and image each time;
+QEMU reconnects (reconnect=1) and the guest must still pass. (QEMU 7.2 does
+not recover if the guest resets and restarts the device while the backend is
+down, so the kills must avoid the guest's reset tests.)
 """
 import argparse
 import os
+import random
 import re
 import shutil
+import signal
+import stat
 import subprocess
 import sys
+import tempfile
+import threading
+import time
 
 
 def skip(why):
     print(f"1..0 # SKIP {why}")
     sys.exit(0)
+
+
+def killpg(p, sig=signal.SIGKILL):
+    try:
+        os.killpg(p.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def describe(rc):
+    if rc is None:
+        return "still running"
+    if rc < 0:
+        try:
+            return f"killed by {signal.Signals(-rc).name}"
+        except ValueError:
+            return f"killed by signal {-rc}"
+    return f"exit status {rc}"
+
+
+class Backend:
+    """One vhost-user-blk backend process serving one image on one socket."""
+
+    def __init__(self, kind, fdvm, image, opts, sock, i, extra=()):
+        self.kind, self.fdvm, self.image, self.opts, self.sock, self.i = kind, fdvm, image, opts, sock, i
+        self.extra = list(extra)
+        self.p = None
+        self.failed = False  # a start failed: already reported
+        self.logs = []  # (generation, stdout file, stderr file)
+        self.gen = 0
+
+    def cmd(self):
+        if self.kind == "fdvm":
+            return [self.fdvm, "serve", "blk", "--socket", self.sock, self.image + self.opts, *self.extra]
+        return ["qemu-storage-daemon", "--blockdev",
+                f"driver=file,node-name=f,filename={self.image}", "--export",
+                f"type=vhost-user-blk,id=e,node-name=f,addr.type=unix,addr.path={self.sock},writable=on",
+                *self.extra]
+
+    def start(self, wait=10.0):
+        """Starts it and waits (bounded) for its socket; returns a problem or None."""
+        out = tempfile.TemporaryFile()
+        err = tempfile.TemporaryFile()
+        self.logs.append((self.gen, out, err))
+        self.gen += 1
+        self.p = subprocess.Popen(self.cmd(), stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                  start_new_session=True)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            try:
+                if stat.S_ISSOCK(os.stat(self.sock).st_mode):
+                    return None
+            except FileNotFoundError:
+                pass
+            if self.p.poll() is not None:
+                self.failed = True
+                return f"backend {self.i} exited before listening ({describe(self.p.returncode)})"
+            time.sleep(0.01)
+        self.failed = True
+        return f"backend {self.i}: no socket {self.sock} after {wait:g} s"
+
+    def connected(self):
+        """True once a frontend is connected: the backend holds an accepted
+        socket (in /proc/net/unix: connected, state 03, with the listener's
+        name; a socketpair has none)."""
+        inodes = set()
+        try:
+            for fd in os.listdir(f"/proc/{self.p.pid}/fd"):
+                m = re.match(r"socket:\[(\d+)\]", os.readlink(f"/proc/{self.p.pid}/fd/{fd}"))
+                if m:
+                    inodes.add(m.group(1))
+            with open("/proc/net/unix") as f:
+                for l in f:
+                    w = l.split()
+                    if len(w) >= 8 and w[6] in inodes and w[5] == "03":
+                        return True
+        except OSError:
+            pass
+        return False
+
+    def io(self, what="rchar"):
+        """Bytes it has read (rchar) or written (wchar), files and sockets
+        (/proc/PID/io), or None once gone."""
+        try:
+            with open(f"/proc/{self.p.pid}/io") as f:
+                for l in f:
+                    if l.startswith(what + ":"):
+                        return int(l.split()[1])
+        except OSError:
+            pass
+        return None
+
+    def sigkill(self):
+        killpg(self.p)
+        self.p.wait()
+
+    def stop(self, wait=10.0):
+        """SIGTERM after QEMU exited; returns a list of problems."""
+        problems = []
+        if self.failed:
+            return problems
+        rc = self.p.poll()
+        if rc is not None:
+            problems.append(f"backend {self.i} ({self.kind}) died while QEMU ran: {describe(rc)}")
+            return problems
+        self.p.send_signal(signal.SIGTERM)
+        try:
+            rc = self.p.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            killpg(self.p)
+            self.p.wait()
+            problems.append(f"backend {self.i} ({self.kind}) still running {wait:g} s after SIGTERM")
+            return problems
+        if rc != 0:
+            problems.append(f"backend {self.i} ({self.kind}) on SIGTERM: {describe(rc)}, expected exit status 0")
+        if self.kind == "fdvm" and os.path.exists(self.sock):
+            problems.append(f"backend {self.i} (fdvm) left its socket {self.sock} behind")
+        return problems
+
+    def report(self):
+        for gen, out, err in self.logs:
+            for f, what in ((out, "stdout"), (err, "stderr")):
+                f.seek(0)
+                for l in f.read().decode(errors="replace").splitlines():
+                    print(f"# backend {self.i}.{gen} {what}: {l}")
+                f.close()
+
+    def cleanup(self):
+        if self.p and self.p.poll() is None:
+            killpg(self.p)
+            self.p.wait()
+
+
+class Vmm:
+    """The VMM in its own process group; output collected by threads."""
+
+    def __init__(self, cmd):
+        self.out, self.err = bytearray(), bytearray()
+        self.cond = threading.Condition()
+        self.p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, start_new_session=True)
+        self.threads = [threading.Thread(target=self._read, args=(self.p.stdout, self.out), daemon=True),
+                        threading.Thread(target=self._read, args=(self.p.stderr, self.err), daemon=True)]
+        for t in self.threads:
+            t.start()
+
+    def _read(self, f, buf):
+        while True:
+            b = os.read(f.fileno(), 65536)
+            with self.cond:
+                if b:
+                    buf += b
+                self.cond.notify_all()
+            if not b:
+                return
+
+    def text(self):
+        with self.cond:
+            return self.out.decode(errors="replace")
+
+    def wait_for(self, rx, deadline):
+        """Waits until stdout matches rx; False at the deadline or when the VMM exits."""
+        with self.cond:
+            while True:
+                if re.search(rx, self.out.decode(errors="replace"), re.M):
+                    return True
+                if self.p.poll() is not None or time.monotonic() >= deadline:
+                    return False
+                self.cond.wait(min(0.1, max(0, deadline - time.monotonic())))
+
+    def finish(self, deadline):
+        """Waits for exit; kills the process group at the deadline. Returns (status, timed_out)."""
+        try:
+            status = self.p.wait(timeout=max(0, deadline - time.monotonic()))
+            timed_out = False
+        except subprocess.TimeoutExpired:
+            killpg(self.p)
+            self.p.wait()
+            status, timed_out = None, True
+        for t in self.threads:
+            t.join(5)
+        return status, timed_out
+
+
+def chaos(a, vmm, be, deadline, log, problems):
+    """Kills the first backend a.kill_backend times during the I/O phase and
+    restarts it. The moments are random amounts of data the backend has read
+    (or written, --kill-io write):
+    the first counted from the line that starts the phase, each later one from
+    the restart (so it falls after QEMU reconnected and I/O resumed). The
+    guest's stress phase reads 70000 x 512 bytes (36 MB); the defaults keep
+    two kills inside it."""
+    rng = random.Random(a.seed)
+    field, verb = ("rchar", "read") if a.kill_io == "read" else ("wchar", "wrote")
+    lo, hi = (float(x) * 1e6 for x in a.kill_mb.split(","))
+    if not vmm.wait_for(a.kill_after, deadline):
+        problems.append(f"the guest never printed /{a.kill_after}/: no backend was killed")
+        return
+    t_phase = time.monotonic()
+    base = be.io(field) or 0
+    for k in range(a.kill_backend):
+        target = rng.uniform(lo, hi)
+        t0 = time.monotonic()
+        while True:
+            got = be.io(field)
+            if got is None:
+                problems.append(f"backend died by itself before kill {k + 1}: {describe(be.p.poll())}")
+                return
+            if got - base >= target:
+                break
+            if vmm.p.poll() is not None:
+                problems.append(f"QEMU exited before kill {k + 1}")
+                return
+            if a.kill_before and re.search(a.kill_before, vmm.text(), re.M):
+                problems.append(f"the I/O phase ended before kill {k + 1} (backend {verb} {(got - base) / 1e6:.1f} "
+                                f"of {target / 1e6:.1f} MB)")
+                return
+            if time.monotonic() > min(deadline, t0 + 30):
+                problems.append(f"backend {verb} only {(got - base) / 1e6:.1f} of {target / 1e6:.1f} MB "
+                                f"in 30 s before kill {k + 1}")
+                return
+            time.sleep(0.0002)
+        be.sigkill()
+        if a.kill_before and re.search(a.kill_before, vmm.text(), re.M):
+            problems.append(f"kill {k + 1} came after the I/O phase ended (/{a.kill_before}/ already printed)")
+        log.append(f"kill {k + 1}: SIGKILL after the backend {verb} {(got - base) / 1e6:.2f} MB, "
+                   f"{time.monotonic() - t_phase:.2f} s into the I/O phase")
+        time.sleep(rng.uniform(0, 0.2))
+        why = be.start()
+        if why:
+            problems.append(f"restart {k + 1}: {why}")
+            return
+        t0 = time.monotonic()
+        while not be.connected() and time.monotonic() < min(deadline, t0 + 15):
+            time.sleep(0.005)
+        if not be.connected():
+            problems.append(f"restart {k + 1}: QEMU did not reconnect within 15 s")
+            return
+        log.append(f"restart {k + 1}: backend listening, QEMU reconnected {time.monotonic() - t0:.2f} s later")
+        base = 0
 
 
 def main():
@@ -27,6 +285,7 @@ def main():
     ap.add_argument("--fdvm-arg", action="append", default=[], help="extra fdvm run option")
     ap.add_argument("--runner", help="a test harness to run instead of `fdvm run`")
     ap.add_argument("--qemu-arg", action="append", default=[], help="extra QEMU option")
+    ap.add_argument("--mem", type=int, default=128, help="QEMU's guest RAM in MiB")
     ap.add_argument("--guest", required=True)
     ap.add_argument("--append", default="", help="guest command line")
     ap.add_argument("--status", type=int, default=0, help="expected exit status")
@@ -36,20 +295,65 @@ def main():
                     help="pass only if the guest is still running at the timeout")
     ap.add_argument("--disk", action="append", type=int, default=[],
                     help="a raw disk of this many MiB (virtio-blk), made for the run")
-    ap.add_argument("--disk-opts", default="", help="appended to fdvm's --blk FILE")
+    ap.add_argument("--disk-opts", default="",
+                    help="appended to fdvm's --blk FILE (and to fdvm serve blk's IMAGE)")
+    ap.add_argument("--vhost-user", choices=["fdvm", "qsd"],
+                    help="with --vmm qemu: serve each disk from a vhost-user-blk backend process")
+    ap.add_argument("--vhost-user-opts", default="", help="appended to QEMU's -device vhost-user-blk-pci")
+    ap.add_argument("--backend-arg", action="append", default=[], help="extra backend option")
+    ap.add_argument("--kill-backend", type=int, default=0,
+                    help="SIGKILL and restart the first disk's backend this many times (QEMU reconnects)")
+    ap.add_argument("--kill-after", default=r"^ok \d+ - read it back",
+                    help="the guest output line that starts the I/O phase for --kill-backend")
+    ap.add_argument("--kill-before", default=r"^(not )?ok \d+ - \d+ reads, up to",
+                    help="the guest output line that ends it (a kill after it is reported)")
+    ap.add_argument("--kill-io", choices=["read", "write"], default="read",
+                    help="count the data the backend reads or writes for --kill-mb")
+    ap.add_argument("--kill-mb", default="0.5,12",
+                    help="MIN,MAX: each kill comes once the backend has read a random amount of MB in "
+                         "this range (from the phase's start, then from its restart)")
+    ap.add_argument("--seed", type=int, default=None, help="seed for the kill moments")
     a = ap.parse_args()
+    if a.vhost_user and a.vmm != "qemu":
+        ap.error("--vhost-user needs --vmm qemu")
+    if a.vhost_user == "fdvm" and not a.fdvm:
+        ap.error("--vhost-user fdvm needs --fdvm")
+    if a.kill_backend and (not a.vhost_user or not a.disk):
+        ap.error("--kill-backend needs --vhost-user and a --disk")
+    if a.seed is None:
+        a.seed = random.randrange(1 << 32)
 
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         skip("no usable /dev/kvm")
-    import tempfile
+    qemu = None
+    if a.vmm == "qemu":
+        qemu = shutil.which("qemu-system-x86_64")
+        if not qemu:
+            skip("qemu-system-x86_64 is not installed")
+        if a.vhost_user == "qsd" and not shutil.which("qemu-storage-daemon"):
+            skip("qemu-storage-daemon is not installed")
+    tmpdir = tempfile.mkdtemp(prefix="fdvm-guest-")
     disks = []
     for mb in a.disk:
         f = tempfile.NamedTemporaryFile(prefix="fdvm-disk-", suffix=".img", delete=False)
         f.truncate(mb << 20)
         f.close()
         disks.append(f.name)
+    backends = []
+    problems = []
+    notes = []
     if a.vmm == "fdvm" and not a.runner:
         a.fdvm_arg += [f"--blk={d}{a.disk_opts}" for d in disks]
+    elif a.vmm == "qemu" and a.vhost_user:
+        a.qemu_arg += ["-object", f"memory-backend-memfd,id=mem,size={a.mem}M,share=on",
+                       "-machine", "memory-backend=mem"]
+        for i, d in enumerate(disks):
+            sock = os.path.join(tmpdir, f"vhost-user-blk-{i}.sock")
+            backends.append(Backend(a.vhost_user, a.fdvm, d, a.disk_opts if a.vhost_user == "fdvm" else "",
+                                    sock, i, a.backend_arg))
+            reconnect = ",reconnect=1" if a.kill_backend and i == 0 else ""
+            a.qemu_arg += ["-chardev", f"socket,id=c{i},path={sock}{reconnect}",
+                           "-device", f"vhost-user-blk-pci,chardev=c{i}{a.vhost_user_opts}"]
     elif a.vmm == "qemu":
         for i, d in enumerate(disks):
             a.qemu_arg += ["-drive", f"file={d},format=raw,if=none,id=d{i}",
@@ -63,27 +367,43 @@ def main():
         if a.append:
             cmd += ["--", *a.append.split()]
     else:
-        qemu = shutil.which("qemu-system-x86_64")
-        if not qemu:
-            skip("qemu-system-x86_64 is not installed")
-        cmd = [qemu, "-enable-kvm", "-cpu", "qemu64", "-m", "128", "-display", "none",
+        cmd = [qemu, "-enable-kvm", "-cpu", "qemu64", "-m", str(a.mem), "-display", "none",
                "-no-reboot", "-nodefaults", "-serial", "stdio",
                "-device", "isa-debug-exit,iobase=0xf4,iosize=4",
                "-kernel", a.guest, "-append", a.append, *a.qemu_arg]
 
     timed_out = False
+    out = err = ""
+    status = None
+    chaos_log = []
+    vmm = None
     try:
-        p = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True,
-                           timeout=a.timeout)
-        out, err, status = p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace"), p.returncode
-    except subprocess.TimeoutExpired as e:
-        timed_out = True
-        out = (e.stdout or b"").decode(errors="replace")
-        err = (e.stderr or b"").decode(errors="replace")
-        status = None
+        for b in backends:
+            why = b.start()
+            if why:
+                problems.append(why)
+        if not problems:
+            deadline = time.monotonic() + a.timeout
+            vmm = Vmm(cmd)
+            if a.kill_backend:
+                notes.append(f"kill seed {a.seed}")
+                chaos(a, vmm, backends[0], deadline, chaos_log, problems)
+            status, timed_out = vmm.finish(deadline)
+            out = vmm.out.decode(errors="replace")
+            err = vmm.err.decode(errors="replace")
+        for b in backends:
+            if b.p:
+                problems += b.stop()
+    finally:
+        if vmm and vmm.p.poll() is None:
+            killpg(vmm.p)
+            vmm.p.wait()
+        for b in backends:
+            b.cleanup()
+        for d in disks:
+            os.unlink(d)
+        shutil.rmtree(tmpdir, ignore_errors=True)
 
-    for d in disks:
-        os.unlink(d)
     # Pass the guest's TAP through; count its tests so ours comes last.
     lines = [l.rstrip("\r") for l in out.splitlines()]
     plan = 0
@@ -98,8 +418,11 @@ def main():
             print("# " + l if l else "#")
     for l in err.splitlines():
         print("# stderr: " + l)
+    for b in backends:
+        b.report()
+    for l in notes + chaos_log:
+        print("# " + l)
     ran = sum(1 for l in lines if re.match(r"^(not )?ok\b", l))
-    problems = []
     if ran != plan:
         problems.append(f"guest planned {plan} tests and ran {ran}")
     if a.expect_timeout:
@@ -107,18 +430,23 @@ def main():
             problems.append(f"guest exited with {status} but should have hung")
     elif timed_out:
         problems.append(f"killed after {a.timeout:g} s: guest hung")
-    elif status != a.status:
+    elif status != a.status and status is not None:
         problems.append(f"exit status {status}, expected {a.status}")
     for rx in a.expect:
         if not re.search(rx, out + err, re.M):
             problems.append(f"output does not match /{rx}/")
-    vmm = os.path.basename(a.runner) + " " + " ".join(a.fdvm_arg) if a.runner else a.vmm
-    name = f"{vmm.strip()} {os.path.basename(a.guest)} {a.append}".strip()
+    vmm_name = os.path.basename(a.runner) + " " + " ".join(a.fdvm_arg) if a.runner else a.vmm
+    if a.vhost_user:
+        vmm_name += f" + vhost-user {a.vhost_user}"
+        if a.kill_backend:
+            vmm_name += f" (killed {a.kill_backend}x)"
+    name = f"{vmm_name.strip()} {os.path.basename(a.guest)} {a.append}".strip()
     if problems:
         print(f"not ok {ran + 1} - {name}: " + "; ".join(problems))
     else:
         print(f"ok {ran + 1} - {name}: " +
-              ("hung as expected, killed by the timeout" if a.expect_timeout else f"exit status {status}"))
+              ("hung as expected, killed by the timeout" if a.expect_timeout else f"exit status {status}") +
+              ("; backends stopped cleanly" if backends else ""))
     print(f"1..{ran + 1}")
     sys.exit(0)
 
