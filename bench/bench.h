@@ -17,6 +17,8 @@ struct bench_opts {
 	int qemu;		/* run the QEMU rows (default on if QEMU exists) */
 	const char *blk_image;	/* set: give the guest this disk (virtio-blk) */
 	unsigned blk_poll_us;	/* fdvm's virtio-blk backend polling */
+	const char *vhost_user_sock; /* set: QEMU gets vhost-user-blk-pci on it (instead of the image) */
+	unsigned qemu_timeout_s;	/* QEMU is killed after this long (0: never) */
 };
 
 /* One VMM's figures for one row: cycles per repetition. */

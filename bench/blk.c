@@ -1,14 +1,19 @@
 /*
  * fdvm bench blk: 4 KiB random reads and writes on a RAM-backed (tmpfs)
- * image at queue depths 1 and 32, the same guest on fdvm's virtio-blk and
- * on QEMU's virtio-blk-pci over the same image, in one run: IOPS and mean
- * and p99 latency, with ratios.
+ * image at queue depths 1 and 32, the same guest on fdvm's virtio-blk, on
+ * QEMU's virtio-blk-pci, and on QEMU's vhost-user-blk-pci served by
+ * `fdvm serve blk` (this executable) and by qemu-storage-daemon, over the
+ * same image, in one run: IOPS and mean and p99 latency, with ratios.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "bench.h"
@@ -60,24 +65,178 @@ static double median(double *v, unsigned n)
 	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
+/* The rows, in table order. */
+enum { V_FDVM, V_QEMU, V_POLL, V_VU_FDVM, V_VU_QSD, NV };
+static const char *const vmm_names[NV] = { "fdvm", "QEMU", "fdvm+poll", "QEMU + fdvm serve blk",
+					   "QEMU + qemu-storage-daemon" };
+
+/* A vhost-user-blk backend process for one row. */
+struct backend {
+	pid_t pid;
+	int log; /* its stdout and stderr: an unlinked temporary file */
+	char dir[64], sock[128];
+};
+
+static void sleep_ms(unsigned ms)
+{
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000 };
+	nanosleep(&ts, NULL);
+}
+
+static void backend_dump(const struct backend *b, const char *what)
+{
+	char buf[4096];
+	ssize_t n;
+	fprintf(stderr, "fdvm bench blk: %s said:\n", what);
+	if (lseek(b->log, 0, SEEK_SET) == 0)
+		while ((n = read(b->log, buf, sizeof(buf))) > 0)
+			fwrite(buf, 1, (size_t)n, stderr);
+}
+
+static void backend_cleanup(struct backend *b)
+{
+	if (b->log >= 0)
+		close(b->log);
+	b->log = -1;
+	unlink(b->sock);
+	rmdir(b->dir);
+}
+
+/* Starts the backend on a fresh socket and waits (10 s at most) until it listens. */
+static int backend_start(struct backend *b, int v, const char *image, unsigned poll_us)
+{
+	*b = (struct backend){ .pid = -1, .log = -1 };
+	snprintf(b->dir, sizeof(b->dir), "/tmp/fdvm-bench-vu-XXXXXX");
+	if (!mkdtemp(b->dir))
+		return -errno;
+	snprintf(b->sock, sizeof(b->sock), "%s/blk.sock", b->dir);
+	char log[128];
+	snprintf(log, sizeof(log), "%s/log", b->dir);
+	b->log = open(log, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	unlink(log);
+	if (b->log < 0) {
+		int err = -errno;
+		backend_cleanup(b);
+		return err;
+	}
+	char spec[4200], blockdev[4200], export[4200];
+	snprintf(spec, sizeof(spec), "%s,poll=%u", image, poll_us);
+	snprintf(blockdev, sizeof(blockdev), "driver=file,node-name=f,filename=%s", image);
+	snprintf(export, sizeof(export),
+		 "type=vhost-user-blk,id=e,node-name=f,addr.type=unix,addr.path=%s,writable=on", b->sock);
+	fflush(NULL);
+	b->pid = fork();
+	if (b->pid < 0) {
+		int err = -errno;
+		backend_cleanup(b);
+		return err;
+	}
+	if (b->pid == 0) {
+		int null = open("/dev/null", O_RDONLY);
+		dup2(null, 0);
+		dup2(b->log, 1);
+		dup2(b->log, 2);
+		if (v == V_VU_FDVM) {
+			/* The same executable as this benchmark. */
+			const char *argv[] = { "fdvm", "serve", "blk", "--socket", b->sock, spec, NULL };
+			execv("/proc/self/exe", (char *const *)argv);
+		} else {
+			const char *argv[] = { "qemu-storage-daemon", "--blockdev", blockdev,
+					       "--export", export, NULL };
+			execvp(argv[0], (char *const *)argv);
+		}
+		fprintf(stderr, "exec: %s\n", strerror(errno));
+		_exit(127);
+	}
+	for (unsigned ms = 0; ms < 10000; ms += 10) {
+		struct stat st;
+		if (!stat(b->sock, &st) && S_ISSOCK(st.st_mode))
+			return 0;
+		int status;
+		if (waitpid(b->pid, &status, WNOHANG) == b->pid) {
+			fprintf(stderr, "fdvm bench blk: %s exited before listening (%s %d)\n", vmm_names[v],
+				WIFEXITED(status) ? "status" : "signal",
+				WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+			backend_dump(b, vmm_names[v]);
+			backend_cleanup(b);
+			return -EIO;
+		}
+		sleep_ms(10);
+	}
+	fprintf(stderr, "fdvm bench blk: %s: no socket %s after 10 s\n", vmm_names[v], b->sock);
+	kill(b->pid, SIGKILL);
+	waitpid(b->pid, NULL, 0);
+	backend_dump(b, vmm_names[v]);
+	backend_cleanup(b);
+	return -ETIMEDOUT;
+}
+
+/* SIGTERM; it must exit with status 0 within 10 s. */
+static int backend_stop(struct backend *b, int v)
+{
+	int status = 0, ret = 0;
+	bool gone = waitpid(b->pid, &status, WNOHANG) == b->pid;
+	if (gone) {
+		fprintf(stderr, "fdvm bench blk: %s died while QEMU ran\n", vmm_names[v]);
+		ret = -EIO;
+	} else {
+		kill(b->pid, SIGTERM);
+		for (unsigned ms = 0; !gone && ms < 10000; ms += 10) {
+			gone = waitpid(b->pid, &status, WNOHANG) == b->pid;
+			if (!gone)
+				sleep_ms(10);
+		}
+		if (!gone) {
+			fprintf(stderr, "fdvm bench blk: %s still running 10 s after SIGTERM\n", vmm_names[v]);
+			kill(b->pid, SIGKILL);
+			waitpid(b->pid, &status, 0);
+			ret = -ETIMEDOUT;
+		}
+	}
+	if (!ret && !(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
+		fprintf(stderr, "fdvm bench blk: %s ended with %s %d\n", vmm_names[v],
+			WIFEXITED(status) ? "status" : "signal",
+			WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+		ret = -EIO;
+	}
+	if (ret)
+		backend_dump(b, vmm_names[v]);
+	backend_cleanup(b);
+	return ret;
+}
+
+static bool have_qsd(void)
+{
+	return system("command -v qemu-storage-daemon >/dev/null 2>&1") == 0;
+}
+
 int fdvm_cmd_bench_blk(int argc, char **argv)
 {
 	struct bench_opts o = { .reps = 3, .ops = 5000, .qemu = -1 };
 	const char *dir = "/dev/shm", *json = "fdvm-bench-blk.json";
 	unsigned long size_mb = 256, poll_us = 50;
+	bool vhost_user = true;
 
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
 			printf("usage: fdvm bench blk [--reps N] [--ops N] [--size MiB] [--dir DIR] "
-			       "[--poll-us N] [--json FILE] [--no-qemu] [--guest FILE]\n"
+			       "[--poll-us N] [--json FILE] [--no-qemu] [--no-vhost-user] [--guest FILE]\n"
 			       "4 KiB random reads and writes at queue depths 1 and 32 on a raw image\n"
 			       "made in DIR (default /dev/shm, RAM-backed), under fdvm, QEMU, and fdvm\n"
-			       "with its backend polling a dry queue for --poll-us (default 50) first.\n");
+			       "with its backend polling a dry queue for --poll-us (default 50) first;\n"
+			       "then QEMU with vhost-user-blk-pci (guest RAM shared by memfd) served by\n"
+			       "'fdvm serve blk' (this executable, polling as fdvm+poll) and by\n"
+			       "qemu-storage-daemon. --no-vhost-user leaves those two rows out,\n"
+			       "--no-qemu every row that needs QEMU.\n");
 			return 0;
 		}
 		if (!strcmp(a, "--no-qemu")) {
 			o.qemu = 0;
+			continue;
+		}
+		if (!strcmp(a, "--no-vhost-user")) {
+			vhost_user = false;
 			continue;
 		}
 		if (!v) {
@@ -127,24 +286,59 @@ int fdvm_cmd_bench_blk(int argc, char **argv)
 	}
 	close(fd);
 	o.blk_image = image;
+	/* A backend that stops answering leaves the guest polling forever: bound
+	 * every QEMU run (boot, then every request at 2000 IOPS or better). */
+	o.qemu_timeout_s = (unsigned)(60 + (uint64_t)o.reps * o.ops * KINDS / 2000);
 
 	double hz = bench_tsc_hz();
 	char cmdline[256];
 	snprintf(cmdline, sizeof(cmdline), "blk reps=%u bops=%lu", o.reps, (unsigned long)o.ops);
-	/* 0: fdvm, 1: QEMU, 2: fdvm with its backend polling a while before sleeping. */
-	struct blk_fig fig[3][KINDS] = { 0 };
+	struct blk_fig fig[NV][KINDS] = { 0 };
 	int status = 0;
-	for (int v = 0; v < 3 && !status; v++) {
-		if (v == 1 && !o.qemu) {
-			printf("note: QEMU skipped (%s)\n", bench_have_qemu() ? "--no-qemu" : "not installed");
+	for (int v = 0; v < NV && !status; v++) {
+		bool on_qemu = v == V_QEMU || v == V_VU_FDVM || v == V_VU_QSD;
+		if (on_qemu && !o.qemu) {
+			if (v == V_QEMU)
+				printf("note: QEMU skipped (%s)\n",
+				       bench_have_qemu() ? "--no-qemu" : "not installed");
 			continue;
 		}
+		if ((v == V_VU_FDVM || v == V_VU_QSD) && !vhost_user) {
+			if (v == V_VU_FDVM)
+				printf("note: vhost-user rows skipped (--no-vhost-user)\n");
+			continue;
+		}
+		if (v == V_VU_QSD && !have_qsd()) {
+			printf("note: %s skipped (not installed)\n", vmm_names[v]);
+			continue;
+		}
+		fflush(stdout);
 		char *out = NULL;
 		size_t len = 0;
-		o.blk_poll_us = v == 2 ? poll_us : 0;
-		int ret = v == 1 ? bench_run_qemu(&o, cmdline, &out, &len) : bench_run_fdvm(&o, cmdline, &out, &len);
+		struct backend be;
+		int ret;
+		o.blk_poll_us = v == V_POLL ? (unsigned)poll_us : 0;
+		o.vhost_user_sock = NULL;
+		if (v == V_VU_FDVM || v == V_VU_QSD) {
+			if ((ret = backend_start(&be, v, image, (unsigned)poll_us))) {
+				fprintf(stderr, "fdvm bench blk: %s: backend failed to start: %s\n",
+					vmm_names[v], strerror(-ret));
+				status = 6;
+				break;
+			}
+			o.vhost_user_sock = be.sock;
+			ret = bench_run_qemu(&o, cmdline, &out, &len);
+			int bret = backend_stop(&be, v);
+			if (!ret && bret) {
+				free(out);
+				ret = bret;
+			}
+		} else {
+			ret = on_qemu ? bench_run_qemu(&o, cmdline, &out, &len)
+				      : bench_run_fdvm(&o, cmdline, &out, &len);
+		}
 		if (ret) {
-			fprintf(stderr, "fdvm bench blk: %s run failed: %s\n", v == 1 ? "QEMU" : "fdvm", strerror(-ret));
+			fprintf(stderr, "fdvm bench blk: %s run failed: %s\n", vmm_names[v], strerror(-ret));
 			status = 6;
 			break;
 		}
@@ -157,46 +351,96 @@ int fdvm_cmd_bench_blk(int argc, char **argv)
 
 	static const char *const names[KINDS] = { "randread qd1", "randread qd32", "randwrite qd1",
 						  "randwrite qd32" };
+	double m[KINDS][NV][3];
+	for (int k = 0; k < KINDS; k++)
+		for (int v = 0; v < NV; v++) {
+			m[k][v][0] = median(fig[v][k].iops, fig[v][k].n);
+			m[k][v][1] = median(fig[v][k].mean_us, fig[v][k].n);
+			m[k][v][2] = median(fig[v][k].p99_us, fig[v][k].n);
+		}
 	FILE *j = fopen(json, "w");
 	if (j)
-		fprintf(j, "{\n  \"image_mib\": %lu,\n  \"ops\": %lu,\n  \"reps\": %u,\n  \"rows\": [\n",
-			size_mb, (unsigned long)o.ops, o.reps);
+		fprintf(j, "{\n  \"image_mib\": %lu,\n  \"ops\": %lu,\n  \"reps\": %u,\n  \"poll_us\": %lu,\n"
+			   "  \"rows\": [\n",
+			size_mb, (unsigned long)o.ops, o.reps, poll_us);
 	printf("fdvm bench blk: 4 KiB, %lu ops x %u repetitions, %lu MiB image in %s (medians)\n\n",
 	       (unsigned long)o.ops, o.reps, size_mb, dir);
 	bool first = true;
-	printf("%-15s %-12s %10s %10s %10s %10s %10s\n", "", "", "IOPS", "mean us", "p99 us",
+	printf("%-15s %-27s %10s %10s %10s %10s %10s\n", "", "", "IOPS", "mean us", "p99 us",
 	       "IOPS x", "p99 x");
-	static const char *const vmm[3] = { "fdvm", "QEMU", "fdvm+poll" };
 	for (int k = 0; k < KINDS; k++) {
-		double m[3][3];
-		for (int v = 0; v < 3; v++) {
-			m[v][0] = median(fig[v][k].iops, fig[v][k].n);
-			m[v][1] = median(fig[v][k].mean_us, fig[v][k].n);
-			m[v][2] = median(fig[v][k].p99_us, fig[v][k].n);
-		}
-		for (int v = 0; v < 3; v++) {
+		bool named = false;
+		for (int v = 0; v < NV; v++) {
 			if (!fig[v][k].n)
 				continue;
-			printf("%-15s %-12s %10.0f %10.1f %10.1f", v ? "" : names[k], vmm[v], m[v][0],
-			       m[v][1], m[v][2]);
-			if (v != 1 && fig[1][k].n)
-				printf(" %9.2fx %9.2fx", m[v][0] / m[1][0], m[1][2] / m[v][2]);
+			printf("%-15s %-27s %10.0f %10.1f %10.1f", named ? "" : names[k], vmm_names[v],
+			       m[k][v][0], m[k][v][1], m[k][v][2]);
+			named = true;
+			if (v != V_QEMU && fig[V_QEMU][k].n)
+				printf(" %9.2fx %9.2fx", m[k][v][0] / m[k][V_QEMU][0],
+				       m[k][V_QEMU][2] / m[k][v][2]);
 			printf("\n");
 			if (fig[v][k].errors)
 				printf("  (%lu errors)\n", fig[v][k].errors);
 			if (j)
 				fprintf(j, "%s    {\"test\": \"%s\", \"vmm\": \"%s\", \"iops\": %.0f, "
 					   "\"mean_us\": %.2f, \"p99_us\": %.2f, \"errors\": %lu}",
-					first ? "" : ",\n", names[k], vmm[v], m[v][0], m[v][1], m[v][2],
-					fig[v][k].errors);
+					first ? "" : ",\n", names[k], vmm_names[v], m[k][v][0], m[k][v][1],
+					m[k][v][2], fig[v][k].errors);
 			first = false;
 		}
 	}
-	printf("\nIOPS x: fdvm's IOPS over QEMU's (above 1: fdvm faster); p99 x: QEMU's p99 over\n"
-	       "fdvm's (above 1: fdvm's tail is shorter). The guest polls for completions.\n"
-	       "fdvm+poll: the backend watches a dry queue for %lu us before sleeping.\n", poll_us);
+	printf("\nIOPS x: the row's IOPS over QEMU's virtio-blk-pci (above 1: faster); p99 x:\n"
+	       "QEMU's p99 over the row's (above 1: the row's tail is shorter). The guest polls\n"
+	       "for completions. fdvm+poll and fdvm serve blk: the backend watches a dry queue\n"
+	       "for %lu us before sleeping.\n", poll_us);
+
+	/* The vhost-user comparisons, each a ratio of medians with its goal. */
+	static const struct {
+		int k, a, b, col; /* ratio m[k][a][col] / m[k][b][col] */
+		double goal;	  /* 0: no goal */
+		const char *what;
+	} ratios[] = {
+		{ 1, V_VU_FDVM, V_VU_QSD, 0, 2.0, "fdvm serve / qemu-storage-daemon IOPS" },
+		{ 3, V_VU_FDVM, V_VU_QSD, 0, 2.0, "fdvm serve / qemu-storage-daemon IOPS" },
+		{ 0, V_VU_QSD, V_VU_FDVM, 2, 1.0, "qemu-storage-daemon / fdvm serve p99" },
+		{ 2, V_VU_QSD, V_VU_FDVM, 2, 1.0, "qemu-storage-daemon / fdvm serve p99" },
+		{ 1, V_VU_FDVM, V_POLL, 0, 0, "out-of-process / in-process fdvm+poll IOPS" },
+		{ 3, V_VU_FDVM, V_POLL, 0, 0, "out-of-process / in-process fdvm+poll IOPS" },
+		{ 1, V_VU_FDVM, V_FDVM, 0, 0, "out-of-process / in-process fdvm IOPS" },
+		{ 3, V_VU_FDVM, V_FDVM, 0, 0, "out-of-process / in-process fdvm IOPS" },
+	};
+	bool header = false, rfirst = true;
+	for (size_t i = 0; i < sizeof(ratios) / sizeof(ratios[0]); i++) {
+		int k = ratios[i].k, a = ratios[i].a, b = ratios[i].b, col = ratios[i].col;
+		if (!fig[a][k].n || !fig[b][k].n || m[k][b][col] <= 0)
+			continue;
+		double r = m[k][a][col] / m[k][b][col];
+		bool met = ratios[i].goal == 1.0 ? r > 1.0 : r >= ratios[i].goal;
+		if (!header) {
+			printf("\nvhost-user (QEMU as the frontend):\n");
+			header = true;
+		}
+		printf("  %-15s %-44s %6.2fx", names[k], ratios[i].what, r);
+		if (ratios[i].goal == 1.0)
+			printf("  goal > 1: %s", met ? "met" : "NOT met");
+		else if (ratios[i].goal)
+			printf("  goal >= %.0f: %s", ratios[i].goal, met ? "met" : "NOT met");
+		printf("\n");
+		if (j) {
+			if (rfirst)
+				fprintf(j, "\n  ],\n  \"ratios\": [\n");
+			fprintf(j, "%s    {\"test\": \"%s\", \"ratio\": \"%s\", \"value\": %.3f",
+				rfirst ? "" : ",\n", names[k], ratios[i].what, r);
+			if (ratios[i].goal)
+				fprintf(j, ", \"goal\": \"%s %.0f\", \"met\": %s",
+					ratios[i].goal == 1.0 ? ">" : ">=", ratios[i].goal, met ? "true" : "false");
+			fprintf(j, "}");
+			rfirst = false;
+		}
+	}
 	if (j) {
-		fprintf(j, "\n  ]\n}\n");
+		fprintf(j, rfirst ? "\n  ],\n  \"ratios\": []\n}\n" : "\n  ]\n}\n");
 		fclose(j);
 		printf("figures: %s\n", json);
 	}
