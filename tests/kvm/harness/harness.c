@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -90,10 +91,51 @@ static struct tc_mailbox *mailbox(void)
  * The MSI-X backend's work, in a thread or the child: count signals to
  * random vectors, each bracketed by the mailbox counts the guest checks.
  */
-static uint64_t msix_signals(struct tc_msix_mailbox *mb, const int *fds, unsigned n, uint64_t count)
+static uint64_t now_ns(void)
 {
-	uint64_t sent = 0;
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+/*
+ * Pacing: signal i of the round waits until the guest has begun i / pace
+ * mask or unmask writes since the round started, so the signals spread
+ * over the whole storm and each burst races with the write the guest has
+ * just announced. Bounded: if the guest makes no progress for a second,
+ * pacing is off for the rest of the round.
+ */
+static bool pace_wait(struct tc_msix_mailbox *mb, uint64_t base, uint64_t i, uint64_t pace)
+{
+	uint64_t last = __atomic_load_n(&mb->guest_ops, __ATOMIC_ACQUIRE), t0 = now_ns();
+	for (unsigned spin = 0;; spin++) {
+		uint64_t ops = __atomic_load_n(&mb->guest_ops, __ATOMIC_ACQUIRE);
+		if ((ops - base) * pace >= i)
+			return true;
+		if (ops != last) {
+			last = ops;
+			t0 = now_ns();
+		} else if (now_ns() - t0 > 1000000000ull) {
+			__atomic_fetch_add(&mb->pace_stalls, 1, __ATOMIC_SEQ_CST);
+			return false;
+		}
+		/* Spin briefly (the guest's next write is near), then give the
+		 * CPU away: with two cores the vCPU and fdvm's service thread
+		 * need it more than we do. */
+		if (spin < 64)
+			__builtin_ia32_pause();
+		else
+			sched_yield();
+	}
+}
+
+static uint64_t msix_signals(struct tc_msix_mailbox *mb, const int *fds, unsigned n, uint64_t count,
+			     uint64_t pace)
+{
+	uint64_t sent = 0, base = __atomic_load_n(&mb->guest_ops, __ATOMIC_ACQUIRE);
 	for (uint64_t i = 0; i < count; i++) {
+		if (pace && !pace_wait(mb, base, i, pace))
+			pace = 0;
 		uint64_t r = xrand();
 		unsigned v = (unsigned)(r % n);
 		uint64_t s = __atomic_load_n(&mb->seq[v], __ATOMIC_RELAXED) + 1;
@@ -110,7 +152,7 @@ static uint64_t msix_signals(struct tc_msix_mailbox *mb, const int *fds, unsigne
 /* ---- the process backend: forked before the VM exists ---- */
 
 struct child_req {
-	uint64_t count, mailbox_off, mem_size, nfds, seed;
+	uint64_t count, mailbox_off, mem_size, nfds, seed, pace;
 	bool msix; /* signal random vectors; fds[0..nfds-2] are theirs */
 };
 #define CHILD_MAX_FDS (FDVM_TEST_MSIX_VECTORS + 1)
@@ -140,7 +182,7 @@ static void child_main(int sock)
 		if (req.msix) {
 			rand_state = req.seed | 1;
 			sent = msix_signals((struct tc_msix_mailbox *)(mem + req.mailbox_off), fds,
-					    (unsigned)req.nfds - 1, req.count);
+					    (unsigned)req.nfds - 1, req.count, req.pace);
 		} else {
 			struct tc_mailbox *mb = (struct tc_mailbox *)(mem + req.mailbox_off);
 			for (uint64_t i = 1; i <= req.count; i++) {
@@ -217,7 +259,7 @@ struct thread_job {
 	int fd;
 	uint64_t count;
 	struct line *level; /* level test, else NULL */
-	uint64_t seed;
+	uint64_t seed, pace;
 };
 
 static void *msix_thread(void *arg)
@@ -229,7 +271,7 @@ static void *msix_thread(void *arg)
 	rand_state = j->seed | 1;
 	atomic_store(&backend_sent,
 		     msix_signals(fdvm_gpa(vm, msix_mailbox_gpa, sizeof(struct tc_msix_mailbox)),
-				  fds, FDVM_TEST_MSIX_VECTORS, j->count));
+				  fds, FDVM_TEST_MSIX_VECTORS, j->count, j->pace));
 	return NULL;
 }
 static struct thread_job job;
@@ -487,19 +529,20 @@ static int64_t run_command(uint64_t cmd)
 		wait_backend();
 		mb->done = 0;
 		atomic_store(&backend_sent, 0);
-		if (args[1] == TC_BY_PROCESS) {
+		uint64_t by = args[1] & 0xff, pace = args[1] >> 8;
+		if (by == TC_BY_PROCESS) {
 			uint64_t off;
 			int fds[FDVM_TEST_MSIX_VECTORS + 1];
 			for (unsigned v = 0; v < FDVM_TEST_MSIX_VECTORS; v++)
 				fds[v] = fdvm_pci_msix_fd(msix_dev, v);
 			fds[FDVM_TEST_MSIX_VECTORS] = fdvm_vm_mem_fd(vm, msix_mailbox_gpa, &off);
 			struct child_req req = { .count = args[0], .mailbox_off = off,
-						 .seed = args[2], .msix = true };
+						 .seed = args[2], .pace = pace, .msix = true };
 			ret = process_send(&req, fds, FDVM_TEST_MSIX_VECTORS + 1);
 			child_busy = ret == 0;
 			return ret;
 		}
-		job = (struct thread_job){ .count = args[0], .seed = args[2] };
+		job = (struct thread_job){ .count = args[0], .seed = args[2], .pace = pace };
 		if (pthread_create(&backend, NULL, msix_thread, &job))
 			return -EAGAIN;
 		backend_running = true;
