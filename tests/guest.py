@@ -7,9 +7,10 @@ output, so a guest that dies half-way, hangs, or exits with the wrong status
 fails even when every line it printed said "ok". A test skips (TAP "1..0 #
 SKIP") when KVM or QEMU is missing.
 
-With --vmm qemu --vhost-user fdvm|qsd each --disk is served by its own
-vhost-user-blk backend process (`fdvm serve blk` or qemu-storage-daemon) and
-QEMU gets vhost-user-blk-pci devices on shared (memfd) guest RAM. A backend
+With --vhost-user fdvm|qsd each --disk is served by its own vhost-user-blk
+backend process (`fdvm serve blk` or qemu-storage-daemon): QEMU gets
+vhost-user-blk-pci devices on shared (memfd) guest RAM, fdvm gets
+--vhost-user blk,socket=... (its RAM is always a memfd). A backend
 must still be running when QEMU exits and must exit cleanly on SIGTERM (fdvm:
 status 0 and its socket removed); its output is shown as TAP comments.
 --kill-backend N SIGKILLs the first disk's backend N times at random moments
@@ -17,7 +18,10 @@ of the guest's I/O phase (from --kill-after to --kill-before; a kill outside
 it fails the test) and restarts it on the same socket and image each time;
 QEMU reconnects (reconnect=1) and the guest must still pass. (QEMU 7.2 does
 not recover if the guest resets and restarts the device while the backend is
-down, so the kills must avoid the guest's reset tests.)
+down, so the kills must avoid the guest's reset tests.) With --kill-for-good
+the backend is killed once and not restarted: the VMM must report it and
+keep running (use with --expect and --expect-timeout). --runs N boots the
+guest N times in a row on the same backends: every run must pass.
 """
 import argparse
 import os
@@ -247,7 +251,7 @@ def chaos(a, vmm, be, deadline, log, problems):
             if got - base >= target:
                 break
             if vmm.p.poll() is not None:
-                problems.append(f"QEMU exited before kill {k + 1}")
+                problems.append(f"the VMM exited before kill {k + 1}")
                 return
             if a.kill_before and re.search(a.kill_before, vmm.text(), re.M):
                 problems.append(f"the I/O phase ended before kill {k + 1} (backend {verb} {(got - base) / 1e6:.1f} "
@@ -263,6 +267,8 @@ def chaos(a, vmm, be, deadline, log, problems):
             problems.append(f"kill {k + 1} came after the I/O phase ended (/{a.kill_before}/ already printed)")
         log.append(f"kill {k + 1}: SIGKILL after the backend {verb} {(got - base) / 1e6:.2f} MB, "
                    f"{time.monotonic() - t_phase:.2f} s into the I/O phase")
+        if a.kill_for_good:
+            return
         time.sleep(rng.uniform(0, 0.2))
         why = be.start()
         if why:
@@ -272,9 +278,9 @@ def chaos(a, vmm, be, deadline, log, problems):
         while not be.connected() and time.monotonic() < min(deadline, t0 + 15):
             time.sleep(0.005)
         if not be.connected():
-            problems.append(f"restart {k + 1}: QEMU did not reconnect within 15 s")
+            problems.append(f"restart {k + 1}: the VMM did not reconnect within 15 s")
             return
-        log.append(f"restart {k + 1}: backend listening, QEMU reconnected {time.monotonic() - t0:.2f} s later")
+        log.append(f"restart {k + 1}: backend listening, the VMM reconnected {time.monotonic() - t0:.2f} s later")
         base = 0
 
 
@@ -313,9 +319,11 @@ def main():
                     help="MIN,MAX: each kill comes once the backend has read a random amount of MB in "
                          "this range (from the phase's start, then from its restart)")
     ap.add_argument("--seed", type=int, default=None, help="seed for the kill moments")
+    ap.add_argument("--kill-for-good", action="store_true",
+                    help="with --kill-backend 1: the backend is not restarted")
+    ap.add_argument("--runs", type=int, default=1,
+                    help="boot the guest this many times in a row on the same backends")
     a = ap.parse_args()
-    if a.vhost_user and a.vmm != "qemu":
-        ap.error("--vhost-user needs --vmm qemu")
     if a.vhost_user == "fdvm" and not a.fdvm:
         ap.error("--vhost-user fdvm needs --fdvm")
     if a.kill_backend and (not a.vhost_user or not a.disk):
@@ -342,17 +350,23 @@ def main():
     backends = []
     problems = []
     notes = []
-    if a.vmm == "fdvm" and not a.runner:
-        a.fdvm_arg += [f"--blk={d}{a.disk_opts}" for d in disks]
-    elif a.vmm == "qemu" and a.vhost_user:
-        a.qemu_arg += ["-object", f"memory-backend-memfd,id=mem,size={a.mem}M,share=on",
-                       "-machine", "memory-backend=mem"]
+    if a.vhost_user:
         for i, d in enumerate(disks):
             sock = os.path.join(tmpdir, f"vhost-user-blk-{i}.sock")
             backends.append(Backend(a.vhost_user, a.fdvm, d, a.disk_opts if a.vhost_user == "fdvm" else "",
                                     sock, i, a.backend_arg))
-            reconnect = ",reconnect=1" if a.kill_backend and i == 0 else ""
-            a.qemu_arg += ["-chardev", f"socket,id=c{i},path={sock}{reconnect}",
+    if a.vmm == "fdvm" and not a.runner and a.vhost_user:
+        for i, b in enumerate(backends):
+            reconnect = ",reconnect=1" if a.kill_backend and not a.kill_for_good and i == 0 else ""
+            a.fdvm_arg.append(f"--vhost-user=blk,socket={b.sock}{reconnect}")
+    elif a.vmm == "fdvm" and not a.runner:
+        a.fdvm_arg += [f"--blk={d}{a.disk_opts}" for d in disks]
+    elif a.vmm == "qemu" and a.vhost_user:
+        a.qemu_arg += ["-object", f"memory-backend-memfd,id=mem,size={a.mem}M,share=on",
+                       "-machine", "memory-backend=mem"]
+        for i, b in enumerate(backends):
+            reconnect = ",reconnect=1" if a.kill_backend and not a.kill_for_good and i == 0 else ""
+            a.qemu_arg += ["-chardev", f"socket,id=c{i},path={b.sock}{reconnect}",
                            "-device", f"vhost-user-blk-pci,chardev=c{i}{a.vhost_user_opts}"]
     elif a.vmm == "qemu":
         for i, d in enumerate(disks):
@@ -382,17 +396,31 @@ def main():
             why = b.start()
             if why:
                 problems.append(why)
-        if not problems:
+        for run in range(a.runs):
+            if problems:
+                break
+            if run:
+                # The run before passed its checks below: say so, start again.
+                notes.append(f"run {run} of {a.runs}: exit status {status}, guest output as expected")
             deadline = time.monotonic() + a.timeout
             vmm = Vmm(cmd)
-            if a.kill_backend:
+            if a.kill_backend and not run:
                 notes.append(f"kill seed {a.seed}")
                 chaos(a, vmm, backends[0], deadline, chaos_log, problems)
             status, timed_out = vmm.finish(deadline)
             out = vmm.out.decode(errors="replace")
             err = vmm.err.decode(errors="replace")
+            if run + 1 < a.runs:
+                # Earlier runs are judged here; the last one below, in full.
+                if timed_out or status != a.status:
+                    problems.append(f"run {run + 1} of {a.runs}: exit status {status}, expected {a.status}")
+                elif any(re.match(r"^not ok\b", l) for l in out.splitlines()):
+                    problems.append(f"run {run + 1} of {a.runs}: the guest reported a failure")
+                for b in backends:
+                    if b.p and b.p.poll() is not None:
+                        problems.append(f"run {run + 1} of {a.runs}: backend {b.i} died: {describe(b.p.poll())}")
         for b in backends:
-            if b.p:
+            if b.p and not (a.kill_for_good and b is backends[0]):
                 problems += b.stop()
     finally:
         if vmm and vmm.p.poll() is None:
@@ -423,7 +451,7 @@ def main():
     for l in notes + chaos_log:
         print("# " + l)
     ran = sum(1 for l in lines if re.match(r"^(not )?ok\b", l))
-    if ran != plan:
+    if ran != plan and not a.expect_timeout:
         problems.append(f"guest planned {plan} tests and ran {ran}")
     if a.expect_timeout:
         if not timed_out:

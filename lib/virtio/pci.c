@@ -98,10 +98,9 @@ static void config_irq(struct fdvm_virtio_pci *t)
 static void queue_broken(void *ctx, unsigned index)
 {
 	struct fdvm_virtio_pci *t = ctx;
-	(void)index;
 	if (!atomic_exchange(&t->needs_reset, true)) {
-		fdvm_log(t->vm, FDVM_LOG_WARN, "virtio %s: the guest broke a queue: device needs reset",
-			 t->ops->name);
+		fdvm_log(t->vm, FDVM_LOG_WARN, "virtio %s: queue %u cannot go on: device needs reset",
+			 t->ops->name, index);
 		config_irq(t);
 	}
 }
