@@ -60,7 +60,8 @@ static struct fdvm_vu_backend *served;
 static void on_sigbus(int sig, siginfo_t *si, void *uc)
 {
 	(void)uc;
-	if (served && fdvm_vu_backend_fault(served, si->si_addr))
+	/* Only a fault the kernel raised has an address to look at. */
+	if (si->si_code > 0 && served && fdvm_vu_backend_fault(served, si->si_addr))
 		return;
 	signal(sig, SIG_DFL); /* not ours: the fault repeats, and kills */
 }

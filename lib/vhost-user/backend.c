@@ -44,6 +44,8 @@ struct ring {
 	int kick_fd, call_fd, err_fd;	/* owned; -1 */
 	bool started;			/* kicked (SET_VRING_KICK), not stopped */
 	bool bad_size;			/* the guest's size was refused: out */
+	bool unplaced;			/* not in the memory table at the last start */
+	bool fresh;			/* kicked, not yet started on this kick */
 	bool enabled;
 	atomic_bool broken;		/* the guest broke it: out until restarted */
 };
@@ -64,7 +66,7 @@ struct fdvm_vu_backend {
 	struct vu_mem mem;
 	struct ring rings[MAX_RINGS];
 	void *inflight;			/* mmap of the inflight fd */
-	size_t inflight_len;
+	size_t inflight_len, inflight_page;
 	uint16_t inflight_nq, inflight_qsize;
 	size_t inflight_stride;
 
@@ -163,9 +165,10 @@ static bool queue_setup(struct fdvm_vu_backend *be, unsigned i, struct fdvm_virt
 	    !vu_mem_uva_to_gpa(&be->mem, r->avail, &avail) ||
 	    !vu_mem_uva_to_gpa(&be->mem, r->used, &used) ||
 	    fdvm_vq_init(&q->vq, r->num, desc, avail, used, ei, ind, vu_mem_gpa, &be->mem)) {
-		vu_log(be, FDVM_LOG_ERROR, "vhost-user %s: ring %u: size %u, or rings outside the memory table",
-		     be->cfg.name, i, r->num);
-		atomic_store(&r->broken, true);
+		vu_log(be, FDVM_LOG_ERROR, "vhost-user %s: ring %u: size %u, rings misaligned or outside the memory table; the ring will not run",
+		       be->cfg.name, i, r->num);
+		r->unplaced = true;
+		ring_out(be, i);
 		return false;
 	}
 	q->index = i;
@@ -178,8 +181,16 @@ static bool queue_setup(struct fdvm_vu_backend *be, unsigned i, struct fdvm_virt
 		fdvm_vq_inflight_attach(&q->vq, fl);
 		if (q->vq.nresubmit)
 			vu_log(be, FDVM_LOG_INFO, "vhost-user %s: ring %u: %u requests in flight at the last disconnect, resubmitted",
-			     be->cfg.name, i, q->vq.nresubmit);
+			       be->cfg.name, i, q->vq.nresubmit);
 	}
+	/* A ring that was running before this kick (the frontend restarted
+	 * it, or reconnected after our predecessor died) may hold answers
+	 * whose interrupt was never sent: one signal, where the driver could
+	 * be waiting. A fresh ring (used index 0) gets none. */
+	if (r->fresh && q->vq.used_idx && q->call_fd >= 0 &&
+	    (!ei || q->vq.used_idx != __atomic_load_n(&q->vq.avail->ring[q->vq.size], __ATOMIC_ACQUIRE)))
+		fdvm_eventfd_signal(q->call_fd);
+	r->fresh = false;
 	return true;
 }
 
@@ -193,7 +204,8 @@ static void apply(struct fdvm_vu_backend *be)
 		return;
 	for (unsigned i = 0; i < be->nrings; i++) {
 		struct ring *r = &be->rings[i];
-		if (!r->started || !r->enabled || atomic_load(&r->broken) || !r->num || !r->addr_set)
+		if (!r->started || !r->enabled || atomic_load(&r->broken) || r->unplaced || !r->num ||
+		    !r->addr_set)
 			continue;
 		if (queue_setup(be, i, &be->dq[n]))
 			n++;
@@ -405,7 +417,7 @@ static int set_mem_table(struct ctx *c)
 	free(next);
 	/* Rings the old table could not place may fit the new one. */
 	for (unsigned i = 0; i < be->nrings; i++)
-		atomic_store(&be->rings[i].broken, false);
+		be->rings[i].unplaced = false;
 	return 0;
 }
 
@@ -425,7 +437,7 @@ static int add_mem_reg(struct ctx *c)
 	quiesce(be);
 	vu_mem_add(&be->mem, &mp);
 	for (unsigned i = 0; i < be->nrings; i++)
-		atomic_store(&be->rings[i].broken, false);
+		be->rings[i].unplaced = false;
 	return 0;
 }
 
@@ -489,6 +501,7 @@ static int set_vring_num(struct ctx *c)
 		quiesce(c->be);
 	r->num = (uint16_t)num;
 	r->bad_size = false;
+	r->unplaced = false;
 	atomic_store(&r->broken, false);
 	return 0;
 }
@@ -516,6 +529,7 @@ static int set_vring_addr(struct ctx *c)
 	r->avail = a->avail;
 	r->used = a->used;
 	r->addr_set = true;
+	r->unplaced = false;
 	atomic_store(&r->broken, false);
 	return 0;
 }
@@ -566,6 +580,11 @@ static int vring_fd(struct ctx *c, struct ring **r, int *fd)
 	 * be an eventfd (a full pipe would block them). */
 	if (!fdvm_fd_is_eventfd(c->fds[0]))
 		return fail(c, -EINVAL, "ring %u: the fd is not an eventfd", (unsigned)(v & VU_VRING_IDX_MASK));
+	/* A blocking one at its maximum count would hang whoever writes it. */
+	int fl = fcntl(c->fds[0], F_GETFL);
+	if (fl < 0 || fcntl(c->fds[0], F_SETFL, fl | O_NONBLOCK) < 0)
+		return fail(c, -errno, "ring %u: making the eventfd non-blocking: %s",
+			    (unsigned)(v & VU_VRING_IDX_MASK), strerror(errno));
 	*fd = c->fds[0];
 	c->fds[0] = -1; /* the ring's now */
 	return 0;
@@ -591,6 +610,7 @@ static int set_vring_kick(struct ctx *c)
 	close_fd(&r->kick_fd);
 	r->kick_fd = fd;
 	r->started = true;
+	r->fresh = true;
 	atomic_store(&r->broken, false);
 	/* Without protocol features a ring is enabled as it starts. */
 	if (!(c->be->features >> VU_F_PROTOCOL_FEATURES & 1))
@@ -706,13 +726,15 @@ static int inflight_check(struct ctx *c, const struct vu_inflight *in)
 	return 0;
 }
 
-static int inflight_install(struct ctx *c, void *map, size_t len, const struct vu_inflight *in)
+static int inflight_install(struct ctx *c, void *map, size_t len, size_t page,
+			    const struct vu_inflight *in)
 {
 	struct fdvm_vu_backend *be = c->be;
 	quiesce(be);
 	inflight_unmap(be);
 	be->inflight = map;
 	be->inflight_len = len;
+	be->inflight_page = page;
 	be->inflight_nq = in->num_queues;
 	be->inflight_qsize = in->queue_size;
 	be->inflight_stride = inflight_stride(in->queue_size);
@@ -737,7 +759,7 @@ static int get_inflight_fd(struct ctx *c)
 		close(fd);
 		return ret;
 	}
-	inflight_install(c, map, len, &in);
+	inflight_install(c, map, len, (size_t)sysconf(_SC_PAGESIZE), &in);
 	in.mmap_size = len;
 	in.mmap_offset = 0;
 	ret = reply(c, &in, sizeof(in), &fd, 1);
@@ -764,7 +786,7 @@ static int set_inflight_fd(struct ctx *c)
 	void *map = mmap(NULL, need, PROT_READ | PROT_WRITE, MAP_SHARED, c->fds[0], (off_t)in.mmap_offset);
 	if (map == MAP_FAILED)
 		return fail(c, -errno, "mapping the inflight fd: %s", strerror(errno));
-	return inflight_install(c, map, need, &in);
+	return inflight_install(c, map, need, vu_page_size(&st), &in);
 }
 
 static int set_status(struct ctx *c)
@@ -913,16 +935,20 @@ static bool in_mapping(const void *addr, const void *map, size_t len)
 
 bool fdvm_vu_backend_fault(struct fdvm_vu_backend *be, void *addr)
 {
-	bool ours = in_mapping(addr, be->inflight, be->inflight_len);
-	for (unsigned i = 0; i < be->mem.n && !ours; i++)
-		ours = in_mapping(addr, be->mem.m[i].map, be->mem.m[i].map_len);
-	if (!ours)
+	size_t page = 0;
+	if (in_mapping(addr, be->inflight, be->inflight_len))
+		page = be->inflight_page;
+	for (unsigned i = 0; i < be->mem.n && !page; i++)
+		if (in_mapping(addr, be->mem.m[i].map, be->mem.m[i].map_len))
+			page = be->mem.m[i].page;
+	if (!page)
 		return false;
-	/* The file under the mapping shrank: put a blank page where the
-	 * access faulted, so it completes, and have the loop drop the
-	 * frontend. Only syscalls here: this runs in a signal handler. */
-	uintptr_t page = (uintptr_t)addr & ~(uintptr_t)4095;
-	if (mmap((void *)page, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED,
+	/* The file under the mapping shrank: put a blank page (of the
+	 * mapping's page size: a huge page cannot be split) where the access
+	 * faulted, so it completes, and have the loop drop the frontend. Only
+	 * syscalls here: this runs in a signal handler. */
+	uintptr_t at = (uintptr_t)addr & ~(uintptr_t)(page - 1);
+	if (mmap((void *)at, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED,
 		 -1, 0) == MAP_FAILED)
 		return false;
 	atomic_store(&be->faulted, true);
@@ -1001,12 +1027,13 @@ static void on_message(void *opaque, int fd, uint32_t events)
 		disconnect(be);
 		return;
 	}
-	ret = vu_recv(fd, m, fds, &nfds);
+	ret = vu_recv(fd, m, fds, &nfds, VU_IO_TIMEOUT_MS);
 	if (ret == -EPIPE)
 		ret = -1; /* the frontend went away */
 	else if (ret)
 		vu_log(be, FDVM_LOG_ERROR, "vhost-user %s: reading a message: %s; dropping the frontend",
-		     be->cfg.name, ret == -EPROTO ? "malformed or cut short" : strerror(-ret));
+		       be->cfg.name, ret == -EPROTO ? "malformed or cut short"
+				     : ret == -ETIMEDOUT ? "not whole within 5 s" : strerror(-ret));
 	else
 		ret = vu_backend_handle(be, m, fds, nfds);
 	free(m);

@@ -67,12 +67,14 @@ struct fdvm_vu_frontend {
 	int timer_fd;			/* reconnect tries */
 	int err_fd[MAX_QUEUES];		/* the backend says a ring broke */
 
+	pthread_mutex_t config_lock;	/* guards config: a vCPU reads it while
+					 * a reconnect may hold lock for long */
+	uint8_t config[VU_MAX_CONFIG];
 	pthread_mutex_t lock;		/* guards everything below */
 	int sock;			/* -1 while disconnected */
 	bool mem_sent;			/* on this connection */
 	uint64_t backend_features, protocol_features;
 	unsigned nq;
-	uint8_t config[VU_MAX_CONFIG];
 	bool started;			/* the transport started us */
 	struct fdvm_virtio_start st;	/* its queues, while started */
 	uint64_t features;		/* negotiated with the driver */
@@ -121,7 +123,7 @@ static int call(struct fdvm_vu_frontend *fe, uint32_t req, const void *payload, 
 		goto fail;
 	if (!want && !ack)
 		goto out;
-	if ((ret = vu_recv(fe->sock, m, rfds, &nr)))
+	if ((ret = vu_recv(fe->sock, m, rfds, &nr, VU_IO_TIMEOUT_MS)))
 		goto fail;
 	if (m->hdr.request != req || !(m->hdr.flags & VU_FLAG_REPLY) ||
 	    m->hdr.size != (want ? want_len : 8) || nr > (reply_fd ? 1u : 0u)) {
@@ -276,8 +278,10 @@ static int handshake(struct fdvm_vu_frontend *fe)
 		if ((ret = call(fe, VU_GET_CONFIG, &c, VU_CONFIG_HDR + c.size, NULL, 0, &c,
 				VU_CONFIG_HDR + c.size, NULL)))
 			return ret;
+		fe->type->set_queues(c.payload, fe->nq);
+		pthread_mutex_lock(&fe->config_lock);
 		memcpy(fe->config, c.payload, fe->type->config_size);
-		fe->type->set_queues(fe->config, fe->nq);
+		pthread_mutex_unlock(&fe->config_lock);
 	}
 	return 0;
 }
@@ -378,9 +382,10 @@ static int program(struct fdvm_vu_frontend *fe, bool fresh)
 		if ((ret = call_state(fe, VU_SET_VRING_NUM, i, vq->size)) ||
 		    (ret = call_state(fe, VU_SET_VRING_BASE, i, base)) ||
 		    (ret = call(fe, VU_SET_VRING_ADDR, &a, sizeof(a), NULL, 0, NULL, 0, NULL)) ||
-		    (ret = call_vring_fd(fe, VU_SET_VRING_KICK, i, q->kick_fd)) ||
 		    (ret = call_vring_fd(fe, VU_SET_VRING_CALL, i, q->call_fd)) ||
-		    (ret = call_vring_fd(fe, VU_SET_VRING_ERR, i, fe->err_fd[i])))
+		    (ret = call_vring_fd(fe, VU_SET_VRING_ERR, i, fe->err_fd[i])) ||
+		    /* Last: the kick starts the ring, with its call fd in place. */
+		    (ret = call_vring_fd(fe, VU_SET_VRING_KICK, i, q->kick_fd)))
 			return ret;
 		if ((fe->backend_features >> VU_F_PROTOCOL_FEATURES & 1) &&
 		    (ret = call_state(fe, VU_SET_VRING_ENABLE, i, 1)))
@@ -407,9 +412,9 @@ static void unprogram(struct fdvm_vu_frontend *fe)
 static void config_read(void *opaque, uint32_t off, void *buf, uint32_t len)
 {
 	struct fdvm_vu_frontend *fe = opaque;
-	pthread_mutex_lock(&fe->lock);
+	pthread_mutex_lock(&fe->config_lock);
 	memcpy(buf, fe->config + off, len);
-	pthread_mutex_unlock(&fe->lock);
+	pthread_mutex_unlock(&fe->config_lock);
 }
 
 static void config_write(void *opaque, uint32_t off, const void *buf, uint32_t len)
@@ -418,10 +423,14 @@ static void config_write(void *opaque, uint32_t off, const void *buf, uint32_t l
 	struct vu_config c = { .offset = off, .size = len };
 	pthread_mutex_lock(&fe->lock);
 	memcpy(c.payload, buf, len);
-	if (has_pf(fe, VU_PF_CONFIG) &&
-	    !call(fe, VU_SET_CONFIG, &c, VU_CONFIG_HDR + len, NULL, 0, NULL, 0, NULL))
-		memcpy(fe->config + off, buf, len);
+	bool ok = has_pf(fe, VU_PF_CONFIG) &&
+		  !call(fe, VU_SET_CONFIG, &c, VU_CONFIG_HDR + len, NULL, 0, NULL, 0, NULL);
 	pthread_mutex_unlock(&fe->lock);
+	if (ok) {
+		pthread_mutex_lock(&fe->config_lock);
+		memcpy(fe->config + off, buf, len);
+		pthread_mutex_unlock(&fe->config_lock);
+	}
 }
 
 static int start(void *opaque, const struct fdvm_virtio_start *s)
@@ -433,9 +442,16 @@ static int start(void *opaque, const struct fdvm_virtio_start *s)
 	fe->st = *s;
 	fe->features = s->features;
 	fe->started = true;
-	if (fe->sock >= 0)
+	if (fe->sock >= 0) {
 		ret = program(fe, true);
-	else if (!fe->cfg.reconnect_s || fe->gave_up)
+		/* Rings set up before the failure must not run on: stop them
+		 * (GET_VRING_BASE), or failing that cut the connection. */
+		if (ret) {
+			unprogram(fe);
+			if (fe->sock >= 0)
+				shutdown(fe->sock, SHUT_RDWR);
+		}
+	} else if (!fe->cfg.reconnect_s || fe->gave_up)
 		ret = -ENOTCONN; /* the transport reports DEVICE_NEEDS_RESET */
 	/* else: the rings are handed over when the backend is back. */
 	if (ret) {
@@ -594,6 +610,7 @@ static void fe_destroy(struct fdvm_virtio_model *m)
 	fdvm_log(fe->vm, FDVM_LOG_INFO, "vhost-user %s: %lu messages sent to the backend", fe->path,
 		 fe->messages);
 	pthread_mutex_destroy(&fe->lock);
+	pthread_mutex_destroy(&fe->config_lock);
 	free(fe->path);
 	free(fe);
 }
@@ -627,6 +644,7 @@ int fdvm_vu_frontend_create(struct fdvm_vm *vm, const struct fdvm_vu_frontend_co
 	for (unsigned i = 0; i < MAX_QUEUES; i++)
 		fe->err_fd[i] = -1;
 	pthread_mutex_init(&fe->lock, NULL);
+	pthread_mutex_init(&fe->config_lock, NULL);
 	fe->model = (struct fdvm_virtio_model){ .ops = &fe->ops, .opaque = fe, .destroy = fe_destroy };
 
 	if ((ret = fdvm_epoll_loop_create(&fe->sup)))

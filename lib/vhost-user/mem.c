@@ -13,6 +13,12 @@ static bool overlap(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
 	return a < b + blen && b < a + alen;
 }
 
+size_t vu_page_size(const struct stat *st)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE), b = (size_t)st->st_blksize;
+	return b > page && !(b & (b - 1)) ? b : page;
+}
+
 int vu_mem_map(const struct vu_mem *mem, const struct vu_region *r, int fd,
 	       struct vu_mapping *out, const char **why)
 {
@@ -59,7 +65,8 @@ int vu_mem_map(const struct vu_mem *mem, const struct vu_region *r, int fd,
 		return -errno;
 	}
 	*out = (struct vu_mapping){ .r = *r, .map = p, .map_len = len,
-				    .host = (uint8_t *)p + (r->mmap_offset - start) };
+				    .host = (uint8_t *)p + (r->mmap_offset - start),
+				    .page = vu_page_size(&st) };
 	return 0;
 }
 

@@ -8,6 +8,7 @@
 #define FDVM_VU_MEM_H
 
 #include <stdint.h>
+#include <sys/stat.h>
 
 #include "wire.h"
 
@@ -18,6 +19,7 @@ struct vu_mapping {
 	void *map;		/* the mmap, map_len bytes */
 	size_t map_len;
 	uint8_t *host;		/* guest address r.gpa is here */
+	size_t page;		/* its file's page size (huge pages: theirs) */
 };
 
 struct vu_mem {
@@ -33,6 +35,8 @@ struct vu_mem {
 int vu_mem_map(const struct vu_mem *mem, const struct vu_region *r, int fd,
 	       struct vu_mapping *out, const char **why);
 void vu_mem_unmap(struct vu_mapping *m);
+/* The page size a file is mapped with (st_blksize for hugetlbfs files). */
+size_t vu_page_size(const struct stat *st);
 void vu_mem_clear(struct vu_mem *mem);
 /* Adds a mapping made by vu_mem_map; -ENOSPC when every slot is taken. */
 int vu_mem_add(struct vu_mem *mem, const struct vu_mapping *m);

@@ -1,5 +1,7 @@
 /* The vhost-user wire format: one message at a time over a stream socket. */
 #include <errno.h>
+#include <poll.h>
+#include <time.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -54,12 +56,29 @@ void vu_close_fds(int *fds, unsigned n)
 	}
 }
 
-/* Reads exactly len bytes; with fds, the first read takes the ancillary
- * data too. 0 when done, -EPIPE if the stream ended before any byte. */
-static int read_full(int sock, void *buf, size_t len, int *fds, unsigned *nfds)
+static int64_t now_ms(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/* Reads exactly len bytes by the deadline; with fds, the first read takes
+ * the ancillary data too. 0 when done, -EPIPE if the stream ended before
+ * any byte, -ETIMEDOUT at the deadline. */
+static int read_full(int sock, void *buf, size_t len, int *fds, unsigned *nfds, int64_t deadline)
 {
 	size_t got = 0;
 	while (got < len) {
+		struct pollfd pfd = { .fd = sock, .events = POLLIN };
+		int64_t left = deadline - now_ms();
+		int pr = left > 0 ? poll(&pfd, 1, (int)left) : 0;
+		if (pr < 0 && errno == EINTR)
+			continue;
+		if (pr < 0)
+			return -errno;
+		if (pr == 0)
+			return -ETIMEDOUT;
 		union {
 			char buf[CMSG_SPACE(VU_MAX_FDS * sizeof(int))];
 			struct cmsghdr align;
@@ -100,14 +119,15 @@ static int read_full(int sock, void *buf, size_t len, int *fds, unsigned *nfds)
 	return 0;
 }
 
-int vu_recv(int sock, struct vu_msg *m, int *fds, unsigned *nfds)
+int vu_recv(int sock, struct vu_msg *m, int *fds, unsigned *nfds, int timeout_ms)
 {
+	int64_t deadline = now_ms() + timeout_ms;
 	*nfds = 0;
-	int ret = read_full(sock, &m->hdr, sizeof(m->hdr), fds, nfds);
+	int ret = read_full(sock, &m->hdr, sizeof(m->hdr), fds, nfds, deadline);
 	if (!ret && m->hdr.size > FDVM_VU_MAX_PAYLOAD)
 		ret = -EPROTO;
 	if (!ret && m->hdr.size) {
-		ret = read_full(sock, m->bytes, m->hdr.size, NULL, NULL);
+		ret = read_full(sock, m->bytes, m->hdr.size, NULL, NULL, deadline);
 		if (ret == -EPIPE)
 			ret = -EPROTO; /* ended between header and payload */
 	}

@@ -126,12 +126,14 @@ struct vu_msg {
 const char *vu_request_name(uint32_t request, char *buf, size_t len);
 
 /*
- * Reads one whole message and its fds (blocking; the socket is a stream).
- * 0 on success; -EPIPE at a clean end of stream before a header; -EPROTO for
- * a payload over FDVM_VU_MAX_PAYLOAD, fds cut short or a stream that ends
- * mid-message; -errno otherwise. On any error no fd is left open.
+ * Reads one whole message and its fds within timeout_ms (the whole message,
+ * not each byte). 0 on success; -EPIPE at a clean end of stream before a
+ * header; -EPROTO for a payload over FDVM_VU_MAX_PAYLOAD, fds cut short or a
+ * stream that ends mid-message; -ETIMEDOUT; -errno otherwise. On any error
+ * no fd is left open.
  */
-int vu_recv(int sock, struct vu_msg *m, int *fds, unsigned *nfds);
+int vu_recv(int sock, struct vu_msg *m, int *fds, unsigned *nfds, int timeout_ms);
+#define VU_IO_TIMEOUT_MS 5000
 /* Sends one message with nfds fds (0 or more). */
 int vu_send(int sock, const struct vu_msg *m, const int *fds, unsigned nfds);
 void vu_close_fds(int *fds, unsigned n);
