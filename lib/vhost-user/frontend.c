@@ -358,6 +358,21 @@ static int send_inflight(struct fdvm_vu_frontend *fe, bool fresh)
 		    NULL, 0, NULL);
 }
 
+/* A queue without an MSI-X vector still gets a call eventfd, one nobody
+ * reads, as QEMU's do: libvhost-user (qemu-storage-daemon) takes "no fd"
+ * and then fails writing to it. */
+static int send_call_fd(struct fdvm_vu_frontend *fe, unsigned i, int fd)
+{
+	if (fd >= 0)
+		return call_vring_fd(fe, VU_SET_VRING_CALL, i, fd);
+	int d = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (d < 0)
+		return fdvm_log_errno(fe->vm, errno, "vhost-user %s: eventfd", fe->path);
+	int ret = call_vring_fd(fe, VU_SET_VRING_CALL, i, d);
+	close(d); /* the backend has its own */
+	return ret;
+}
+
 /* Everything the backend needs to run the started queues. fresh: a start
  * by the driver (indices from 0); else a reconnect (the indices the used
  * rings show). Lock held. */
@@ -382,7 +397,7 @@ static int program(struct fdvm_vu_frontend *fe, bool fresh)
 		if ((ret = call_state(fe, VU_SET_VRING_NUM, i, vq->size)) ||
 		    (ret = call_state(fe, VU_SET_VRING_BASE, i, base)) ||
 		    (ret = call(fe, VU_SET_VRING_ADDR, &a, sizeof(a), NULL, 0, NULL, 0, NULL)) ||
-		    (ret = call_vring_fd(fe, VU_SET_VRING_CALL, i, q->call_fd)) ||
+		    (ret = send_call_fd(fe, i, q->call_fd)) ||
 		    (ret = call_vring_fd(fe, VU_SET_VRING_ERR, i, fe->err_fd[i])) ||
 		    /* Last: the kick starts the ring, with its call fd in place. */
 		    (ret = call_vring_fd(fe, VU_SET_VRING_KICK, i, q->kick_fd)))
