@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #define BENCH_MAX_REPS 64
 
@@ -17,8 +18,12 @@ struct bench_opts {
 	int qemu;		/* run the QEMU rows (default on if QEMU exists) */
 	const char *blk_image;	/* set: give the guest this disk (virtio-blk) */
 	unsigned blk_poll_us;	/* fdvm's virtio-blk backend polling */
-	const char *vhost_user_sock; /* set: QEMU gets vhost-user-blk-pci on it (instead of the image) */
-	unsigned qemu_timeout_s;	/* QEMU is killed after this long (0: never) */
+	/* set: the disk is a vhost-user-blk device on this socket instead of
+	 * the image (QEMU: vhost-user-blk-pci; fdvm: its vhost-user frontend) */
+	const char *vhost_user_sock;
+	/* QEMU (its process group) is killed, fdvm's guest stopped, after this
+	 * long (0: never) */
+	unsigned timeout_s;
 };
 
 /* One VMM's figures for one row: cycles per repetition. */
@@ -36,6 +41,18 @@ int bench_parse(const char *out, size_t len, const char *const *rows, unsigned n
 int bench_run_fdvm(const struct bench_opts *o, const char *cmdline, char **out, size_t *len);
 int bench_run_floor(const struct bench_opts *o, const char *cmdline, char **out, size_t *len);
 int bench_run_qemu(const struct bench_opts *o, const char *cmdline, char **out, size_t *len);
+
+/*
+ * Child processes (QEMU, vhost-user backends): in the child after fork,
+ * bench_child_init puts it in a process group of its own and has it
+ * killed if the benchmark dies (parent: the benchmark's pid before fork).
+ * bench_reap waits up to timeout_ms for it to exit, then SIGKILLs the
+ * group; the rest of the group is killed either way, then it is reaped.
+ * 0 if it exited by itself within the time (*status its status), else
+ * -ETIMEDOUT.
+ */
+void bench_child_init(pid_t parent);
+int bench_reap(pid_t pid, unsigned timeout_ms, int *status);
 
 /* Shared by the benchmarks (doorbell.c). */
 double bench_tsc_hz(void);

@@ -1,9 +1,10 @@
 /*
  * fdvm bench blk: 4 KiB random reads and writes on a RAM-backed (tmpfs)
  * image at queue depths 1 and 32, the same guest on fdvm's virtio-blk, on
- * QEMU's virtio-blk-pci, and on QEMU's vhost-user-blk-pci served by
- * `fdvm serve blk` (this executable) and by qemu-storage-daemon, over the
- * same image, in one run: IOPS and mean and p99 latency, with ratios.
+ * QEMU's virtio-blk-pci, and on vhost-user-blk served by `fdvm serve blk`
+ * (this executable) and by qemu-storage-daemon with QEMU's
+ * vhost-user-blk-pci and with fdvm's vhost-user frontend, over the same
+ * image, in one run: IOPS and mean and p99 latency, with ratios.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -65,10 +66,23 @@ static double median(double *v, unsigned n)
 	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
-/* The rows, in table order. */
-enum { V_FDVM, V_QEMU, V_POLL, V_VU_FDVM, V_VU_QSD, NV };
+/* The rows, in table order: V_VU_* have QEMU, V_FVU_* fdvm as the
+ * vhost-user frontend; *_FDVM are served by `fdvm serve blk`, *_QSD by
+ * qemu-storage-daemon. */
+enum { V_FDVM, V_QEMU, V_POLL, V_VU_FDVM, V_VU_QSD, V_FVU_FDVM, V_FVU_QSD, NV };
 static const char *const vmm_names[NV] = { "fdvm", "QEMU", "fdvm+poll", "QEMU + fdvm serve blk",
-					   "QEMU + qemu-storage-daemon" };
+					   "QEMU + qemu-storage-daemon", "fdvm + fdvm serve blk",
+					   "fdvm + qemu-storage-daemon" };
+
+static bool served_by_fdvm(int v)
+{
+	return v == V_VU_FDVM || v == V_FVU_FDVM;
+}
+
+static bool vhost_user_row(int v)
+{
+	return v == V_VU_FDVM || v == V_VU_QSD || v == V_FVU_FDVM || v == V_FVU_QSD;
+}
 
 /* A vhost-user-blk backend process for one row. */
 struct backend {
@@ -124,6 +138,7 @@ static int backend_start(struct backend *b, int v, const char *image, unsigned p
 	snprintf(blockdev, sizeof(blockdev), "driver=file,node-name=f,filename=%s", image);
 	snprintf(export, sizeof(export),
 		 "type=vhost-user-blk,id=e,node-name=f,addr.type=unix,addr.path=%s,writable=on", b->sock);
+	pid_t parent = getpid();
 	fflush(NULL);
 	b->pid = fork();
 	if (b->pid < 0) {
@@ -132,11 +147,12 @@ static int backend_start(struct backend *b, int v, const char *image, unsigned p
 		return err;
 	}
 	if (b->pid == 0) {
+		bench_child_init(parent);
 		int null = open("/dev/null", O_RDONLY);
 		dup2(null, 0);
 		dup2(b->log, 1);
 		dup2(b->log, 2);
-		if (v == V_VU_FDVM) {
+		if (served_by_fdvm(v)) {
 			/* The same executable as this benchmark. */
 			const char *argv[] = { "fdvm", "serve", "blk", "--socket", b->sock, spec, NULL };
 			execv("/proc/self/exe", (char *const *)argv);
@@ -148,12 +164,16 @@ static int backend_start(struct backend *b, int v, const char *image, unsigned p
 		fprintf(stderr, "exec: %s\n", strerror(errno));
 		_exit(127);
 	}
+	setpgid(b->pid, b->pid); /* as the child does: no window without its group */
 	for (unsigned ms = 0; ms < 10000; ms += 10) {
 		struct stat st;
 		if (!stat(b->sock, &st) && S_ISSOCK(st.st_mode))
 			return 0;
-		int status;
-		if (waitpid(b->pid, &status, WNOHANG) == b->pid) {
+		siginfo_t si = { 0 };
+		if (waitid(P_PID, (id_t)b->pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+		    si.si_pid == b->pid) {
+			int status;
+			bench_reap(b->pid, 0, &status); /* and anything it left in its group */
 			fprintf(stderr, "fdvm bench blk: %s exited before listening (%s %d)\n", vmm_names[v],
 				WIFEXITED(status) ? "status" : "signal",
 				WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
@@ -164,34 +184,31 @@ static int backend_start(struct backend *b, int v, const char *image, unsigned p
 		sleep_ms(10);
 	}
 	fprintf(stderr, "fdvm bench blk: %s: no socket %s after 10 s\n", vmm_names[v], b->sock);
-	kill(b->pid, SIGKILL);
-	waitpid(b->pid, NULL, 0);
+	bench_reap(b->pid, 0, NULL);
 	backend_dump(b, vmm_names[v]);
 	backend_cleanup(b);
 	return -ETIMEDOUT;
 }
 
-/* SIGTERM; it must exit with status 0 within 10 s. */
-static int backend_stop(struct backend *b, int v)
+/* SIGTERM; it must exit with status 0 within 10 s, else its group is
+ * SIGKILLed. Either way the rest of its group is killed and it is reaped.
+ * What it said is shown if it failed or the frontend did. */
+static int backend_stop(struct backend *b, int v, bool frontend_failed)
 {
 	int status = 0, ret = 0;
-	bool gone = waitpid(b->pid, &status, WNOHANG) == b->pid;
+	siginfo_t si = { 0 };
+	bool gone = waitid(P_PID, (id_t)b->pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+		    si.si_pid == b->pid;
 	if (gone) {
-		fprintf(stderr, "fdvm bench blk: %s died while QEMU ran\n", vmm_names[v]);
+		fprintf(stderr, "fdvm bench blk: %s died while the frontend ran\n", vmm_names[v]);
 		ret = -EIO;
 	} else {
 		kill(b->pid, SIGTERM);
-		for (unsigned ms = 0; !gone && ms < 10000; ms += 10) {
-			gone = waitpid(b->pid, &status, WNOHANG) == b->pid;
-			if (!gone)
-				sleep_ms(10);
-		}
-		if (!gone) {
-			fprintf(stderr, "fdvm bench blk: %s still running 10 s after SIGTERM\n", vmm_names[v]);
-			kill(b->pid, SIGKILL);
-			waitpid(b->pid, &status, 0);
-			ret = -ETIMEDOUT;
-		}
+	}
+	if (bench_reap(b->pid, gone ? 0 : 10000, &status) && !gone) {
+		fprintf(stderr, "fdvm bench blk: %s still running 10 s after SIGTERM: killed\n",
+			vmm_names[v]);
+		ret = -ETIMEDOUT;
 	}
 	if (!ret && !(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
 		fprintf(stderr, "fdvm bench blk: %s ended with %s %d\n", vmm_names[v],
@@ -199,7 +216,7 @@ static int backend_stop(struct backend *b, int v)
 			WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
 		ret = -EIO;
 	}
-	if (ret)
+	if (ret || frontend_failed)
 		backend_dump(b, vmm_names[v]);
 	backend_cleanup(b);
 	return ret;
@@ -225,10 +242,11 @@ int fdvm_cmd_bench_blk(int argc, char **argv)
 			       "4 KiB random reads and writes at queue depths 1 and 32 on a raw image\n"
 			       "made in DIR (default /dev/shm, RAM-backed), under fdvm, QEMU, and fdvm\n"
 			       "with its backend polling a dry queue for --poll-us (default 50) first;\n"
-			       "then QEMU with vhost-user-blk-pci (guest RAM shared by memfd) served by\n"
-			       "'fdvm serve blk' (this executable, polling as fdvm+poll) and by\n"
-			       "qemu-storage-daemon. --no-vhost-user leaves those two rows out,\n"
-			       "--no-qemu every row that needs QEMU.\n");
+			       "then vhost-user-blk (guest RAM shared by memfd) served by 'fdvm serve\n"
+			       "blk' (this executable, polling as fdvm+poll) and by qemu-storage-daemon,\n"
+			       "with QEMU's vhost-user-blk-pci and with fdvm's vhost-user frontend as\n"
+			       "the frontend. --no-vhost-user leaves those four rows out, --no-qemu\n"
+			       "every row that needs QEMU (not fdvm + qemu-storage-daemon).\n");
 			return 0;
 		}
 		if (!strcmp(a, "--no-qemu")) {
@@ -287,31 +305,29 @@ int fdvm_cmd_bench_blk(int argc, char **argv)
 	close(fd);
 	o.blk_image = image;
 	/* A backend that stops answering leaves the guest polling forever: bound
-	 * every QEMU run (boot, then every request at 2000 IOPS or better). */
-	o.qemu_timeout_s = (unsigned)(60 + (uint64_t)o.reps * o.ops * KINDS / 2000);
+	 * every run (boot, then every request at 2000 IOPS or better); QEMU's
+	 * process group is killed, fdvm's guest stopped. */
+	o.timeout_s = (unsigned)(60 + (uint64_t)o.reps * o.ops * KINDS / 2000);
 
 	double hz = bench_tsc_hz();
 	char cmdline[256];
 	snprintf(cmdline, sizeof(cmdline), "blk reps=%u bops=%lu", o.reps, (unsigned long)o.ops);
 	struct blk_fig fig[NV][KINDS] = { 0 };
 	int status = 0;
-	for (int v = 0; v < NV && !status; v++) {
+	bool qsd = have_qsd();
+	if (!o.qemu)
+		printf("note: QEMU rows skipped (%s)\n", bench_have_qemu() ? "--no-qemu" : "not installed");
+	if (!vhost_user)
+		printf("note: vhost-user rows skipped (--no-vhost-user)\n");
+	else if (!qsd)
+		printf("note: qemu-storage-daemon rows skipped (not installed)\n");
+	/* A row that fails is reported and left out; the others still run. */
+	bool failed[NV] = { false };
+	for (int v = 0; v < NV; v++) {
 		bool on_qemu = v == V_QEMU || v == V_VU_FDVM || v == V_VU_QSD;
-		if (on_qemu && !o.qemu) {
-			if (v == V_QEMU)
-				printf("note: QEMU skipped (%s)\n",
-				       bench_have_qemu() ? "--no-qemu" : "not installed");
+		if ((on_qemu && !o.qemu) || (vhost_user_row(v) && !vhost_user) ||
+		    ((v == V_VU_QSD || v == V_FVU_QSD) && !qsd))
 			continue;
-		}
-		if ((v == V_VU_FDVM || v == V_VU_QSD) && !vhost_user) {
-			if (v == V_VU_FDVM)
-				printf("note: vhost-user rows skipped (--no-vhost-user)\n");
-			continue;
-		}
-		if (v == V_VU_QSD && !have_qsd()) {
-			printf("note: %s skipped (not installed)\n", vmm_names[v]);
-			continue;
-		}
 		fflush(stdout);
 		char *out = NULL;
 		size_t len = 0;
@@ -319,16 +335,18 @@ int fdvm_cmd_bench_blk(int argc, char **argv)
 		int ret;
 		o.blk_poll_us = v == V_POLL ? (unsigned)poll_us : 0;
 		o.vhost_user_sock = NULL;
-		if (v == V_VU_FDVM || v == V_VU_QSD) {
+		if (vhost_user_row(v)) {
 			if ((ret = backend_start(&be, v, image, (unsigned)poll_us))) {
 				fprintf(stderr, "fdvm bench blk: %s: backend failed to start: %s\n",
 					vmm_names[v], strerror(-ret));
+				failed[v] = true;
 				status = 6;
-				break;
+				continue;
 			}
 			o.vhost_user_sock = be.sock;
-			ret = bench_run_qemu(&o, cmdline, &out, &len);
-			int bret = backend_stop(&be, v);
+			ret = on_qemu ? bench_run_qemu(&o, cmdline, &out, &len)
+				      : bench_run_fdvm(&o, cmdline, &out, &len);
+			int bret = backend_stop(&be, v, ret != 0);
 			if (!ret && bret) {
 				free(out);
 				ret = bret;
@@ -339,15 +357,14 @@ int fdvm_cmd_bench_blk(int argc, char **argv)
 		}
 		if (ret) {
 			fprintf(stderr, "fdvm bench blk: %s run failed: %s\n", vmm_names[v], strerror(-ret));
+			failed[v] = true;
 			status = 6;
-			break;
+			continue;
 		}
 		parse(out, hz, fig[v]);
 		free(out);
 	}
 	unlink(image);
-	if (status)
-		return status;
 
 	static const char *const names[KINDS] = { "randread qd1", "randread qd32", "randwrite qd1",
 						  "randwrite qd32" };
@@ -393,56 +410,86 @@ int fdvm_cmd_bench_blk(int argc, char **argv)
 	printf("\nIOPS x: the row's IOPS over QEMU's virtio-blk-pci (above 1: faster); p99 x:\n"
 	       "QEMU's p99 over the row's (above 1: the row's tail is shorter). The guest polls\n"
 	       "for completions. fdvm+poll and fdvm serve blk: the backend watches a dry queue\n"
-	       "for %lu us before sleeping.\n", poll_us);
+	       "for %lu us before sleeping. \"A + B\": A the vhost-user frontend, B the backend.\n",
+	       poll_us);
 
 	/* The vhost-user comparisons, each a ratio of medians with its goal. */
+	enum { G_NONE, G_GT, G_GE }; /* no goal; ratio > goal; ratio >= goal */
 	static const struct {
 		int k, a, b, col; /* ratio m[k][a][col] / m[k][b][col] */
-		double goal;	  /* 0: no goal */
+		int op;
+		double goal;
+		bool fdvm_frontend; /* which section */
 		const char *what;
 	} ratios[] = {
-		{ 1, V_VU_FDVM, V_VU_QSD, 0, 2.0, "fdvm serve / qemu-storage-daemon IOPS" },
-		{ 3, V_VU_FDVM, V_VU_QSD, 0, 2.0, "fdvm serve / qemu-storage-daemon IOPS" },
-		{ 0, V_VU_QSD, V_VU_FDVM, 2, 1.0, "qemu-storage-daemon / fdvm serve p99" },
-		{ 2, V_VU_QSD, V_VU_FDVM, 2, 1.0, "qemu-storage-daemon / fdvm serve p99" },
-		{ 1, V_VU_FDVM, V_POLL, 0, 0, "out-of-process / in-process fdvm+poll IOPS" },
-		{ 3, V_VU_FDVM, V_POLL, 0, 0, "out-of-process / in-process fdvm+poll IOPS" },
-		{ 1, V_VU_FDVM, V_FDVM, 0, 0, "out-of-process / in-process fdvm IOPS" },
-		{ 3, V_VU_FDVM, V_FDVM, 0, 0, "out-of-process / in-process fdvm IOPS" },
+		{ 1, V_VU_FDVM, V_VU_QSD, 0, G_GE, 2.0, false, "fdvm serve / qemu-storage-daemon IOPS" },
+		{ 3, V_VU_FDVM, V_VU_QSD, 0, G_GE, 2.0, false, "fdvm serve / qemu-storage-daemon IOPS" },
+		{ 0, V_VU_QSD, V_VU_FDVM, 2, G_GT, 1.0, false, "qemu-storage-daemon / fdvm serve p99" },
+		{ 2, V_VU_QSD, V_VU_FDVM, 2, G_GT, 1.0, false, "qemu-storage-daemon / fdvm serve p99" },
+		{ 1, V_VU_FDVM, V_POLL, 0, G_NONE, 0, false, "out-of-process / in-process fdvm+poll IOPS" },
+		{ 3, V_VU_FDVM, V_POLL, 0, G_NONE, 0, false, "out-of-process / in-process fdvm+poll IOPS" },
+		{ 1, V_VU_FDVM, V_FDVM, 0, G_NONE, 0, false, "out-of-process / in-process fdvm IOPS" },
+		{ 3, V_VU_FDVM, V_FDVM, 0, G_NONE, 0, false, "out-of-process / in-process fdvm IOPS" },
+		/* fdvm as the frontend: on fdvm serve blk (polling --poll-us, as
+		 * fdvm+poll does) within 10% of the in-process device... */
+		{ 1, V_FVU_FDVM, V_POLL, 0, G_GE, 0.9, true, "fdvm + fdvm serve / in-process fdvm+poll IOPS" },
+		{ 3, V_FVU_FDVM, V_POLL, 0, G_GE, 0.9, true, "fdvm + fdvm serve / in-process fdvm+poll IOPS" },
+		/* ...and against QEMU as the frontend on the same backend. */
+		{ 0, V_FVU_FDVM, V_VU_FDVM, 0, G_GE, 1.0, true, "fdvm / QEMU frontend, fdvm serve IOPS" },
+		{ 1, V_FVU_FDVM, V_VU_FDVM, 0, G_GE, 1.0, true, "fdvm / QEMU frontend, fdvm serve IOPS" },
+		{ 2, V_FVU_FDVM, V_VU_FDVM, 0, G_GE, 1.0, true, "fdvm / QEMU frontend, fdvm serve IOPS" },
+		{ 3, V_FVU_FDVM, V_VU_FDVM, 0, G_GE, 1.0, true, "fdvm / QEMU frontend, fdvm serve IOPS" },
+		{ 0, V_FVU_QSD, V_VU_QSD, 0, G_GE, 1.0, true, "fdvm / QEMU frontend, qemu-storage-daemon IOPS" },
+		{ 1, V_FVU_QSD, V_VU_QSD, 0, G_GE, 1.0, true, "fdvm / QEMU frontend, qemu-storage-daemon IOPS" },
+		{ 2, V_FVU_QSD, V_VU_QSD, 0, G_GE, 1.0, true, "fdvm / QEMU frontend, qemu-storage-daemon IOPS" },
+		{ 3, V_FVU_QSD, V_VU_QSD, 0, G_GE, 1.0, true, "fdvm / QEMU frontend, qemu-storage-daemon IOPS" },
 	};
-	bool header = false, rfirst = true;
-	for (size_t i = 0; i < sizeof(ratios) / sizeof(ratios[0]); i++) {
-		int k = ratios[i].k, a = ratios[i].a, b = ratios[i].b, col = ratios[i].col;
-		if (!fig[a][k].n || !fig[b][k].n || m[k][b][col] <= 0)
-			continue;
-		double r = m[k][a][col] / m[k][b][col];
-		bool met = ratios[i].goal == 1.0 ? r > 1.0 : r >= ratios[i].goal;
-		if (!header) {
-			printf("\nvhost-user (QEMU as the frontend):\n");
-			header = true;
+	for (int v = 0; v < NV; v++)
+		if (failed[v])
+			printf("FAILED: %s (no figures; see the messages above)\n", vmm_names[v]);
+
+	bool header[2] = { false, false }, rfirst = true;
+	for (int sec = 0; sec < 2; sec++)
+		for (size_t i = 0; i < sizeof(ratios) / sizeof(ratios[0]); i++) {
+			int k = ratios[i].k, a = ratios[i].a, b = ratios[i].b, col = ratios[i].col;
+			if (ratios[i].fdvm_frontend != (sec == 1) || !fig[a][k].n || !fig[b][k].n ||
+			    m[k][b][col] <= 0)
+				continue;
+			double r = m[k][a][col] / m[k][b][col], g = ratios[i].goal;
+			bool met = ratios[i].op == G_GT ? r > g : r >= g;
+			const char *op = ratios[i].op == G_GT ? ">" : ">=";
+			if (!header[sec]) {
+				printf(sec ? "\nvhost-user (fdvm as the frontend):\n"
+					   : "\nvhost-user (QEMU as the frontend):\n");
+				header[sec] = true;
+			}
+			printf("  %-15s %-47s %6.2fx", names[k], ratios[i].what, r);
+			if (ratios[i].op != G_NONE)
+				printf("  goal %s %g: %s", op, g, met ? "met" : "NOT met");
+			printf("\n");
+			if (j) {
+				if (rfirst)
+					fprintf(j, "\n  ],\n  \"ratios\": [\n");
+				fprintf(j, "%s    {\"test\": \"%s\", \"ratio\": \"%s\", \"value\": %.3f",
+					rfirst ? "" : ",\n", names[k], ratios[i].what, r);
+				if (ratios[i].op != G_NONE)
+					fprintf(j, ", \"goal\": \"%s %g\", \"met\": %s", op, g,
+						met ? "true" : "false");
+				fprintf(j, "}");
+				rfirst = false;
+			}
 		}
-		printf("  %-15s %-44s %6.2fx", names[k], ratios[i].what, r);
-		if (ratios[i].goal == 1.0)
-			printf("  goal > 1: %s", met ? "met" : "NOT met");
-		else if (ratios[i].goal)
-			printf("  goal >= %.0f: %s", ratios[i].goal, met ? "met" : "NOT met");
-		printf("\n");
-		if (j) {
-			if (rfirst)
-				fprintf(j, "\n  ],\n  \"ratios\": [\n");
-			fprintf(j, "%s    {\"test\": \"%s\", \"ratio\": \"%s\", \"value\": %.3f",
-				rfirst ? "" : ",\n", names[k], ratios[i].what, r);
-			if (ratios[i].goal)
-				fprintf(j, ", \"goal\": \"%s %.0f\", \"met\": %s",
-					ratios[i].goal == 1.0 ? ">" : ">=", ratios[i].goal, met ? "true" : "false");
-			fprintf(j, "}");
-			rfirst = false;
-		}
-	}
 	if (j) {
-		fprintf(j, rfirst ? "\n  ],\n  \"ratios\": []\n}\n" : "\n  ]\n}\n");
+		fprintf(j, rfirst ? "\n  ],\n  \"ratios\": [],\n  \"failed\": [" : "\n  ],\n  \"failed\": [");
+		bool ffirst = true;
+		for (int v = 0; v < NV; v++)
+			if (failed[v]) {
+				fprintf(j, "%s\"%s\"", ffirst ? "" : ", ", vmm_names[v]);
+				ffirst = false;
+			}
+		fprintf(j, "]\n}\n");
 		fclose(j);
 		printf("figures: %s\n", json);
 	}
-	return 0;
+	return status;
 }

@@ -1,9 +1,14 @@
 /*
  * The bench guest on fdvm: pci-testdev for the doorbell rows, and the
  * bench device (include/fdvm/bench.h) for the interrupt rows, with a
- * backend thread that holds nothing but eventfds.
+ * backend thread that holds nothing but eventfds; for the blk rows a
+ * virtio-blk disk, in-process or through fdvm's vhost-user frontend.
  */
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
@@ -17,6 +22,7 @@
 #include "fdvm/io.h"
 #include "fdvm/irq.h"
 #include "fdvm/loop.h"
+#include "fdvm/vhost_user.h"
 #include "fdvm/virtio.h"
 #include "fdvm/vm.h"
 
@@ -152,6 +158,46 @@ static int slurp(int fd, char **out, size_t *len)
 	return 0;
 }
 
+/*
+ * Stops the guest if it has not powered off after timeout_s (a backend
+ * that stopped answering leaves it polling forever): a stop request, and
+ * the kick signal to the vCPU thread to take it out of KVM_RUN, repeated
+ * every second until the run returns.
+ */
+struct watchdog {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool done, fired;
+	struct fdvm_vm *vm;
+	pthread_t vcpu;
+	int sig;
+	unsigned timeout_s;
+};
+
+static void *watchdog_main(void *arg)
+{
+	struct watchdog *w = arg;
+	struct timespec dl;
+	clock_gettime(CLOCK_MONOTONIC, &dl);
+	dl.tv_sec += w->timeout_s;
+	pthread_mutex_lock(&w->lock);
+	while (!w->done) {
+		if (pthread_cond_timedwait(&w->cond, &w->lock, &dl) != ETIMEDOUT)
+			continue;
+		w->fired = true;
+		fdvm_vm_request_stop(w->vm);
+		pthread_kill(w->vcpu, w->sig);
+		dl.tv_sec += 1;
+	}
+	pthread_mutex_unlock(&w->lock);
+	return NULL;
+}
+
+static void kick_noop(int sig)
+{
+	(void)sig;
+}
+
 int bench_run_fdvm(const struct bench_opts *o, const char *cmdline, char **out, size_t *len)
 {
 	struct fdvm_vm_config cfg;
@@ -168,13 +214,52 @@ int bench_run_fdvm(const struct bench_opts *o, const char *cmdline, char **out, 
 	if ((ret = fdvm_vm_create(&cfg, &vm)))
 		goto out_close;
 	struct fdvm_virtio_blk_config bc = { .path = o->blk_image, .poll_us = o->blk_poll_us };
+	struct fdvm_vu_frontend_config vc = { .socket = o->vhost_user_sock, .device_id = 2 };
 	if ((ret = fdvm_pci_testdev_create(vm, FDVM_DOORBELL_AUTO, &td)) ||
 	    (ret = benchdev_init(vm, &b)) ||
-	    (o->blk_image && (ret = fdvm_virtio_blk_create(vm, &bc))) ||
+	    (o->vhost_user_sock && (ret = fdvm_vhost_user_create(vm, &vc))) ||
+	    (o->blk_image && !o->vhost_user_sock && (ret = fdvm_virtio_blk_create(vm, &bc))) ||
 	    (ret = fdvm_vm_load_pvh(vm, o->guest, cmdline)))
 		goto out_vm;
+
+	struct watchdog w = { .vm = vm, .vcpu = pthread_self(), .sig = cfg.kick_signal,
+			      .timeout_s = o->timeout_s };
+	pthread_t wt;
+	bool watched = false;
+	if (o->timeout_s && w.sig) {
+		/* The kick must not kill us: an empty handler if there is none. */
+		struct sigaction old, sa = { .sa_handler = kick_noop };
+		sigemptyset(&sa.sa_mask);
+		if (!sigaction(w.sig, NULL, &old) && old.sa_handler == SIG_DFL)
+			sigaction(w.sig, &sa, NULL);
+		pthread_condattr_t ca;
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&w.cond, &ca);
+		pthread_condattr_destroy(&ca);
+		pthread_mutex_init(&w.lock, NULL);
+		if ((ret = -pthread_create(&wt, NULL, watchdog_main, &w))) {
+			pthread_cond_destroy(&w.cond);
+			pthread_mutex_destroy(&w.lock);
+			goto out_vm;
+		}
+		watched = true;
+	}
 	fdvm_vm_run(vm, &stop);
-	if (stop.reason != FDVM_STOP_POWEROFF) {
+	if (watched) {
+		pthread_mutex_lock(&w.lock);
+		w.done = true;
+		pthread_cond_signal(&w.cond);
+		pthread_mutex_unlock(&w.lock);
+		pthread_join(wt, NULL);
+		pthread_cond_destroy(&w.cond);
+		pthread_mutex_destroy(&w.lock);
+	}
+	if (w.fired && stop.reason == FDVM_STOP_REQUESTED) {
+		fprintf(stderr, "fdvm bench: the bench guest stopped after %u s (it hung)\n",
+			o->timeout_s);
+		ret = -ETIMEDOUT;
+	} else if (stop.reason != FDVM_STOP_POWEROFF) {
 		fprintf(stderr, "fdvm bench: the bench guest stopped: %s (status %d)\n",
 			fdvm_stop_reason_name(stop.reason), stop.status);
 		ret = -EIO;

@@ -7,17 +7,63 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "bench.h"
 
+void bench_child_init(pid_t parent)
+{
+	setpgid(0, 0);
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (getppid() != parent) /* it died before the line above */
+		_exit(127);
+}
+
+static long ms_since(const struct timespec *t0)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (now.tv_sec - t0->tv_sec) * 1000 + (now.tv_nsec - t0->tv_nsec) / 1000000;
+}
+
+int bench_reap(pid_t pid, unsigned timeout_ms, int *status)
+{
+	struct timespec t0, ts = { 0, 10 * 1000000 };
+	siginfo_t si;
+	int ret = -ETIMEDOUT;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	/* WNOWAIT: a zombie keeps its pid, so the group's id is not reused
+	 * before the group is killed below. */
+	for (;;) {
+		si.si_pid = 0;
+		if (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid == pid) {
+			ret = 0;
+			break;
+		}
+		if (ms_since(&t0) >= (long)timeout_ms)
+			break;
+		nanosleep(&ts, NULL);
+	}
+	kill(-pid, SIGKILL);
+	kill(pid, SIGKILL);
+	int st = 0;
+	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+		;
+	if (status)
+		*status = st;
+	return ret;
+}
+
 int bench_run_qemu(const struct bench_opts *o, const char *cmdline, char **out, size_t *len)
 {
 	int pipefd[2];
 	if (pipe(pipefd) < 0)
 		return -errno;
+	pid_t parent = getpid();
+	fflush(NULL);
 	pid_t pid = fork();
 	if (pid < 0) {
 		close(pipefd[0]);
@@ -25,6 +71,7 @@ int bench_run_qemu(const struct bench_opts *o, const char *cmdline, char **out, 
 		return -errno;
 	}
 	if (pid == 0) {
+		bench_child_init(parent);
 		/* Its warnings with the guest's output: shown if it fails. */
 		dup2(pipefd[1], 1);
 		dup2(pipefd[1], 2);
@@ -61,34 +108,32 @@ int bench_run_qemu(const struct bench_opts *o, const char *cmdline, char **out, 
 		execvp(argv[0], (char *const *)argv);
 		_exit(127);
 	}
+	setpgid(pid, pid); /* as the child does: no window without its group */
 	close(pipefd[1]);
 	size_t cap = 1 << 16, n = 0;
 	char *buf = malloc(cap);
-	struct timespec t0, now;
+	struct timespec t0;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	bool timed_out = false;
 	while (buf) {
 		int wait_ms = -1;
-		if (o->qemu_timeout_s) {
-			clock_gettime(CLOCK_MONOTONIC, &now);
-			long left = (long)o->qemu_timeout_s * 1000 - (now.tv_sec - t0.tv_sec) * 1000 -
-				    (now.tv_nsec - t0.tv_nsec) / 1000000;
+		if (o->timeout_s) {
+			long left = (long)o->timeout_s * 1000 - ms_since(&t0);
 			if (left <= 0) {
 				timed_out = true;
-				kill(pid, SIGKILL);
 				break;
 			}
 			wait_ms = left > INT_MAX ? INT_MAX : (int)left;
 		}
 		struct pollfd pfd = { .fd = pipefd[0], .events = POLLIN };
 		int pr = poll(&pfd, 1, wait_ms);
-		if (pr < 0 && errno == EINTR)
-			continue;
-		if (pr < 0)
+		if (pr < 0 && errno != EINTR)
 			break;
-		if (pr == 0)
-			continue;
+		if (pr <= 0)
+			continue; /* EINTR, or the deadline: checked above */
 		ssize_t r = read(pipefd[0], buf + n, cap - n - 1);
+		if (r < 0 && errno == EINTR)
+			continue;
 		if (r <= 0)
 			break;
 		n += (size_t)r;
@@ -97,20 +142,25 @@ int bench_run_qemu(const struct bench_opts *o, const char *cmdline, char **out, 
 			if (!nb) {
 				free(buf);
 				buf = NULL;
-				kill(pid, SIGKILL);
-				break;
+			} else {
+				buf = nb;
 			}
-			buf = nb;
 		}
 	}
 	close(pipefd[0]);
+	/* Output closed: QEMU is exiting; give it 10 s (none if it timed out
+	 * or the buffer failed), then kill its whole group. */
 	int status;
-	waitpid(pid, &status, 0);
+	if (bench_reap(pid, timed_out || !buf ? 0 : 10000, &status) && !timed_out && buf) {
+		fprintf(stderr, "fdvm bench: QEMU closed its output but did not exit: killed\n");
+		free(buf);
+		return -ETIMEDOUT;
+	}
 	if (!buf)
 		return -ENOMEM;
 	if (timed_out) {
 		fprintf(stderr, "fdvm bench: QEMU killed after %u s (the guest hung):\n%.*s\n",
-			o->qemu_timeout_s, (int)n, buf);
+			o->timeout_s, (int)n, buf);
 		free(buf);
 		return -ETIMEDOUT;
 	}

@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
 """Smoke test of `fdvm bench blk`: tiny counts; the table and JSON are
 well-formed and no request failed (speed is not checked). With QEMU
-installed, its rows too, and the vhost-user rows (QEMU + `fdvm serve blk`,
-QEMU + qemu-storage-daemon) with their ratios; --no-vhost-user and
---no-qemu leave them out."""
+installed, its rows too; the vhost-user rows (QEMU + `fdvm serve blk`,
+QEMU + qemu-storage-daemon, and fdvm as the frontend: fdvm + fdvm serve
+blk, fdvm + qemu-storage-daemon) with their ratios and goal lines;
+--no-qemu leaves out the rows that need QEMU, --no-vhost-user the
+vhost-user rows; no backend or QEMU is left running."""
 import json
+import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -16,8 +20,12 @@ if not os.access("/dev/kvm", os.R_OK | os.W_OK):
     print("1..0 # SKIP no usable /dev/kvm")
     sys.exit(0)
 qemu = shutil.which("qemu-system-x86_64") is not None
-qsd = qemu and shutil.which("qemu-storage-daemon") is not None
+qsd = shutil.which("qemu-storage-daemon") is not None
 tmp = tempfile.mkdtemp(prefix="fdvm-bench-blk-")
+TESTS = ["randread qd1", "randread qd32", "randwrite qd1", "randwrite qd32"]
+QD32 = ["randread qd32", "randwrite qd32"]
+QD1 = ["randread qd1", "randwrite qd1"]
+res = []
 
 
 def run(js, *extra):
@@ -26,40 +34,107 @@ def run(js, *extra):
                           capture_output=True, text=True, timeout=240)
 
 
+def load(js):
+    try:
+        with open(js) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+def expected(with_qemu):
+    """(vmm rows, {(test, ratio): goal or None}) for one run."""
+    q, s = with_qemu, with_qemu and qsd
+    vmms = ["fdvm", "fdvm+poll", "fdvm + fdvm serve blk"] + (["fdvm + qemu-storage-daemon"] if qsd else [])
+    vmms += ["QEMU", "QEMU + fdvm serve blk"] if q else []
+    vmms += ["QEMU + qemu-storage-daemon"] if s else []
+    ratios = {}
+    for t in QD32:
+        ratios[(t, "fdvm + fdvm serve / in-process fdvm+poll IOPS")] = ">= 0.9"
+        if s:
+            ratios[(t, "fdvm serve / qemu-storage-daemon IOPS")] = ">= 2"
+        if q:
+            ratios[(t, "out-of-process / in-process fdvm+poll IOPS")] = None
+            ratios[(t, "out-of-process / in-process fdvm IOPS")] = None
+    for t in QD1:
+        if s:
+            ratios[(t, "qemu-storage-daemon / fdvm serve p99")] = "> 1"
+    for t in TESTS:
+        if q:
+            ratios[(t, "fdvm / QEMU frontend, fdvm serve IOPS")] = ">= 1"
+        if s:
+            ratios[(t, "fdvm / QEMU frontend, qemu-storage-daemon IOPS")] = ">= 1"
+    return vmms, ratios
+
+
+def check(label, p, doc, with_qemu):
+    vmms, want = expected(with_qemu)
+    res.append((p.returncode == 0, f"{label}: exit 0 (got {p.returncode}: {p.stderr[-600:]!r})"))
+    res.append((doc.get("failed") == [], f"{label}: no row failed ({doc.get('failed')!r})"))
+    rows = doc.get("rows", [])
+    for t in TESTS:
+        for vmm in vmms:
+            e = [r for r in rows if r.get("test") == t and r.get("vmm") == vmm]
+            res.append((len(e) == 1 and e[0]["iops"] > 0 and e[0]["mean_us"] > 0 and e[0]["p99_us"] > 0
+                        and e[0]["errors"] == 0, f"{label}: {t} on {vmm}: figures and no errors"))
+            res.append((len(e) == 1 and re.search(rf"^.{{16}}{re.escape(vmm)} +[0-9]", p.stdout, re.M)
+                        is not None, f"{label}: {t} on {vmm}: in the table"))
+    res.append(({r.get("vmm") for r in rows} == set(vmms), f"{label}: rows for {sorted(vmms)} only"))
+    ratios = doc.get("ratios")
+    got = {}
+    well = isinstance(ratios, list)
+    for r in ratios or []:
+        key = (r.get("test"), r.get("ratio"))
+        v = r.get("value")
+        well = well and key not in got and isinstance(v, (int, float)) and math.isfinite(v) and v > 0
+        if "goal" in r or "met" in r:
+            well = well and isinstance(r.get("met"), bool)
+        got[key] = r.get("goal")
+    res.append((well and got == want,
+                f"{label}: the {len(want)} ratios in the JSON, each once, with their goals "
+                f"(missing {sorted(set(want) - set(got))}, extra {sorted(set(got) - set(want))})"))
+    # Every goal ratio printed with its goal and verdict, in its section.
+    for (t, what), goal in want.items():
+        line = re.compile(rf"^  {re.escape(t)} +{re.escape(what)} +[0-9.]+x"
+                          + (rf"  goal {re.escape(goal)}: (met|NOT met)$" if goal else "$"), re.M)
+        res.append((line.search(p.stdout) is not None, f"{label}: {t}: {what} printed"))
+    res.append((("vhost-user (fdvm as the frontend):" in p.stdout)
+                and (("vhost-user (QEMU as the frontend):" in p.stdout) == with_qemu),
+                f"{label}: the goal sections printed"))
+
+
 js = os.path.join(tmp, "blk.json")
 p = run(js)
-res = [(p.returncode == 0, f"exit 0 (got {p.returncode}: {p.stderr[-600:]!r})")]
-doc = json.load(open(js)) if os.path.exists(js) else {}
-rows = doc.get("rows", [])
-tests = ["randread qd1", "randread qd32", "randwrite qd1", "randwrite qd32"]
-vmms = ["fdvm", "fdvm+poll"]
-if qemu:
-    vmms += ["QEMU", "QEMU + fdvm serve blk"]
-if qsd:
-    vmms += ["QEMU + qemu-storage-daemon"]
-for t in tests:
-    for vmm in vmms:
-        e = [r for r in rows if r["test"] == t and r["vmm"] == vmm]
-        res.append((len(e) == 1 and e[0]["iops"] > 0 and e[0]["mean_us"] > 0 and e[0]["p99_us"] > 0
-                    and e[0]["errors"] == 0, f"{t} on {vmm}: figures and no errors"))
+check("all rows", p, load(js), qemu)
 res.append(("randread qd32" in p.stdout, "table printed"))
-ratios = doc.get("ratios")
-want = 8 if qsd else 4 if qemu else 0
-res.append((isinstance(ratios, list) and len(ratios) == want
-            and all(r["value"] > 0 for r in ratios), f"{want} ratios in the JSON"))
-if qsd:
-    res.append(("fdvm serve / qemu-storage-daemon IOPS" in p.stdout and "goal >= 2" in p.stdout,
-                "the vhost-user goals printed"))
+
+if qemu:  # without QEMU the run above was this one
+    js3 = os.path.join(tmp, "blk3.json")
+    p = run(js3, "--no-qemu")
+    check("--no-qemu", p, load(js3), False)
+
+js2 = os.path.join(tmp, "blk2.json")
+p = run(js2, "--no-vhost-user", "--no-qemu")
+doc = load(js2)
+rows = doc.get("rows", [])
+res.append((p.returncode == 0 and rows and {r["vmm"] for r in rows} == {"fdvm", "fdvm+poll"}
+            and doc.get("ratios") == [] and "vhost-user (" not in p.stdout,
+            f"--no-vhost-user --no-qemu: fdvm rows only, no ratios (exit {p.returncode})"))
+
 res.append((not [f for f in os.listdir(tmp) if f.startswith("fdvm-bench-blk-")], "image removed"))
 res.append((not [f for f in os.listdir("/tmp") if f.startswith("fdvm-bench-vu-") and
                  os.stat(os.path.join("/tmp", f)).st_mtime > os.stat(tmp).st_mtime],
             "backend sockets removed"))
-
-js2 = os.path.join(tmp, "blk2.json")
-p = run(js2, "--no-vhost-user", "--no-qemu")
-rows = json.load(open(js2))["rows"] if os.path.exists(js2) else []
-res.append((p.returncode == 0 and rows and {r["vmm"] for r in rows} == {"fdvm", "fdvm+poll"},
-            f"--no-vhost-user --no-qemu: fdvm rows only (exit {p.returncode})"))
+# Backends and QEMU had the image (in tmp) on their command lines.
+left = []
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            if tmp.encode() in f.read():
+                left.append(pid)
+    except OSError:
+        pass
+res.append((not left, f"no backend or QEMU left running ({left})"))
 shutil.rmtree(tmp, ignore_errors=True)
 for i, (ok, what) in enumerate(res, 1):
     print(f"{'ok' if ok else 'not ok'} {i} - {what}")
