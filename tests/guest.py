@@ -159,6 +159,13 @@ class Backend:
             problems.append(f"backend {self.i} (fdvm) left its socket {self.sock} behind")
         return problems
 
+    def stderr_text(self):
+        text = ""
+        for _, _, err in self.logs:
+            err.seek(0)
+            text += err.read().decode(errors="replace")
+        return text
+
     def report(self):
         for gen, out, err in self.logs:
             for f, what in ((out, "stdout"), (err, "stderr")):
@@ -321,6 +328,9 @@ def main():
     ap.add_argument("--seed", type=int, default=None, help="seed for the kill moments")
     ap.add_argument("--kill-for-good", action="store_true",
                     help="with --kill-backend 1: the backend is not restarted")
+    ap.add_argument("--check-vring-calls", action="store_true",
+                    help="with --vhost-user fdvm: the daemon's count of SET_VRING_CALL must equal its "
+                         "ring setups (SET_VRING_KICK): masking the queue's vector sent it no message")
     ap.add_argument("--runs", type=int, default=1,
                     help="boot the guest this many times in a row on the same backends")
     a = ap.parse_args()
@@ -446,6 +456,9 @@ def main():
             print("# " + l if l else "#")
     for l in err.splitlines():
         print("# stderr: " + l)
+    # Before the report, which closes the logs.
+    said = re.findall(r"frontend disconnected; messages:(.*)$",
+                      backends[0].stderr_text(), re.M) if a.check_vring_calls and backends else []
     for b in backends:
         b.report()
     for l in notes + chaos_log:
@@ -469,13 +482,27 @@ def main():
         if a.kill_backend:
             vmm_name += f" (killed {a.kill_backend}x)"
     name = f"{vmm_name.strip()} {os.path.basename(a.guest)} {a.append}".strip()
+    last = ran + 1
+    if a.check_vring_calls:
+        # One conversation per run; each must have set its rings up with
+        # one SET_VRING_CALL each, and sent none for the guest's masking.
+        counts = [dict((k, int(v)) for k, v in re.findall(r"([A-Z_]+) (\d+)", l)) for l in said]
+        calls = [c.get("SET_VRING_CALL", -1) for c in counts]
+        kicks = [c.get("SET_VRING_KICK", -1) for c in counts]
+        m = re.search(r"masks (\d+)", out)
+        masks = int(m.group(1)) if m else -1
+        good = len(said) == a.runs and all(k >= 1 and c == k for c, k in zip(calls, kicks)) and masks > 0
+        print(("ok" if good else "not ok") + f" {last} - no vhost-user message on mask/unmask: SET_VRING_CALL "
+              f"{calls} == ring setups (SET_VRING_KICK) {kicks}, masks {masks}"
+              + ("" if len(said) == a.runs else f" ({len(said)} conversations logged, {a.runs} expected)"))
+        last += 1
     if problems:
-        print(f"not ok {ran + 1} - {name}: " + "; ".join(problems))
+        print(f"not ok {last} - {name}: " + "; ".join(problems))
     else:
-        print(f"ok {ran + 1} - {name}: " +
+        print(f"ok {last} - {name}: " +
               ("hung as expected, killed by the timeout" if a.expect_timeout else f"exit status {status}") +
               ("; backends stopped cleanly" if backends else ""))
-    print(f"1..{ran + 1}")
+    print(f"1..{last}")
     sys.exit(0)
 
 
