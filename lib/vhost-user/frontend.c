@@ -117,7 +117,8 @@ static int call(struct fdvm_vu_frontend *fe, uint32_t req, const void *payload, 
 	bool ack = !want && has_pf(fe, VU_PF_REPLY_ACK);
 	m->hdr = (struct vu_hdr){ .request = req, .flags = VU_VERSION | (ack ? VU_FLAG_NEED_REPLY : 0),
 				  .size = len };
-	memcpy(m->bytes, payload, len);
+	if (len)
+		memcpy(m->bytes, payload, len);
 	fe->messages++;
 	if ((ret = vu_send(fe->sock, m, fds, nfds)))
 		goto fail;

@@ -484,6 +484,18 @@ def expect_refusal(conn, what, timeout=OUTCOME_TIMEOUT, allow_reply_of=None):
     raise Fail('%s: unexpected reply %r' % (what, r))
 
 
+def expect_drop(conn, hang, answered, timeout=OUTCOME_TIMEOUT):
+    """A request that has no good answer: the back-end must drop us. hang is
+    the failure message for no reply; answered(r) the one for a reply."""
+    kind, r = conn.outcome(timeout)
+    if kind == 'closed':
+        return 'dropped'
+    if kind == 'timeout':
+        raise Fail(hang)
+    r.close_fds()
+    raise Fail(answered(r))
+
+
 def send_expect_refusal(s, what, request, payload=b'', fds=(), need_reply=True,
                         allow_reply_of=None, **kw):
     try:
@@ -589,13 +601,8 @@ def h_get_features_fds(b):
             s.conn.send(GET_FEATURES, b'', [fd, fd])
         finally:
             os.close(fd)
-        kind, r = s.conn.outcome(OUTCOME_TIMEOUT)
-        if kind == 'closed':
-            return 'dropped'
-        if kind == 'timeout':
-            raise Fail('GET_FEATURES with 2 fds: no reply and no drop (hang)')
-        r.close_fds()
-        raise Fail('GET_FEATURES with 2 fds: answered %r (the fds were accepted)' % r)
+        return expect_drop(s.conn, 'GET_FEATURES with 2 fds: no reply and no drop (hang)',
+                           lambda r: 'GET_FEATURES with 2 fds: answered %r (the fds were accepted)' % r)
 
 
 def h_set_features_fd(b):
@@ -1009,13 +1016,8 @@ def h_inflight_zero_queues(b):
     with base_session(b, memtable=False) as s:
         need(s.acked_pf & bit(PF_INFLIGHT_SHMFD), 'INFLIGHT_SHMFD not offered')
         s.conn.send(GET_INFLIGHT_FD, struct.pack('<QQHH', 0, 0, 0, 256) + bytes(4))
-        kind, r = s.conn.outcome(OUTCOME_TIMEOUT)
-        if kind == 'closed':
-            return 'dropped'
-        if kind == 'timeout':
-            raise Fail('no reply and no drop (hang)')
-        r.close_fds()
-        raise Fail('GET_INFLIGHT_FD for 0 queues answered %r' % r)
+        return expect_drop(s.conn, 'no reply and no drop (hang)',
+                           lambda r: 'GET_INFLIGHT_FD for 0 queues answered %r' % r)
 
 
 def h_inflight_eventfd(b):
