@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Bad input to `fdvm run`: each case must end with a non-zero status and
+"""Bad input to `fdvm run` and `fdvm serve`: each case must end with a non-zero status and
 one clear error line on stderr that names the file or the value. Broken ELF
 files are made here by patching a good guest image."""
 import os
@@ -51,11 +51,11 @@ def filesz_past_end(d):
     struct.pack_into("<QQ", d, o + 32, len(d) * 4, len(d) * 4)
 
 
-def case(desc, args, needle, needs_kvm=True):
+def case(desc, args, needle, needs_kvm=True, cmd="run"):
     if needs_kvm and not have_kvm:
         results.append((True, f"{desc} # SKIP no usable /dev/kvm"))
         return
-    p = subprocess.run([fdvm, "run", *args], capture_output=True, stdin=subprocess.DEVNULL,
+    p = subprocess.run([fdvm, *cmd.split(), *args], capture_output=True, stdin=subprocess.DEVNULL,
                        timeout=30)
     err = p.stderr.decode(errors="replace").strip().splitlines()
     ok = p.returncode != 0 and len(err) == 1 and needle in err[0]
@@ -86,6 +86,29 @@ case("--mem not a size", ["--mem", "lots", good], "--mem lots", needs_kvm=False)
 case("unknown option", ["--frobnicate", good], "--frobnicate", needs_kvm=False)
 case("no guest", [], "no guest given", needs_kvm=False)
 case("command line too long", [good, "--", "x" * 5000], "command line")
+# fdvm run --vhost-user, and the daemon (fdvm serve blk).
+nosock = os.path.join(tmp, "nobody.sock")
+case("--vhost-user with no backend listening", ["--vhost-user", f"blk,socket={nosock}", good], "nobody.sock")
+case("--vhost-user: unknown type", ["--vhost-user", "gpu,socket=/x", good], "unknown device type", needs_kvm=False)
+case("--vhost-user: no socket", ["--vhost-user", "blk", good], "no socket=PATH", needs_kvm=False)
+case("--vhost-user: bad reconnect", ["--vhost-user", "blk,socket=/x,reconnect=soon", good], "reconnect",
+     needs_kvm=False)
+img = os.path.join(tmp, "disk.img")
+with open(img, "wb") as f:
+    f.truncate(1 << 20)
+plain = os.path.join(tmp, "plain-file")
+open(plain, "w").close()
+case("serve: no --socket", [img], "--socket PATH is missing", needs_kvm=False, cmd="serve blk")
+case("serve: no image", ["--socket", nosock], "IMAGE is missing", needs_kvm=False, cmd="serve blk")
+case("serve: missing image", ["--socket", nosock, os.path.join(tmp, "nope.img")], "nope.img",
+     needs_kvm=False, cmd="serve blk")
+case("serve: a regular file at the socket path", ["--socket", plain, img], "not a socket",
+     needs_kvm=False, cmd="serve blk")
+case("serve: bad disk option", ["--socket", nosock, img + ",queues=99"], "queues must be 1..16",
+     needs_kvm=False, cmd="serve blk")
+case("serve: unknown device", ["--socket", nosock, img], "unknown device 'net'", needs_kvm=False,
+     cmd="serve net")
+
 if os.geteuid() != 0:  # root reads any file
     case("unreadable guest file", [unreadable], "unreadable.elf")
 
