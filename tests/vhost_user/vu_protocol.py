@@ -806,36 +806,25 @@ def h_unknown(num):
     return fn
 
 
-def h_header_then_close(b):
-    s = base_session(b, memtable=False)
-    try:
-        s.conn.send_raw(HDR.pack(SET_MEM_TABLE, VERSION | FLAG_NEED_REPLY, 8 + 32))
-    finally:
-        s.close()
-    time.sleep(0.2)
-    return 'header of SET_MEM_TABLE (40-byte payload announced) then close'
+def then_close(what, make):
+    """A case: make(s) -> (bytes, fds) sent raw on a negotiated session,
+    then the socket closed mid-message (the runner then checks that the
+    daemon lives and serves the next connection)."""
+    def fn(b):
+        s = base_session(b, memtable=False)
+        try:
+            data, fds = make(s)
+            s.conn.send_raw(data, fds)
+        finally:
+            s.close()
+        time.sleep(0.2)
+        return what
+    return fn
 
 
-def h_half_payload_then_close(b):
-    s = base_session(b, memtable=False)
-    try:
-        p = mem_table_payload(s.mem.table())
-        s.conn.send_raw(HDR.pack(SET_MEM_TABLE, VERSION | FLAG_NEED_REPLY, len(p)) +
-                        p[:len(p) // 2], [s.mem.fd])
-    finally:
-        s.close()
-    time.sleep(0.2)
-    return 'half a SET_MEM_TABLE payload (with its fd) then close'
-
-
-def h_half_header_then_close(b):
-    s = base_session(b, memtable=False)
-    try:
-        s.conn.send_raw(HDR.pack(GET_FEATURES, VERSION, 0)[:6])
-    finally:
-        s.close()
-    time.sleep(0.2)
-    return '6 bytes of a header then close'
+def half_mem_table(s):
+    p = mem_table_payload(s.mem.table())
+    return HDR.pack(SET_MEM_TABLE, VERSION | FLAG_NEED_REPLY, len(p)) + p[:len(p) // 2], [s.mem.fd]
 
 
 def h_close_with_running_ring(b):
@@ -1488,9 +1477,13 @@ HOSTILE = [
     ('unknown request 999', h_unknown(999)),
     ('request number 0', h_unknown(0)),
     ('request number 0xffffffff', h_unknown(0xffffffff)),
-    ('header only, then close', h_header_then_close),
-    ('half a payload, then close', h_half_payload_then_close),
-    ('half a header, then close', h_half_header_then_close),
+    ('header only, then close', then_close(
+        'header of SET_MEM_TABLE (40-byte payload announced) then close',
+        lambda s: (HDR.pack(SET_MEM_TABLE, VERSION | FLAG_NEED_REPLY, 8 + 32), ()))),
+    ('half a payload, then close', then_close(
+        'half a SET_MEM_TABLE payload (with its fd) then close', half_mem_table)),
+    ('half a header, then close', then_close(
+        '6 bytes of a header then close', lambda s: (HDR.pack(GET_FEATURES, VERSION, 0)[:6], ()))),
     ('close with a request in flight', h_close_with_running_ring),
     ('SET_VRING_KICK with a pipe instead of an eventfd', h_kick_pipe),
     ('SET_CONFIG size field beyond its payload', h_set_config_short),
