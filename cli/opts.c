@@ -164,7 +164,11 @@ int fdvm_parse_vhost_user(const char *v, struct fdvm_vhost_user_opts *o, char *e
 		const char *end = strchr(p, ',');
 		size_t len = end ? (size_t)(end - p) : strlen(p);
 		char *num_end;
-		if (!strncmp(p, "socket=", 7) && len > 7) {
+		if (!strncmp(p, "socket=", 7)) {
+			if (len == 7) {
+				snprintf(err, errlen, "--vhost-user %s: no socket=PATH", v);
+				goto err;
+			}
 			free(o->socket);
 			o->socket = strndup(p + 7, len - 7);
 			if (!o->socket)

@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <stdbool.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "opts.h"
@@ -488,6 +489,54 @@ static void test_run_devices_and_disks(void **state)
 	RUN_BAD("unknown option", "--blk", "a.img", "--blk", "b.img,bogus", "g.elf");
 }
 
+static void test_run_vhost_user(void **state)
+{
+	(void)state;
+	struct fdvm_run_opts o;
+
+	RUN_OK(&o, "--vhost-user", "blk,socket=/run/a.sock", "--vhost-user=blk,queues=2,socket=b.sock,reconnect=3",
+	       "g.elf");
+	assert_int_equal(o.nvu, 2);
+	assert_int_equal(o.vu[0].device_id, 2);
+	assert_string_equal(o.vu[0].socket, "/run/a.sock");
+	assert_int_equal(o.vu[0].queues, 0);
+	assert_int_equal(o.vu[0].reconnect_s, 0);
+	assert_string_equal(o.vu[1].socket, "b.sock");
+	assert_int_equal(o.vu[1].queues, 2);
+	assert_int_equal(o.vu[1].reconnect_s, 3);
+	fdvm_run_opts_free(&o);
+	assert_int_equal(o.nvu, 0);
+
+	RUN_BAD("unknown device type", "--vhost-user", "net,socket=x", "g.elf");
+	RUN_BAD("unknown device type", "--vhost-user", "blkx,socket=x", "g.elf");
+	RUN_BAD("no socket=PATH", "--vhost-user", "blk", "g.elf");
+	RUN_BAD("no socket=PATH", "--vhost-user", "blk,socket=", "g.elf");
+	RUN_BAD("queues must be 1..16", "--vhost-user", "blk,socket=x,queues=0", "g.elf");
+	RUN_BAD("queues must be 1..16", "--vhost-user", "blk,socket=x,queues=2z", "g.elf");
+	RUN_BAD("reconnect must be 0..3600", "--vhost-user", "blk,socket=x,reconnect=", "g.elf");
+	RUN_BAD("reconnect must be 0..3600", "--vhost-user", "blk,socket=x,reconnect=9999", "g.elf");
+	RUN_BAD("unknown option", "--vhost-user", "blk,socket=x,poll=3", "g.elf");
+	/* What was parsed before the error is freed (ASan/LSan would tell). */
+	RUN_BAD("unknown option", "--vhost-user", "blk,socket=a", "--vhost-user", "blk,socket=b,x", "g.elf");
+}
+
+static void test_parse_blk(void **state)
+{
+	(void)state;
+	struct fdvm_blk_opts b;
+	char err[128];
+
+	assert_int_equal(fdvm_parse_blk("d.img,poll=0,ro", &b, "serve", err, sizeof(err)), 0);
+	assert_string_equal(b.path, "d.img");
+	assert_true(b.ro);
+	assert_int_equal(b.poll_us, 0);
+	assert_int_equal(b.queues, 1);
+	free(b.path);
+	assert_int_equal(fdvm_parse_blk("d.img,poll=10001", &b, "serve", err, sizeof(err)), -EINVAL);
+	assert_null(b.path);
+	assert_contains(err, "serve d.img,poll=10001: poll must be 0..10000");
+}
+
 static void test_run_no_guest(void **state)
 {
 	(void)state;
@@ -584,6 +633,8 @@ int main(void)
 		cmocka_unit_test(test_run_empty_cmdline),
 		cmocka_unit_test(test_run_all_options),
 		cmocka_unit_test(test_run_devices_and_disks),
+		cmocka_unit_test(test_run_vhost_user),
+		cmocka_unit_test(test_parse_blk),
 		cmocka_unit_test(test_run_no_guest),
 		cmocka_unit_test(test_run_unknown_option),
 		cmocka_unit_test(test_run_missing_value),
