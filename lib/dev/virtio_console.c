@@ -14,11 +14,9 @@
 #define TRANSMITQ 1
 
 struct console {
+	struct fdvm_virtio_model model;
 	struct fdvm_virtio_dev_ops ops;
 	struct fdvm_virtio_backend be;
-	struct fdvm_virtio_pci *transport;
-	struct fdvm_owned *owned;
-	struct fdvm_vm *vm;
 	int out_fd;
 	uint8_t config[12]; /* cols, rows, max_nr_ports, emerg_wr: all 0 */
 };
@@ -62,21 +60,17 @@ static void stop(void *opaque)
 	fdvm_virtio_backend_stop(&c->be);
 }
 
-static void console_destroy(void *opaque)
+static void console_destroy(struct fdvm_virtio_model *m)
 {
-	struct console *c = opaque;
-	fdvm_vm_disown(c->vm, c->owned);
-	free(c);
+	free(m->opaque);
 }
 
 int fdvm_virtio_console_create(struct fdvm_vm *vm, int out_fd, enum fdvm_doorbell_mode notify)
 {
 	struct console *c = calloc(1, sizeof(*c));
-	int ret;
 
 	if (!c)
 		return -ENOMEM;
-	c->vm = vm;
 	c->out_fd = out_fd;
 	c->ops = (struct fdvm_virtio_dev_ops){
 		.name = "virtio-console", .device_id = 3, .pci_class = 0x078000, .num_queues = 2,
@@ -84,13 +78,6 @@ int fdvm_virtio_console_create(struct fdvm_vm *vm, int out_fd, enum fdvm_doorbel
 		.features = FDVM_VIRTIO_VQ_FEATURES, .start = start, .stop = stop,
 	};
 	c->be = (struct fdvm_virtio_backend){ .handle = handle, .opaque = c, .name = "virtio-console" };
-	ret = fdvm_vm_own(vm, console_destroy, c, &c->owned);
-	if (ret) {
-		free(c);
-		return ret;
-	}
-	ret = fdvm_virtio_pci_create(vm, &c->ops, c, notify, &c->transport);
-	if (ret)
-		console_destroy(c);
-	return ret;
+	c->model = (struct fdvm_virtio_model){ .ops = &c->ops, .opaque = c, .destroy = console_destroy };
+	return fdvm_virtio_pci_add_model(vm, &c->model, notify);
 }

@@ -7,11 +7,9 @@
 #include "../vm_priv.h"
 
 struct rng {
+	struct fdvm_virtio_model model;
 	struct fdvm_virtio_dev_ops ops;
 	struct fdvm_virtio_backend be;
-	struct fdvm_virtio_pci *transport;
-	struct fdvm_owned *owned;
-	struct fdvm_vm *vm;
 };
 
 static void handle(void *opaque, unsigned queue, struct fdvm_vq_elem *e, uint32_t *written)
@@ -45,33 +43,22 @@ static void stop(void *opaque)
 	fdvm_virtio_backend_stop(&r->be);
 }
 
-static void rng_destroy(void *opaque)
+static void rng_destroy(struct fdvm_virtio_model *m)
 {
-	struct rng *r = opaque;
-	fdvm_vm_disown(r->vm, r->owned);
-	free(r);
+	free(m->opaque);
 }
 
 int fdvm_virtio_rng_create(struct fdvm_vm *vm, enum fdvm_doorbell_mode notify)
 {
 	struct rng *r = calloc(1, sizeof(*r));
-	int ret;
 
 	if (!r)
 		return -ENOMEM;
-	r->vm = vm;
 	r->ops = (struct fdvm_virtio_dev_ops){
 		.name = "virtio-rng", .device_id = 4, .pci_class = 0x00ff00, .num_queues = 1,
 		.queue_max_size = 64, .features = FDVM_VIRTIO_VQ_FEATURES, .start = start, .stop = stop,
 	};
 	r->be = (struct fdvm_virtio_backend){ .handle = handle, .opaque = r, .name = "virtio-rng" };
-	ret = fdvm_vm_own(vm, rng_destroy, r, &r->owned);
-	if (ret) {
-		free(r);
-		return ret;
-	}
-	ret = fdvm_virtio_pci_create(vm, &r->ops, r, notify, &r->transport);
-	if (ret)
-		rng_destroy(r);
-	return ret;
+	r->model = (struct fdvm_virtio_model){ .ops = &r->ops, .opaque = r, .destroy = rng_destroy };
+	return fdvm_virtio_pci_add_model(vm, &r->model, notify);
 }
