@@ -34,7 +34,6 @@
 
 #define MAX_RINGS 64
 #define INFLIGHT_ALIGN 64
-#define IO_TIMEOUT_S 5	/* a frontend that stalls mid-message is dropped */
 
 struct ring {
 	uint16_t num;			/* SET_VRING_NUM; 0: not set */
@@ -243,16 +242,23 @@ static void inflight_unmap(struct fdvm_vu_backend *be)
 	be->inflight_nq = 0;
 }
 
-/* Everything a connection set up goes; the backend is as created. */
-static void state_reset(struct fdvm_vu_backend *be)
+/* The device as after a reset: stopped, no ring, no inflight region, status
+ * 0. Memory and negotiated features stay (RESET_DEVICE keeps them). */
+static void device_reset(struct fdvm_vu_backend *be)
 {
 	device_stop(be);
 	for (unsigned i = 0; i < MAX_RINGS; i++)
 		ring_reset(be, &be->rings[i]);
-	vu_mem_clear(&be->mem);
 	inflight_unmap(be);
-	be->features = be->protocol_features = 0;
 	be->status = 0;
+}
+
+/* Everything a connection set up goes; the backend is as created. */
+static void state_reset(struct fdvm_vu_backend *be)
+{
+	device_reset(be);
+	vu_mem_clear(&be->mem);
+	be->features = be->protocol_features = 0;
 	be->restart = false;
 	memset(be->counts, 0, sizeof(be->counts));
 }
@@ -350,12 +356,7 @@ static int nothing(struct ctx *c)
 
 static int reset_device(struct ctx *c)
 {
-	struct fdvm_vu_backend *be = c->be;
-	device_stop(be);
-	for (unsigned i = 0; i < MAX_RINGS; i++)
-		ring_reset(be, &be->rings[i]);
-	inflight_unmap(be);
-	be->status = 0;
+	device_reset(c->be);
 	return 0;
 }
 
@@ -1043,15 +1044,13 @@ static void on_message(void *opaque, int fd, uint32_t events)
 
 int fdvm_vu_backend_serve(struct fdvm_vu_backend *be, int conn_fd)
 {
-	struct timeval tv = { .tv_sec = IO_TIMEOUT_S };
-
 	if (be->conn_fd >= 0)
 		return -EBUSY;
-	if (setsockopt(conn_fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0 ||
-	    setsockopt(conn_fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0)
-		return fdvm_log_to_errno(be->cfg.log, be->cfg.log_opaque, errno,
-					 "vhost-user %s: socket timeouts", be->cfg.name);
-	int ret = fdvm_loop_add(be->cfg.loop, conn_fd, EPOLLIN, on_message, be);
+	int ret = vu_set_send_timeout(conn_fd);
+	if (ret)
+		return fdvm_log_to_errno(be->cfg.log, be->cfg.log_opaque, -ret,
+					 "vhost-user %s: socket send timeout", be->cfg.name);
+	ret = fdvm_loop_add(be->cfg.loop, conn_fd, EPOLLIN, on_message, be);
 	if (ret)
 		return ret;
 	be->conn_fd = conn_fd;
