@@ -31,7 +31,6 @@
 #include "../vm_priv.h"
 
 #define MAX_QUEUES 64
-#define IO_TIMEOUT_S 5
 #define QUEUE_SIZE 256
 #define GIVE_UP_TRIES 10
 
@@ -186,8 +185,7 @@ static void on_hangup(void *opaque, int fd, uint32_t events);
 static int connect_socket(struct fdvm_vu_frontend *fe, bool quiet)
 {
 	struct sockaddr_un a = { .sun_family = AF_UNIX };
-	struct timeval tv = { .tv_sec = IO_TIMEOUT_S };
-	int fd;
+	int fd, ret;
 
 	if (strlen(fe->path) >= sizeof(a.sun_path)) {
 		fdvm_log(fe->vm, FDVM_LOG_ERROR, "vhost-user %s: the socket path is too long", fe->path);
@@ -204,11 +202,10 @@ static int connect_socket(struct fdvm_vu_frontend *fe, bool quiet)
 			return -err;
 		return fdvm_log_errno(fe->vm, err, "vhost-user %s: connect", fe->path);
 	}
-	if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0 ||
-	    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0) {
-		int err = errno;
+	if ((ret = vu_set_send_timeout(fd))) {
+		int err = -ret;
 		close(fd);
-		return fdvm_log_errno(fe->vm, err, "vhost-user %s: socket timeouts", fe->path);
+		return fdvm_log_errno(fe->vm, err, "vhost-user %s: socket send timeout", fe->path);
 	}
 	fe->sock = fd;
 	fe->mem_sent = false;

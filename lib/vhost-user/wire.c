@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include "wire.h"
@@ -134,6 +135,12 @@ int vu_recv(int sock, struct vu_msg *m, int *fds, unsigned *nfds, int timeout_ms
 	if (ret)
 		vu_close_fds(fds, *nfds), *nfds = 0;
 	return ret;
+}
+
+int vu_set_send_timeout(int sock)
+{
+	struct timeval tv = { .tv_sec = VU_IO_TIMEOUT_MS / 1000 };
+	return setsockopt(sock, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0 ? -errno : 0;
 }
 
 int vu_send(int sock, const struct vu_msg *m, const int *fds, unsigned nfds)

@@ -134,6 +134,9 @@ const char *vu_request_name(uint32_t request, char *buf, size_t len);
  */
 int vu_recv(int sock, struct vu_msg *m, int *fds, unsigned *nfds, int timeout_ms);
 #define VU_IO_TIMEOUT_MS 5000
+/* A peer that stops reading must not block a send for longer than that
+ * either (receives are bounded by vu_recv's own deadline). 0 or -errno. */
+int vu_set_send_timeout(int sock);
 /* Sends one message with nfds fds (0 or more). */
 int vu_send(int sock, const struct vu_msg *m, const int *fds, unsigned nfds);
 void vu_close_fds(int *fds, unsigned n);
