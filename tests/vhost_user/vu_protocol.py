@@ -1033,6 +1033,20 @@ def h_inflight_too_small(b):
             os.close(fd)
 
 
+def completion_then_alive(b, q, what):
+    """After a request into memory the front-end took away: whether it
+    completed is the daemon's business; that it is still alive is ours."""
+    try:
+        q.wait_used(1, 2.0)
+        done = 'completed'
+    except vu.Timeout:
+        done = 'no completion'
+    time.sleep(0.2)
+    if not b.alive():
+        raise Fail('%s: daemon %s' % (what, b.status()))
+    return done
+
+
 def h_memfd_shrunk(b):
     """The front-end shrinks the guest memfd after SET_MEM_TABLE (it owns the
     file; QEMU seals its memfds, a hostile front-end need not), then asks for
@@ -1044,17 +1058,9 @@ def h_memfd_shrunk(b):
         req, chain = d.request(T_IN, 0, None, [4096])
         os.ftruncate(s.mem.fd, 2 * MiB)         # the data buffer is past the end now
         q.submit([chain], force_kick=True)
-        try:
-            q.wait_used(1, 2.0)
-            # Its status byte lies past the end of the file: not ours to read either.
-            done = 'completed'
-        except vu.Timeout:
-            done = 'no completion'
-        time.sleep(0.2)
-        if not b.alive():
-            raise Fail('memfd shrunk to 2 MiB under a 4 MiB region, read into [3 MiB, +4 KiB): '
-                       'daemon %s' % b.status())
-        return done
+        # Its status byte lies past the end of the file: not ours to read either.
+        return completion_then_alive(b, q, 'memfd shrunk to 2 MiB under a 4 MiB region, '
+                                           'read into [3 MiB, +4 KiB)')
     finally:
         s.close()
 
@@ -1082,16 +1088,8 @@ def h_inflight_shrunk(b):
         s.start_vq(q)
         d = BlkDriver(q)
         d.vq.submit([d.request(T_IN, 0, None, [4096])[1]], force_kick=True)
-        try:
-            q.wait_used(1, 2.0)
-            done = 'completed'
-        except vu.Timeout:
-            done = 'no completion'
-        time.sleep(0.2)
-        if not b.alive():
-            raise Fail('inflight memfd shrunk to 0 after SET_INFLIGHT_FD, one request: daemon %s'
-                       % b.status())
-        return done
+        return completion_then_alive(b, q, 'inflight memfd shrunk to 0 after SET_INFLIGHT_FD, '
+                                           'one request')
     finally:
         s.close()
 
