@@ -148,17 +148,105 @@ err:
 	return -EINVAL;
 }
 
+int fdvm_parse_mac(const char *s, size_t len, uint8_t mac[6])
+{
+	/* Six pairs of hex digits with colons: exactly 17 characters. */
+	if (len != 17)
+		return -EINVAL;
+	for (unsigned i = 0; i < 6; i++) {
+		const char *p = s + 3 * i;
+		if (!isxdigit((unsigned char)p[0]) || !isxdigit((unsigned char)p[1]) ||
+		    (i < 5 && p[2] != ':'))
+			return -EINVAL;
+		char hex[3] = { p[0], p[1], 0 };
+		mac[i] = (uint8_t)strtoul(hex, NULL, 16);
+	}
+	/* A multicast address cannot be a NIC's. */
+	return mac[0] & 1 ? -EINVAL : 0;
+}
+
+/* Parses N in [lo, hi] from p (len characters); false if it is not. */
+static bool parse_uint(const char *p, size_t len, unsigned long lo, unsigned long hi,
+		       unsigned *out)
+{
+	char *end;
+	if (!len || !isdigit((unsigned char)*p))
+		return false;
+	unsigned long v = strtoul(p, &end, 10);
+	if (end != p + len || v < lo || v > hi)
+		return false;
+	*out = (unsigned)v;
+	return true;
+}
+
+int fdvm_parse_net(const char *v, struct fdvm_net_opts *n, bool bare_name, const char *what,
+		   char *err, size_t errlen)
+{
+	const char *usage = bare_name ? "NAME[,mac=MAC][,queues=N][,poll=US]"
+				      : "tap=NAME[,mac=MAC][,queues=N][,poll=US]";
+	*n = (struct fdvm_net_opts){ .queues = 1, .poll_us = 50 };
+	for (const char *p = v; p; ) {
+		const char *end = strchr(p, ',');
+		size_t len = end ? (size_t)(end - p) : strlen(p);
+		const char *eq = memchr(p, '=', len);
+		if (!strncmp(p, "tap=", 4) || (bare_name && p == v && !eq)) {
+			size_t off = eq ? 4 : 0;
+			if (len == off || len - off >= 16) {
+				snprintf(err, errlen, "%s %s: a tap name has 1..15 characters", what, v);
+				goto err;
+			}
+			free(n->tap);
+			n->tap = strndup(p + off, len - off);
+			if (!n->tap)
+				return -ENOMEM;
+		} else if (!strncmp(p, "mac=", 4)) {
+			if (fdvm_parse_mac(p + 4, len - 4, n->mac)) {
+				snprintf(err, errlen, "%s %s: mac must look like 52:54:00:12:34:56 (not multicast)", what, v);
+				goto err;
+			}
+			n->mac_set = true;
+		} else if (!strncmp(p, "queues=", 7)) {
+			if (!parse_uint(p + 7, len - 7, 1, 16, &n->queues)) {
+				snprintf(err, errlen, "%s %s: queues (pairs) must be 1..16", what, v);
+				goto err;
+			}
+		} else if (!strncmp(p, "poll=", 5)) {
+			if (!parse_uint(p + 5, len - 5, 0, 10000, &n->poll_us)) {
+				snprintf(err, errlen, "%s %s: poll must be 0..10000 (us)", what, v);
+				goto err;
+			}
+		} else {
+			snprintf(err, errlen, "%s %s: unknown option (%s)", what, v, usage);
+			goto err;
+		}
+		p = end ? end + 1 : NULL;
+	}
+	if (!n->tap) {
+		snprintf(err, errlen, "%s %s: no tap (%s)", what, v, usage);
+		return -EINVAL;
+	}
+	return 0;
+err:
+	free(n->tap);
+	n->tap = NULL;
+	return -EINVAL;
+}
+
 int fdvm_parse_vhost_user(const char *v, struct fdvm_vhost_user_opts *o, char *err,
 			  size_t errlen)
 {
-	static const char usage[] = "TYPE,socket=PATH[,queues=N][,reconnect=SECONDS], TYPE blk";
+	static const char usage[] = "blk,socket=PATH[,queues=N][,reconnect=SECONDS] or "
+				    "net,socket=PATH[,mac=MAC][,reconnect=SECONDS]";
 	const char *p = v;
 	*o = (struct fdvm_vhost_user_opts){ 0 };
-	if (strncmp(p, "blk", 3) || (p[3] && p[3] != ',')) {
+	if (!strncmp(p, "blk", 3) && (!p[3] || p[3] == ','))
+		o->device_id = 2;
+	else if (!strncmp(p, "net", 3) && (!p[3] || p[3] == ','))
+		o->device_id = 1;
+	else {
 		snprintf(err, errlen, "--vhost-user %s: unknown device type (%s)", v, usage);
 		return -EINVAL;
 	}
-	o->device_id = 2;
 	for (p = strchr(p, ','); p; p = strchr(p, ',')) {
 		p++;
 		const char *end = strchr(p, ',');
@@ -173,7 +261,13 @@ int fdvm_parse_vhost_user(const char *v, struct fdvm_vhost_user_opts *o, char *e
 			o->socket = strndup(p + 7, len - 7);
 			if (!o->socket)
 				return -ENOMEM;
-		} else if (!strncmp(p, "queues=", 7)) {
+		} else if (!strncmp(p, "mac=", 4) && o->device_id == 1) {
+			if (fdvm_parse_mac(p + 4, len - 4, o->mac)) {
+				snprintf(err, errlen, "--vhost-user %s: mac must look like 52:54:00:12:34:56 (not multicast)", v);
+				goto err;
+			}
+			o->mac_set = true;
+		} else if (!strncmp(p, "queues=", 7) && o->device_id == 2) {
 			unsigned long q = strtoul(p + 7, &num_end, 10);
 			if (!q || q > 16 || num_end != p + len) {
 				snprintf(err, errlen, "--vhost-user %s: queues must be 1..16", v);
@@ -294,6 +388,19 @@ int fdvm_parse_run(int argc, char **argv, struct fdvm_run_opts *o, char *err,
 			o->nvu++;
 			continue;
 		}
+		if ((r = take_value(argc, argv, &i, "--net", NULL, &v, err, errlen))) {
+			if (r < 0)
+				return r;
+			if (o->nnet == sizeof(o->net) / sizeof(o->net[0])) {
+				snprintf(err, errlen, "--net %s: too many network devices", v);
+				return -EINVAL;
+			}
+			r = fdvm_parse_net(v, &o->net[o->nnet], false, "--net", err, errlen);
+			if (r)
+				return r;
+			o->nnet++;
+			continue;
+		}
 		if ((r = take_value(argc, argv, &i, "--notify", NULL, &v, err, errlen))) {
 			if (r < 0)
 				return r;
@@ -346,6 +453,9 @@ void fdvm_run_opts_free(struct fdvm_run_opts *o)
 	for (unsigned i = 0; i < o->nvu; i++)
 		free(o->vu[i].socket);
 	o->nvu = 0;
+	for (unsigned i = 0; i < o->nnet; i++)
+		free(o->net[i].tap);
+	o->nnet = 0;
 	free(o->cmdline);
 	o->cmdline = NULL;
 }

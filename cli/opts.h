@@ -3,6 +3,7 @@
 #ifndef FDVM_CLI_OPTS_H
 #define FDVM_CLI_OPTS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -29,12 +30,30 @@ struct fdvm_blk_opts {
 int fdvm_parse_blk(const char *v, struct fdvm_blk_opts *b, const char *what, char *err,
 		   size_t errlen);
 
-/* --vhost-user TYPE,socket=PATH[,queues=N][,reconnect=SECONDS] */
+/* A MAC address as 52:54:00:12:34:56; 0 or -EINVAL. */
+int fdvm_parse_mac(const char *s, size_t len, uint8_t mac[6]);
+
+/* A network device as --net and fdvm serve net take it:
+ * tap=NAME[,mac=MAC][,queues=N][,poll=US] (--tap: NAME[,...]). */
+struct fdvm_net_opts {
+	char *tap; /* owned */
+	uint8_t mac[6];
+	bool mac_set;
+	unsigned queues; /* queue pairs */
+	unsigned poll_us;
+};
+/* bare_name: the first item may be the tap's name alone (--tap). */
+int fdvm_parse_net(const char *v, struct fdvm_net_opts *n, bool bare_name, const char *what,
+		   char *err, size_t errlen);
+
+/* --vhost-user TYPE,socket=PATH[,queues=N][,reconnect=SECONDS][,mac=MAC] */
 struct fdvm_vhost_user_opts {
-	uint32_t device_id; /* 2: blk */
+	uint32_t device_id; /* 1: net, 2: blk */
 	char *socket; /* owned */
 	unsigned queues; /* 0: the backend's */
 	unsigned reconnect_s;
+	uint8_t mac[6]; /* net */
+	bool mac_set;
 };
 int fdvm_parse_vhost_user(const char *v, struct fdvm_vhost_user_opts *o, char *err,
 			  size_t errlen);
@@ -53,6 +72,8 @@ struct fdvm_run_opts {
 	unsigned nblk;
 	struct fdvm_vhost_user_opts vu[8];
 	unsigned nvu;
+	struct fdvm_net_opts net[8];
+	unsigned nnet;
 	int verbose;
 	int help;
 };

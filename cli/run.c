@@ -47,15 +47,24 @@ static void run_usage(FILE *f)
 		"                           a virtio-blk disk on a raw image (repeatable); its\n"
 		"                           backend thread watches a queue that ran dry for US\n"
 		"                           microseconds (default 50) before sleeping\n"
+		"  --net tap=NAME[,mac=MAC][,queues=N][,poll=US]\n"
+		"                           a virtio-net device on the tap NAME (repeatable),\n"
+		"                           which fdvm opens (and creates, down and without an\n"
+		"                           address, if it does not exist: it goes at exit);\n"
+		"                           mac: the guest's (default 52:54:00 and three bytes\n"
+		"                           from NAME); queues: queue pairs, one tap queue each\n"
+		"                           (N > 1: a multi_queue tap); poll as for --blk\n"
 		"  --vhost-user blk,socket=PATH[,queues=N][,reconnect=SECONDS]\n"
-		"                           a virtio-blk device served by a vhost-user backend\n"
-		"                           at PATH (fdvm serve blk, qemu-storage-daemon, ...):\n"
-		"                           it gets guest RAM and the queues' eventfds and\n"
-		"                           talks to the guest through them alone; queues:\n"
-		"                           how many of the backend's to use (default all);\n"
-		"                           reconnect: a backend that goes away is tried again\n"
-		"                           every SECONDS, requests in flight resubmitted\n"
-		"                           (default 0: the device then needs a reset)\n"
+		"  --vhost-user net,socket=PATH[,mac=MAC][,reconnect=SECONDS]\n"
+		"                           a virtio-blk or virtio-net device served by a\n"
+		"                           vhost-user backend at PATH (fdvm serve blk|net,\n"
+		"                           qemu-storage-daemon, ...): it gets guest RAM and\n"
+		"                           the queues' eventfds and talks to the guest through\n"
+		"                           them alone; queues: how many of the backend's to\n"
+		"                           use (default all); reconnect: a backend that goes\n"
+		"                           away is tried again every SECONDS, requests in\n"
+		"                           flight resubmitted (default 0: the device then\n"
+		"                           needs a reset)\n"
 		"  --notify MODE            devices' doorbells and interrupt lines: auto (KVM's\n"
 		"                           ioeventfd/irqfd where it has them; default), kernel\n"
 		"                           (or fail), or userspace (fdvm's fallbacks: for tests\n"
@@ -117,12 +126,21 @@ int fdvm_cmd_run(int argc, char **argv)
 						     .notify = o.notify };
 		ret = fdvm_virtio_blk_create(vm, &bc);
 	}
+	for (unsigned i = 0; i < o.nnet && !ret; i++) {
+		struct fdvm_virtio_net_config nc = { .tap = o.net[i].tap, .mac_set = o.net[i].mac_set,
+						     .num_pairs = o.net[i].queues,
+						     .poll_us = o.net[i].poll_us, .notify = o.notify };
+		memcpy(nc.mac, o.net[i].mac, 6);
+		ret = fdvm_virtio_net_create(vm, &nc);
+	}
 	for (unsigned i = 0; i < o.nvu && !ret; i++) {
 		struct fdvm_vu_frontend_config vc = { .socket = o.vu[i].socket,
 						      .device_id = o.vu[i].device_id,
 						      .num_queues = o.vu[i].queues,
 						      .reconnect_s = o.vu[i].reconnect_s,
-						      .notify = o.notify };
+						      .notify = o.notify,
+						      .mac_set = o.vu[i].mac_set };
+		memcpy(vc.mac, o.vu[i].mac, 6);
 		ret = fdvm_vhost_user_create(vm, &vc);
 	}
 	if (!ret)

@@ -92,10 +92,14 @@ int fdvm_vu_listen_unix(const char *path, fdvm_log_fn log, void *log_opaque, int
  */
 struct fdvm_vu_frontend_config {
 	const char *socket;		/* the backend's listening socket */
-	uint32_t device_id;		/* virtio device ID: 2 (block) */
+	uint32_t device_id;		/* virtio device ID: 1 (network), 2 (block) */
 	unsigned num_queues;		/* 0: as many as the backend has */
 	unsigned reconnect_s;		/* 0: no reconnect */
 	enum fdvm_doorbell_mode notify;	/* doorbells and MSI-X lines */
+	/* Network: the guest's MAC (else the backend's, or one made from the
+	 * socket path when the backend has no config space). */
+	uint8_t mac[6];
+	bool mac_set;
 };
 
 /* Connects and plugs the device in; the VM owns it. -errno (logged). */

@@ -61,7 +61,7 @@ struct fdvm_virtio_start {
 
 struct fdvm_virtio_dev_ops {
 	const char *name;
-	uint32_t device_id;	/* virtio device ID: 2 block, 3 console, 4 entropy */
+	uint32_t device_id;	/* virtio device ID: 1 network, 2 block, 3 console, 4 entropy */
 	uint32_t pci_class;
 	unsigned num_queues;
 	uint16_t queue_max_size; /* a power of two, <= FDVM_VQ_MAX_SIZE */
@@ -69,6 +69,13 @@ struct fdvm_virtio_dev_ops {
 				 * handles (FDVM_VIRTIO_VQ_FEATURES); the transport
 				 * adds VERSION_1 */
 	uint32_t config_size;
+	/*
+	 * Requests a crashed vhost-user backend took and never answered may be
+	 * handed to the next one (the inflight region, with requests taken
+	 * again in order): true for devices whose requests can be redone
+	 * (blk). A device that gives requests back (fdvm_vq_unpop) says false.
+	 */
+	bool resubmit;
 	/* Device configuration space; the transport bounds-checks off/len. */
 	void (*config_read)(void *opaque, uint32_t off, void *buf, uint32_t len);
 	void (*config_write)(void *opaque, uint32_t off, const void *buf, uint32_t len);
@@ -132,6 +139,19 @@ int fdvm_virtio_blk_create(struct fdvm_vm *vm, const struct fdvm_virtio_blk_conf
  * log (NULL: stderr) and returned as -errno.
  */
 int fdvm_virtio_blk_model_create(const struct fdvm_virtio_blk_config *cfg, fdvm_log_fn log,
+				 void *log_opaque, struct fdvm_virtio_model **out);
+struct fdvm_virtio_net_config {
+	const char *tap;	/* the tap's name; made (and gone at exit) if missing */
+	uint8_t mac[6];
+	bool mac_set;		/* else 52:54:00 and three bytes from the tap's name */
+	unsigned num_pairs;	/* queue pairs, one tap queue each: 1 (default) or more */
+	unsigned poll_us;	/* as for virtio-blk: watch rings this long before sleeping */
+	enum fdvm_doorbell_mode notify;
+};
+/* An in-process virtio-net-pci device on a tap, owned by the VM. */
+int fdvm_virtio_net_create(struct fdvm_vm *vm, const struct fdvm_virtio_net_config *cfg);
+/* The virtio-net model alone (cfg->notify unused), as for virtio-blk. */
+int fdvm_virtio_net_model_create(const struct fdvm_virtio_net_config *cfg, fdvm_log_fn log,
 				 void *log_opaque, struct fdvm_virtio_model **out);
 int fdvm_virtio_rng_create(struct fdvm_vm *vm, enum fdvm_doorbell_mode notify);
 int fdvm_virtio_console_create(struct fdvm_vm *vm, int out_fd, enum fdvm_doorbell_mode notify);

@@ -129,6 +129,19 @@ int fdvm_vq_pop(struct fdvm_vq *vq, struct fdvm_vq_elem *elem);
 /* Returns a request with len bytes written into its in[] buffers. */
 void fdvm_vq_push(struct fdvm_vq *vq, uint16_t head, uint32_t len);
 
+/*
+ * Returns n requests at once: the used index moves once, after all of them
+ * (a packet spread over several buffers is seen whole or not at all).
+ */
+void fdvm_vq_push_batch(struct fdvm_vq *vq, const struct fdvm_vring_used_elem *e, unsigned n);
+
+/*
+ * Gives back the request fdvm_vq_pop returned last, not pushed: the next
+ * pop returns it again. Several go back newest first. Not for a queue that
+ * is resubmitting requests after a crash (fdvm_vq_inflight_attach).
+ */
+void fdvm_vq_unpop(struct fdvm_vq *vq, uint16_t head);
+
 /* After pushes: true if the driver wants an interrupt now. */
 bool fdvm_vq_should_notify(struct fdvm_vq *vq);
 

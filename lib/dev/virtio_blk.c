@@ -220,6 +220,7 @@ int fdvm_virtio_blk_model_create(const struct fdvm_virtio_blk_config *cfg, fdvm_
 			    (b->ro ? 1ull << F_RO : 0) | (nq > 1 ? 1ull << F_MQ : 0) |
 			    FDVM_VIRTIO_VQ_FEATURES,
 		.config_size = sizeof(struct blk_config),
+		.resubmit = true,
 		.config_read = config_read,
 		.start = start,
 		.stop = stop,

@@ -92,8 +92,8 @@ static uint64_t offered_features(const struct fdvm_vu_backend *be)
 
 static uint64_t offered_protocol(const struct fdvm_vu_backend *be)
 {
-	return 1ull << VU_PF_MQ | 1ull << VU_PF_REPLY_ACK | 1ull << VU_PF_INFLIGHT_SHMFD |
-	       1ull << VU_PF_RESET_DEVICE | 1ull << VU_PF_CONFIGURE_MEM_SLOTS |
+	return 1ull << VU_PF_MQ | 1ull << VU_PF_REPLY_ACK |
+	       (be->ops->resubmit ? 1ull << VU_PF_INFLIGHT_SHMFD : 0) | 1ull << VU_PF_RESET_DEVICE | 1ull << VU_PF_CONFIGURE_MEM_SLOTS |
 	       1ull << VU_PF_STATUS | (be->ops->config_size ? 1ull << VU_PF_CONFIG : 0);
 }
 

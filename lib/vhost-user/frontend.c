@@ -34,24 +34,31 @@
 #define QUEUE_SIZE 256
 #define GIVE_UP_TRIES 10
 
+struct fdvm_vu_frontend;
+
 /* What fdvm knows of each device type: its PCI class, how much config space
- * to ask for, and how to tell the driver how many queues there are. */
+ * to ask for, and what fdvm says itself in it. */
 struct dev_type {
 	uint32_t device_id;
 	const char *name;
 	uint32_t pci_class;
 	uint32_t config_size;
-	void (*set_queues)(uint8_t *config, unsigned n);
+	/* The config space has fdvm's own values where fdvm knows better
+	 * (the queue count it uses; net: the MAC asked for). from_backend
+	 * false: the backend has none (no CONFIG), config is zeroed. */
+	void (*fix_config)(const struct fdvm_vu_frontend *fe, uint8_t *config, bool from_backend);
+	/* The features the driver is offered, from the backend's. */
+	uint64_t (*features)(const struct fdvm_vu_frontend *fe, uint64_t offered);
+	bool own_config;	/* fdvm fills the config space if the backend does not */
 };
 
-static void blk_set_queues(uint8_t *config, unsigned n)
-{
-	uint16_t v = (uint16_t)n;
-	memcpy(config + 34, &v, 2); /* virtio_blk_config.num_queues */
-}
+static void blk_fix_config(const struct fdvm_vu_frontend *fe, uint8_t *config, bool from_backend);
+static void net_fix_config(const struct fdvm_vu_frontend *fe, uint8_t *config, bool from_backend);
+static uint64_t net_features(const struct fdvm_vu_frontend *fe, uint64_t offered);
 
 static const struct dev_type types[] = {
-	{ 2, "vhost-user-blk", 0x018000, 60, blk_set_queues },
+	{ 1, "vhost-user-net", 0x020000, 12, net_fix_config, net_features, true },
+	{ 2, "vhost-user-blk", 0x018000, 60, blk_fix_config, NULL, false },
 };
 
 struct fdvm_vu_frontend {
@@ -269,19 +276,77 @@ static int handshake(struct fdvm_vu_frontend *fe)
 	}
 	if (!fe->nq)
 		fe->nq = (unsigned)nq;
+	if (fe->type->device_id == 1 && fe->nq < 2) {
+		fdvm_log(fe->vm, FDVM_LOG_ERROR, "vhost-user %s: a network backend with %u queue (at least a receive and a transmit queue are needed)",
+			 fe->path, fe->nq);
+		return -ENOTSUP;
+	}
 	if ((ret = call(fe, VU_SET_OWNER, NULL, 0, NULL, 0, NULL, 0, NULL)))
 		return ret;
-	if (has_pf(fe, VU_PF_CONFIG)) {
+	if (has_pf(fe, VU_PF_CONFIG) || fe->type->own_config) {
 		struct vu_config c = { .offset = 0, .size = fe->type->config_size };
-		if ((ret = call(fe, VU_GET_CONFIG, &c, VU_CONFIG_HDR + c.size, NULL, 0, &c,
+		if (has_pf(fe, VU_PF_CONFIG) &&
+		    (ret = call(fe, VU_GET_CONFIG, &c, VU_CONFIG_HDR + c.size, NULL, 0, &c,
 				VU_CONFIG_HDR + c.size, NULL)))
 			return ret;
-		fe->type->set_queues(c.payload, fe->nq);
+		fe->type->fix_config(fe, c.payload, has_pf(fe, VU_PF_CONFIG));
 		pthread_mutex_lock(&fe->config_lock);
 		memcpy(fe->config, c.payload, fe->type->config_size);
 		pthread_mutex_unlock(&fe->config_lock);
 	}
 	return 0;
+}
+
+/* ---- device types ---- */
+
+static void blk_fix_config(const struct fdvm_vu_frontend *fe, uint8_t *config, bool from_backend)
+{
+	uint16_t v = (uint16_t)fe->nq;
+	(void)from_backend;
+	memcpy(config + 34, &v, 2); /* virtio_blk_config.num_queues */
+}
+
+#define NET_F_MTU 3
+#define NET_F_MAC 5
+#define NET_F_STATUS 16
+#define NET_F_CTRL_VQ 17
+#define NET_F_MQ 22
+
+/* virtio_net_config: mac[6], status, max_virtqueue_pairs, mtu. */
+static void net_fix_config(const struct fdvm_vu_frontend *fe, uint8_t *config, bool from_backend)
+{
+	uint16_t pairs = (uint16_t)(fe->nq / 2), link_up = 1, have;
+	if (fe->cfg.mac_set) {
+		memcpy(config, fe->cfg.mac, 6);
+	} else if (!from_backend) {
+		/* QEMU's 52:54:00 prefix, and three bytes from the socket path. */
+		uint32_t h = 2166136261u;
+		for (const char *c = fe->path; *c; c++)
+			h = (h ^ (uint8_t)*c) * 16777619u;
+		const uint8_t mac[6] = { 0x52, 0x54, 0x00, (uint8_t)(h >> 16), (uint8_t)(h >> 8), (uint8_t)h };
+		memcpy(config, mac, 6);
+	}
+	if (!from_backend)
+		memcpy(config + 6, &link_up, 2);
+	memcpy(&have, config + 8, 2);
+	if (!from_backend || !have || have > pairs)
+		memcpy(config + 8, &pairs, 2);
+}
+
+static uint64_t net_features(const struct fdvm_vu_frontend *fe, uint64_t f)
+{
+	if (!has_pf(fe, VU_PF_CONFIG)) {
+		/* fdvm's own config space: a MAC and a link that is up. */
+		f |= 1ull << NET_F_MAC | 1ull << NET_F_STATUS;
+		f &= ~(1ull << NET_F_MTU);
+	}
+	/* A control queue only if the backend serves one (fdvm serve net
+	 * does; fdvm does not answer it itself), and it must have a queue. */
+	if (!(fe->nq % 2))
+		f &= ~(1ull << NET_F_CTRL_VQ);
+	if (!(f >> NET_F_CTRL_VQ & 1) || fe->nq < 5)
+		f &= ~(1ull << NET_F_MQ);
+	return f;
 }
 
 /* ---- the rings ---- */
@@ -700,8 +765,9 @@ int fdvm_vu_frontend_create(struct fdvm_vm *vm, const struct fdvm_vu_frontend_co
 		.pci_class = type->pci_class,
 		.num_queues = fe->nq,
 		.queue_max_size = QUEUE_SIZE,
-		.features = fe->backend_features & carried,
-		.config_size = has_pf(fe, VU_PF_CONFIG) ? type->config_size : 0,
+		.features = type->features ? type->features(fe, fe->backend_features & carried)
+					   : fe->backend_features & carried,
+		.config_size = has_pf(fe, VU_PF_CONFIG) || type->own_config ? type->config_size : 0,
 		.config_read = config_read,
 		.config_write = config_write,
 		.start = start,

@@ -136,24 +136,49 @@ broken:
 	return -EINVAL;
 }
 
+void fdvm_vq_push_batch(struct fdvm_vq *vq, const struct fdvm_vring_used_elem *e, unsigned n)
+{
+	volatile struct fdvm_vq_inflight *r = vq->inflight;
+	uint16_t idx = vq->used_idx;
+	if (r) {
+		/* One batch: if we die after the used index moves, the next
+		 * backend settles these entries from last_batch_head back. */
+		for (unsigned i = 0; i < n; i++) {
+			if (e[i].id >= vq->size)
+				continue;
+			r->desc[e[i].id].next = r->last_batch_head;
+			STORE_REL(&r->last_batch_head, (uint16_t)e[i].id);
+		}
+	}
+	for (unsigned i = 0; i < n; i++) {
+		volatile struct fdvm_vring_used_elem *u = &vq->used->ring[idx++ % vq->size];
+		u->id = e[i].id;
+		u->len = e[i].len;
+	}
+	vq->used_idx = idx;
+	/* The driver sees all of them at once, or none. */
+	STORE_REL(&vq->used->idx, idx);
+	if (r) {
+		for (unsigned i = 0; i < n; i++)
+			if (e[i].id < vq->size)
+				STORE_REL(&r->desc[e[i].id].inflight, 0);
+		STORE_REL(&r->used_idx, idx);
+	}
+}
+
 void fdvm_vq_push(struct fdvm_vq *vq, uint16_t head, uint32_t len)
 {
-	volatile struct fdvm_vring_used_elem *u = &vq->used->ring[vq->used_idx % vq->size];
-	volatile struct fdvm_vq_inflight *r = vq->inflight;
-	if (r && head < vq->size) {
-		/* A batch of one: if we die after the used index moves, the
-		 * next backend settles this entry from last_batch_head. */
-		r->desc[head].next = r->last_batch_head;
-		STORE_REL(&r->last_batch_head, head);
+	struct fdvm_vring_used_elem e = { head, len };
+	fdvm_vq_push_batch(vq, &e, 1);
+}
+
+void fdvm_vq_unpop(struct fdvm_vq *vq, uint16_t head)
+{
+	if (vq->inflight && head < vq->size) {
+		STORE_REL(&vq->inflight->desc[head].inflight, 0);
+		vq->counter--;
 	}
-	u->id = head;
-	u->len = len;
-	vq->used_idx++;
-	STORE_REL(&vq->used->idx, vq->used_idx);
-	if (r && head < vq->size) {
-		STORE_REL(&r->desc[head].inflight, 0);
-		STORE_REL(&r->used_idx, vq->used_idx);
-	}
+	vq->last_avail--;
 }
 
 size_t fdvm_vq_inflight_size(uint16_t size)
