@@ -92,9 +92,12 @@ static uint64_t offered_features(const struct fdvm_vu_backend *be)
 
 static uint64_t offered_protocol(const struct fdvm_vu_backend *be)
 {
+	/* A network device's config space (MAC, link) is the frontend's:
+	 * QEMU keeps its own and warns about a backend offering CONFIG. */
+	bool config = be->ops->config_size && be->ops->device_id != 1;
 	return 1ull << VU_PF_MQ | 1ull << VU_PF_REPLY_ACK |
 	       (be->ops->resubmit ? 1ull << VU_PF_INFLIGHT_SHMFD : 0) | 1ull << VU_PF_RESET_DEVICE | 1ull << VU_PF_CONFIGURE_MEM_SLOTS |
-	       1ull << VU_PF_STATUS | (be->ops->config_size ? 1ull << VU_PF_CONFIG : 0);
+	       1ull << VU_PF_STATUS | (config ? 1ull << VU_PF_CONFIG : 0);
 }
 
 static void close_fd(int *fd)

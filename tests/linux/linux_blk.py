@@ -24,36 +24,26 @@ frontend must see the data the first one wrote.
 Everything the guest needs comes from Debian packages (linux-image-*-cloud-
 amd64 and busybox-static), fetched with `apt-get download` into --cache and
 kept there for later runs. The initramfs is written by this script in the
-newc format (below, `newc`), so neither cpio nor root is needed to make it
+newc format (linuxguest.newc), so neither cpio nor root is needed to make it
 (device nodes included). Prints TAP; skips when QEMU or the packages are not
 to be had.
 """
 import argparse
-import fcntl
-import gzip
 import hashlib
-import json
-import lzma
 import os
-import re
 import shutil
 import signal
-import stat
-import struct
-import subprocess
 import sys
 import tempfile
 import time
 
-QEMU = "qemu-system-x86_64"
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from linuxguest import (QEMU, Guest, Tap, Unavailable, finish, make_initrd,  # noqa: E402
+                        prepare_cache, results, skip, start, stop_backend, wait_socket)
+
 QSD = "qemu-storage-daemon"
-# Debian 12's cloud kernel has ext4 (which also mounts ext2), jbd2, mbcache,
-# crc16 and crc32c built in; only the virtio stack is modular. The modules
-# below and everything they depend on (from their .modinfo depends=) are
-# loaded, dependencies first.
+# The modules the guest loads (with what they depend on, dependencies first).
 ROOT_MODULES = ["virtio_pci", "virtio_blk"]
-CACHE_FORMAT = 1
-BACKEND_GONE_GRACE = 10  # s that QEMU may go on after the backend exited
 
 # The guest's /init. Every line meant for the runner starts with "FDVMT ";
 # the runner finds them anywhere in a console line, in case a kernel message
@@ -148,249 +138,12 @@ poweroff -f
 """
 
 
-def skip(why):
-    print("1..0 # SKIP " + " | ".join(l.strip() for l in why.splitlines() if l.strip())[:300])
-    sys.exit(0)
-
-
-class Unavailable(Exception):
-    """Something needed from outside (apt, the network) cannot be had."""
-
-
-# ---------------------------------------------------------------- cache
-
-def run(cmd, **kw):
-    return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          universal_newlines=True, **kw)
-
-
-def kernel_package():
-    """The current linux-image-*-cloud-amd64, from the apt lists on this machine."""
-    if not shutil.which("apt-cache"):
-        raise Unavailable("no apt-cache")
-    r = run(["apt-cache", "depends", "linux-image-cloud-amd64"])
-    m = re.search(r"Depends: (linux-image-[0-9][^\s]*-cloud-amd64)\s", r.stdout)
-    if m:
-        return m.group(1)
-    r = run(["apt-cache", "search", "--names-only", r"^linux-image-[0-9.]+-[0-9]+-cloud-amd64$"])
-    names = [l.split()[0] for l in r.stdout.splitlines() if l.strip()]
-    if not names:
-        raise Unavailable("apt-cache knows no linux-image-*-cloud-amd64 (apt-get update not run?)")
-    return max(names, key=lambda n: [int(x) for x in re.findall(r"\d+", n)])
-
-
-def apt_download(pkg, where):
-    if not shutil.which("apt-get"):
-        raise Unavailable("no apt-get")
-    r = run(["apt-get", "download", pkg], cwd=where)
-    debs = [f for f in os.listdir(where) if f.startswith(pkg + "_") and f.endswith(".deb")]
-    if r.returncode != 0 or not debs:
-        errs = [l for l in r.stdout.splitlines() if l.startswith("E:")] or r.stdout.splitlines()[-1:]
-        raise Unavailable(f"apt-get download {pkg} failed: {' '.join(errs)}")
-    return os.path.join(where, debs[0])
-
-
-def modinfo(path):
-    """The key=value strings of a kernel module's .modinfo ELF section."""
-    data = open(path, "rb").read()
-    if path.endswith(".xz"):
-        data = lzma.decompress(data)
-    if data[:4] != b"\x7fELF" or data[4] != 2:
-        raise ValueError(f"{path}: not an ELF64 file")
-    shoff, = struct.unpack_from("<Q", data, 0x28)
-    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3a)
-
-    def section(i):
-        # sh_name, sh_type, sh_flags, sh_addr, sh_offset, sh_size
-        name, _, _, _, off, size = struct.unpack_from("<IIQQQQ", data, shoff + i * shentsize)
-        return name, off, size
-
-    _, stroff, _ = section(shstrndx)
-    for i in range(shnum):
-        name, off, size = section(i)
-        end = data.index(b"\0", stroff + name)
-        if data[stroff + name:end] == b".modinfo":
-            info = {}
-            for s in data[off:off + size].split(b"\0"):
-                if b"=" in s:
-                    k, v = s.decode(errors="replace").split("=", 1)
-                    info.setdefault(k, v)
-            return info, data
-    raise ValueError(f"{path}: no .modinfo section")
-
-
-def module_order(moddir, roots):
-    """[(name, module bytes)] for roots and their depends=, dependencies first."""
-    paths = {}
-    for dirpath, _, files in os.walk(moddir):
-        for f in files:
-            m = re.match(r"(.*)\.ko(\.xz)?$", f)
-            if m:
-                paths[m.group(1).replace("-", "_")] = os.path.join(dirpath, f)
-    order, seen = [], set()
-
-    def visit(name, stack):
-        if name in seen:
-            return
-        if name in stack:
-            raise ValueError(f"module dependency loop: {' -> '.join(stack + [name])}")
-        if name not in paths:
-            raise ValueError(f"module {name} not in the kernel package")
-        info, data = modinfo(paths[name])
-        for dep in filter(None, info.get("depends", "").split(",")):
-            visit(dep.replace("-", "_"), stack + [name])
-        seen.add(name)
-        order.append((name, data))
-
-    for r in roots:
-        visit(r, [])
-    return order
-
-
-def prepare_cache(cache):
-    """Fetches and unpacks the kernel, the modules and busybox into cache once.
-
-    Returns the ready description ({"vmlinuz", "busybox", "modules": [names],
-    "kernel"}); the modules are in cache/modules/NAME.ko. Safe to run from
-    several processes at once: the first takes the lock and fills the cache,
-    the others wait for it and reuse what it made. A filled cache is used as
-    it is, without apt (so offline too); remove it to pick up a newer kernel.
-    """
-    os.makedirs(cache, exist_ok=True)
-    ready = os.path.join(cache, "ready.json")
-    with open(os.path.join(cache, "lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            desc = json.load(open(ready))
-            files = [desc["vmlinuz"], desc["busybox"]] + [f"modules/{m}.ko" for m in desc["modules"]]
-            if desc.get("format") == CACHE_FORMAT and all(
-                    os.path.exists(os.path.join(cache, f)) for f in files):
-                return desc
-        except (OSError, ValueError, KeyError):
-            pass
-        work = tempfile.mkdtemp(prefix="prep-", dir=cache)
-        os.chmod(work, 0o755)  # apt-get download, as root, hands the download to user _apt
-        try:
-            kpkg = kernel_package()
-            kdeb = apt_download(kpkg, work)
-            bdeb = apt_download("busybox-static", work)
-            kx, bx = os.path.join(work, "k"), os.path.join(work, "b")
-            for deb, dest in ((kdeb, kx), (bdeb, bx)):
-                r = run(["dpkg-deb", "-x", deb, dest])
-                if r.returncode != 0:
-                    raise RuntimeError(f"dpkg-deb -x {deb}: {r.stdout}")
-            vmlinuz = [f for f in os.listdir(os.path.join(kx, "boot")) if f.startswith("vmlinuz-")]
-            if len(vmlinuz) != 1:
-                raise RuntimeError(f"{kpkg}: expected one boot/vmlinuz-*, found {vmlinuz}")
-            kver = vmlinuz[0][len("vmlinuz-"):]
-            out = os.path.join(work, "out")
-            os.makedirs(os.path.join(out, "modules"))
-            shutil.copy(os.path.join(kx, "boot", vmlinuz[0]), os.path.join(out, "vmlinuz"))
-            shutil.copy(os.path.join(bx, "bin", "busybox"), os.path.join(out, "busybox"))
-            mods = module_order(os.path.join(kx, "lib", "modules", kver), ROOT_MODULES)
-            for name, data in mods:
-                with open(os.path.join(out, "modules", name + ".ko"), "wb") as f:
-                    f.write(data)
-            desc = {"format": CACHE_FORMAT, "kernel": kpkg, "kver": kver,
-                    "vmlinuz": "vmlinuz", "busybox": "busybox",
-                    "modules": [n for n, _ in mods]}
-            with open(os.path.join(out, "ready.json"), "w") as f:
-                json.dump(desc, f, indent=1)
-            # Replace what was there (an older format, a half-made cache) and
-            # keep only what the guest needs: the unpacked kernel is ~100 MiB.
-            for n in ("vmlinuz", "busybox", "modules", "ready.json"):
-                p = os.path.join(cache, n)
-                if os.path.isdir(p):
-                    shutil.rmtree(p)
-                elif os.path.exists(p):
-                    os.unlink(p)
-            for n in ("vmlinuz", "busybox", "modules"):
-                os.rename(os.path.join(out, n), os.path.join(cache, n))
-            os.rename(os.path.join(out, "ready.json"), ready)  # last: marks the cache complete
-            return desc
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-
-
-# ---------------------------------------------------------------- initramfs
-
-def newc(entries):
-    """A newc ("070701") cpio archive of entries (path, mode, data, rdev).
-
-    Written here rather than with cpio(1): no package to install, and device
-    nodes need no root.
-    """
-    out = bytearray()
-
-    def pad():
-        out.extend(b"\0" * (-len(out) % 4))
-
-    for ino, (path, mode, data, rdev) in enumerate(entries + [("TRAILER!!!", 0, b"", (0, 0))], 1):
-        name = path.encode() + b"\0"
-        nlink = 2 if stat.S_ISDIR(mode) else 1
-        fields = (ino, mode, 0, 0, nlink, 0, len(data), 0, 0, rdev[0], rdev[1], len(name), 0)
-        out += b"070701" + b"".join(b"%08x" % v for v in fields) + name
-        pad()
-        out += data
-        pad()
-    return bytes(out)
-
-
-def make_initrd(cache, desc, path):
-    d, f, lnk, chr_ = stat.S_IFDIR | 0o755, stat.S_IFREG, stat.S_IFLNK | 0o777, stat.S_IFCHR
-    entries = [(n, d, b"", (0, 0)) for n in ("bin", "dev", "proc", "sys", "tmp", "mnt", "modules")]
-    entries += [
-        ("dev/console", chr_ | 0o600, b"", (5, 1)),
-        ("dev/null", chr_ | 0o666, b"", (1, 3)),
-        ("bin/busybox", f | 0o755, open(os.path.join(cache, desc["busybox"]), "rb").read(), (0, 0)),
-        ("bin/sh", lnk, b"busybox", (0, 0)),
-        ("init", f | 0o755, INIT.encode(), (0, 0)),
-        ("modules/order", f | 0o644, "".join(m + "\n" for m in desc["modules"]).encode(), (0, 0)),
-    ]
-    for m in desc["modules"]:
-        entries.append((f"modules/{m}.ko", f | 0o644,
-                        open(os.path.join(cache, "modules", m + ".ko"), "rb").read(), (0, 0)))
-    with open(path, "wb") as out:
-        out.write(gzip.compress(newc(entries), 6))
-
-
-# ---------------------------------------------------------------- running
-
-def start(cmd, out, err):
-    """Starts cmd in a new process group (so a timeout can kill all of it)."""
-    return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                            start_new_session=True)
-
-
-def kill_group(p):
-    try:
-        os.killpg(p.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    p.wait()
-
-
-def wait_socket(path, proc, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if stat.S_ISSOCK(os.stat(path).st_mode):
-                return None
-        except FileNotFoundError:
-            pass
-        if proc.poll() is not None:
-            return f"backend exited with status {proc.returncode} before listening"
-        time.sleep(0.05)
-    return f"no socket at {path} after {timeout} s"
-
-
 def run_qemu(a, tmp, tag, sock, vmlinuz, initrd, mode, backend):
     """Runs one guest; returns (console text, stderr text, status or None on timeout, seconds).
 
     QEMU is killed at the timeout, and also BACKEND_GONE_GRACE seconds after
     the backend has exited: the guest's I/O then hangs for ever.
     """
-    cons_path, err_path = os.path.join(tmp, f"console-{tag}.txt"), os.path.join(tmp, f"qemu-{tag}.err")
     dev = f"vhost-user-blk-pci,chardev=c,num-queues={a.queues}"
     if a.device_opts:
         dev += "," + a.device_opts
@@ -401,62 +154,9 @@ def run_qemu(a, tmp, tag, sock, vmlinuz, initrd, mode, backend):
            "-chardev", f"socket,id=c,path={sock}", "-device", dev,
            "-kernel", vmlinuz, "-initrd", initrd,
            "-append", f"console=ttyS0 panic=-1 fdvmt.mode={mode} {a.append}".strip()]
-    t0 = time.monotonic()
-    with open(cons_path, "wb") as out, open(err_path, "wb") as err:
-        p = start(cmd, out, err)
-        deadline, status = t0 + a.timeout, None
-        try:
-            while True:
-                now = time.monotonic()
-                if now >= deadline:
-                    kill_group(p)
-                    break
-                try:
-                    status = p.wait(timeout=min(0.5, deadline - now))
-                    break
-                except subprocess.TimeoutExpired:
-                    pass
-                if backend.poll() is not None:
-                    deadline = min(deadline, time.monotonic() + BACKEND_GONE_GRACE)
-        except BaseException:
-            kill_group(p)
-            raise
-    secs = time.monotonic() - t0
-    cons = open(cons_path, "rb").read().decode(errors="replace").replace("\r", "")
-    return cons, open(err_path, "rb").read().decode(errors="replace"), status, secs
-
-
-def results(console):
-    """The guest's FDVMT lines as {key: value} (the first value for each key)."""
-    r = {}
-    for m in re.finditer(r"FDVMT (\S+) ?([^\n]*)", console):
-        r.setdefault(m.group(1), m.group(2).strip())
-    return r
-
-
-class Tap:
-    def __init__(self):
-        self.n = 0
-        self.failed = 0
-
-    def check(self, ok, what, why=""):
-        self.n += 1
-        self.failed += not ok
-        print(f"{'ok' if ok else 'not ok'} {self.n} - {what}" + (f" # {why}" if why and not ok else ""))
-        sys.stdout.flush()
-        return ok
-
-    def skip(self, what, why):
-        self.n += 1
-        print(f"ok {self.n} - {what} # SKIP {why}")
-
-
-def comment(title, text, limit=400):
-    lines = text.rstrip("\n").split("\n") if text.strip() else ["(empty)"]
-    print(f"# --- {title} ({len(lines)} lines{', last %d' % limit if len(lines) > limit else ''}) ---")
-    for l in lines[-limit:]:
-        # No terminal escapes (SeaBIOS clears the screen) in the TAP stream.
-        print("# " + re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|[\x00-\x08\x0b-\x1f\x7f]", "", l))
+    with Guest(cmd, tmp, tag, a.timeout, backend) as g:
+        status = g.wait()
+    return g.console(), g.stderr(), status, g.secs
 
 
 def main():
@@ -517,10 +217,10 @@ def main():
     tap = Tap()
     logs = []  # (title, path) to print on failure
     try:
-        print(f"# kernel {desc['kernel']}; modules {' '.join(desc['modules'])}; "
-              f"cache ready in {t_cache:.1f} s")
         initrd = os.path.join(tmp, "initrd.gz")
-        make_initrd(cache, desc, initrd)
+        mods = make_initrd(cache, desc, initrd, INIT, ROOT_MODULES)
+        print(f"# kernel {desc['kernel']}; modules {' '.join(mods)}; "
+              f"cache ready in {t_cache:.1f} s")
         vmlinuz = os.path.join(cache, desc["vmlinuz"])
         img = os.path.join(tmp, "disk.img")
         with open(img, "wb") as f:
@@ -601,14 +301,7 @@ def main():
                           f"read {r2.get('verify')}, want {w}; QEMU status {status2}"
                           + (f"; {errs2[0]}" if errs2 else ""))
         finally:
-            alive = backend.poll() is None
-            if alive:
-                backend.send_signal(signal.SIGTERM)
-                try:
-                    backend.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    kill_group(backend)
-                    print("# backend did not exit within 15 s of SIGTERM; killed")
+            alive = stop_backend(backend)
             berr.close()
         bstatus = backend.returncode
         if a.backend == "fdvm":
@@ -630,17 +323,6 @@ def main():
             print(f"# kept {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
-
-
-def finish(tap, logs):
-    if tap.failed:
-        for title, path in logs:
-            try:
-                comment(title, open(path, "rb").read().decode(errors="replace").replace("\r", ""))
-            except OSError:
-                pass
-    print(f"1..{tap.n}")
-    return 1 if tap.failed else 0
 
 
 if __name__ == "__main__":

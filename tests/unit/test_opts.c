@@ -507,7 +507,7 @@ static void test_run_vhost_user(void **state)
 	fdvm_run_opts_free(&o);
 	assert_int_equal(o.nvu, 0);
 
-	RUN_BAD("unknown device type", "--vhost-user", "net,socket=x", "g.elf");
+	RUN_BAD("unknown device type", "--vhost-user", "netx,socket=x", "g.elf");
 	RUN_BAD("unknown device type", "--vhost-user", "blkx,socket=x", "g.elf");
 	RUN_BAD("no socket=PATH", "--vhost-user", "blk", "g.elf");
 	RUN_BAD("no socket=PATH", "--vhost-user", "blk,socket=", "g.elf");
@@ -518,6 +518,76 @@ static void test_run_vhost_user(void **state)
 	RUN_BAD("unknown option", "--vhost-user", "blk,socket=x,poll=3", "g.elf");
 	/* What was parsed before the error is freed (ASan/LSan would tell). */
 	RUN_BAD("unknown option", "--vhost-user", "blk,socket=a", "--vhost-user", "blk,socket=b,x", "g.elf");
+}
+
+static void test_run_vhost_user_net(void **state)
+{
+	(void)state;
+	struct fdvm_run_opts o;
+
+	RUN_OK(&o, "--vhost-user", "net,socket=n.sock,mac=02:00:00:aa:BB:0c,reconnect=1", "g.elf");
+	assert_int_equal(o.vu[0].device_id, 1);
+	assert_string_equal(o.vu[0].socket, "n.sock");
+	assert_true(o.vu[0].mac_set);
+	const uint8_t mac[6] = { 2, 0, 0, 0xaa, 0xbb, 0x0c };
+	assert_memory_equal(o.vu[0].mac, mac, 6);
+	assert_int_equal(o.vu[0].reconnect_s, 1);
+	fdvm_run_opts_free(&o);
+	/* queues= is a blk option; mac= a net one. */
+	RUN_BAD("unknown option", "--vhost-user", "net,socket=x,queues=2", "g.elf");
+	RUN_BAD("unknown option", "--vhost-user", "blk,socket=x,mac=02:00:00:00:00:01", "g.elf");
+	RUN_BAD("mac must look like", "--vhost-user", "net,socket=x,mac=02:00:00:00:00", "g.elf");
+}
+
+static void test_run_net(void **state)
+{
+	(void)state;
+	struct fdvm_run_opts o;
+
+	RUN_OK(&o, "--net", "tap=tap0", "--net=tap=t1,mac=52:54:00:01:02:03,queues=4,poll=0", "g.elf");
+	assert_int_equal(o.nnet, 2);
+	assert_string_equal(o.net[0].tap, "tap0");
+	assert_false(o.net[0].mac_set);
+	assert_int_equal(o.net[0].queues, 1);
+	assert_int_equal(o.net[0].poll_us, 50);
+	assert_string_equal(o.net[1].tap, "t1");
+	assert_true(o.net[1].mac_set);
+	assert_int_equal(o.net[1].mac[5], 3);
+	assert_int_equal(o.net[1].queues, 4);
+	assert_int_equal(o.net[1].poll_us, 0);
+	fdvm_run_opts_free(&o);
+	assert_int_equal(o.nnet, 0);
+
+	RUN_BAD("no tap", "--net", "mac=52:54:00:01:02:03", "g.elf");
+	RUN_BAD("unknown option", "--net", "tap0", "g.elf"); /* --net wants tap=NAME */
+	RUN_BAD("a tap name has 1..15 characters", "--net", "tap=", "g.elf");
+	RUN_BAD("a tap name has 1..15 characters", "--net", "tap=abcdefghijklmnop", "g.elf");
+	RUN_BAD("queues (pairs) must be 1..16", "--net", "tap=t,queues=17", "g.elf");
+	RUN_BAD("queues (pairs) must be 1..16", "--net", "tap=t,queues=", "g.elf");
+	RUN_BAD("poll must be 0..10000", "--net", "tap=t,poll=-1", "g.elf");
+	RUN_BAD("mac must look like", "--net", "tap=t,mac=01:00:5e:00:00:01", "g.elf"); /* multicast */
+	RUN_BAD("mac must look like", "--net", "tap=t,mac=52:54:00:01:02:0g", "g.elf");
+	RUN_BAD("mac must look like", "--net", "tap=t,mac=52-54-00-01-02-03", "g.elf");
+	RUN_BAD("unknown option", "--net", "tap=a", "--net", "tap=b,ro", "g.elf");
+}
+
+static void test_parse_net_bare_name(void **state)
+{
+	(void)state;
+	struct fdvm_net_opts n;
+	char err[128];
+
+	assert_int_equal(fdvm_parse_net("tap7,queues=2", &n, true, "--tap", err, sizeof(err)), 0);
+	assert_string_equal(n.tap, "tap7");
+	assert_int_equal(n.queues, 2);
+	free(n.tap);
+	assert_int_equal(fdvm_parse_net("tap=x", &n, true, "--tap", err, sizeof(err)), 0);
+	assert_string_equal(n.tap, "x");
+	free(n.tap);
+	/* Only the first item may be a bare name. */
+	assert_int_equal(fdvm_parse_net("a,b", &n, true, "--tap", err, sizeof(err)), -EINVAL);
+	assert_null(n.tap);
+	assert_contains(err, "--tap a,b: unknown option");
 }
 
 static void test_parse_blk(void **state)
@@ -634,6 +704,9 @@ int main(void)
 		cmocka_unit_test(test_run_all_options),
 		cmocka_unit_test(test_run_devices_and_disks),
 		cmocka_unit_test(test_run_vhost_user),
+		cmocka_unit_test(test_run_vhost_user_net),
+		cmocka_unit_test(test_run_net),
+		cmocka_unit_test(test_parse_net_bare_name),
 		cmocka_unit_test(test_parse_blk),
 		cmocka_unit_test(test_run_no_guest),
 		cmocka_unit_test(test_run_unknown_option),
