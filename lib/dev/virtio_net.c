@@ -87,6 +87,7 @@ enum { W_WAKE, W_TAP, W_RX, W_TX, W_CTRL };
 
 struct counters {
 	uint64_t rx_packets, rx_dropped, tx_packets, tx_dropped;
+	uint64_t rx_gso, tx_gso;	/* of those, segmentation offloads (TSO) */
 };
 
 struct pair {
@@ -265,6 +266,8 @@ static void do_rx(struct pair *p)
 			/* The tap leaves num_buffers to us. */
 			if (n->hdr_len == sizeof(struct net_hdr))
 				((struct net_hdr *)p->pkt)->num_buffers = 0;
+			if (((struct net_hdr *)p->pkt)->gso_type != GSO_NONE)
+				p->c.rx_gso++;
 		}
 		int r = rx_deliver(p);
 		if (r < 0) {
@@ -352,6 +355,7 @@ static void tx_one(struct pair *p, struct fdvm_vq_elem *e)
 		ssize_t r = writev(p->tap_fd, p->iov, (int)k);
 		if (r >= 0) {
 			p->c.tx_packets++;
+			p->c.tx_gso += h.gso_type != GSO_NONE;
 			return;
 		}
 		if (errno != EINTR)
@@ -363,8 +367,9 @@ static void tx_one(struct pair *p, struct fdvm_vq_elem *e)
 	if (errno != p->last_tx_errno) {
 		p->last_tx_errno = errno;
 		NET_LOG(n, FDVM_LOG_WARN,
-			"virtio-net %s: pair %u: writing to the tap: %s (packet dropped)",
-			n->tap->name, p->index, strerror(errno));
+			"virtio-net %s: pair %u: writing to the tap: %s (packet dropped%s)",
+			n->tap->name, p->index, strerror(errno),
+			errno == EIO ? "; is the tap up?" : "");
 	}
 }
 
@@ -651,9 +656,10 @@ static void net_free(struct net *n)
 		struct pair *p = &n->pair[i];
 		if (p->c.rx_packets || p->c.tx_packets || p->c.rx_dropped || p->c.tx_dropped)
 			NET_LOG(n, FDVM_LOG_INFO,
-				"virtio-net %s: pair %u: received %llu (dropped %llu), sent %llu (dropped %llu)",
+				"virtio-net %s: pair %u: received %llu (%llu TSO, %llu dropped), sent %llu (%llu TSO, %llu dropped)",
 				n->tap->name, i, (unsigned long long)p->c.rx_packets,
-				(unsigned long long)p->c.rx_dropped, (unsigned long long)p->c.tx_packets,
+				(unsigned long long)p->c.rx_gso, (unsigned long long)p->c.rx_dropped,
+				(unsigned long long)p->c.tx_packets, (unsigned long long)p->c.tx_gso,
 				(unsigned long long)p->c.tx_dropped);
 		if (p->wake_fd >= 0)
 			close(p->wake_fd);

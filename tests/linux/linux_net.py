@@ -387,6 +387,13 @@ def inside(a):
                       f"{'' if alive else 'it had already exited before SIGTERM; '}"
                       f"status {backend.returncode}, socket "
                       f"{'still there' if os.path.exists(sock) else 'removed'}")
+            # The TCP transfers went as 64 KiB segments both ways: the tap
+            # and the guest's driver took the offloads the device offered.
+            text = open(berr_path, errors="replace").read()
+            m = re.search(r"received (\d+) \((\d+) TSO, \d+ dropped\), sent (\d+) \((\d+) TSO", text)
+            tap.check(m and int(m.group(2)) > 0 and int(m.group(4)) > 0,
+                      "segmentation offload used both ways (TSO packets in the backend's counters)",
+                      m.group(0) if m else "no counters in the backend's output")
             comment_file("backend output", berr_path)
         return finish(tap, logs, plan=False)
     finally:
