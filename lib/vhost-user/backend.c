@@ -432,6 +432,13 @@ static int add_mem_reg(struct ctx *c)
 	struct vu_mapping mp;
 	const char *why = "";
 
+	/* The same region again: each of QEMU's per-queue-pair vhost devices
+	 * adds the whole table on the one connection. Counted, not mapped. */
+	int same = vu_mem_find(&be->mem, r);
+	if (same >= 0) {
+		be->mem.m[same].refs++;
+		return 0;
+	}
 	if (be->mem.n == VU_MAX_SLOTS)
 		return fail(c, -ENOSPC, "all %d memory slots are taken", VU_MAX_SLOTS);
 	int ret = vu_mem_map(&be->mem, r, c->fds[0], &mp, &why);
@@ -448,6 +455,13 @@ static int add_mem_reg(struct ctx *c)
 static int rem_mem_reg(struct ctx *c)
 {
 	const struct vu_region *r = &c->m->reg.region;
+	for (unsigned i = 0; i < c->be->mem.n; i++) {
+		struct vu_mapping *m = &c->be->mem.m[i];
+		if (m->r.gpa == r->gpa && m->r.size == r->size && m->r.uva == r->uva && m->refs > 1) {
+			m->refs--; /* still added by another */
+			return 0;
+		}
+	}
 	struct vu_mem *after = malloc(sizeof(*after));
 	if (!after)
 		return fail(c, -ENOMEM, "out of memory");

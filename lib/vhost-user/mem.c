@@ -66,7 +66,7 @@ int vu_mem_map(const struct vu_mem *mem, const struct vu_region *r, int fd,
 	}
 	*out = (struct vu_mapping){ .r = *r, .map = p, .map_len = len,
 				    .host = (uint8_t *)p + (r->mmap_offset - start),
-				    .page = vu_page_size(&st) };
+				    .page = vu_page_size(&st), .refs = 1 };
 	return 0;
 }
 
@@ -90,6 +90,17 @@ int vu_mem_add(struct vu_mem *mem, const struct vu_mapping *m)
 		return -ENOSPC;
 	mem->m[mem->n++] = *m;
 	return 0;
+}
+
+int vu_mem_find(const struct vu_mem *mem, const struct vu_region *r)
+{
+	for (unsigned i = 0; i < mem->n; i++) {
+		const struct vu_region *o = &mem->m[i].r;
+		if (o->gpa == r->gpa && o->size == r->size && o->uva == r->uva &&
+		    o->mmap_offset == r->mmap_offset)
+			return (int)i;
+	}
+	return -1;
 }
 
 int vu_mem_remove(struct vu_mem *mem, const struct vu_region *r)

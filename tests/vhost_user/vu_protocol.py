@@ -1537,6 +1537,28 @@ HOSTILE = [
 
 # --- Protocol details ------------------------------------------------------
 
+def p_addreg_twice(b):
+    """The same region added twice (QEMU does so once per queue pair of a
+    multiqueue netdev, on one connection): counted, so that the first
+    REM_MEM_REG leaves it mapped and the second removes it."""
+    if BACKEND[0] != 'fdvm':
+        raise NotOffered('duplicate ADD_MEM_REG')
+    s, q = setup_session(b, SPLIT, ring_region=0, memmode='addreg')
+    try:
+        r1 = s.mem.table()[1]
+        check(s.add_mem_reg(r1) == 0, 'ADD_MEM_REG of a region already there refused')
+        check(s.conn.request(REM_MEM_REG, single_region_payload(*r1), [s.mem.fd], True) == 0,
+              'first REM_MEM_REG refused')
+        n = blk_io(s, q, 512, pattern(11, 64 * KiB), (8192, 24576), data_regions=(1,))
+        check(s.conn.request(REM_MEM_REG, single_region_payload(*r1), [s.mem.fd], True) == 0,
+              'second REM_MEM_REG refused')
+        ack = s.conn.request(REM_MEM_REG, single_region_payload(*r1), [s.mem.fd], True)
+        check(ack != 0, 'a third REM_MEM_REG of a region added twice was acked')
+        return '%d requests in the region between the two removals' % n
+    finally:
+        s.close()
+
+
 def p_get_vring_base_stops(b):
     s, q = setup_session(b, SPLIT, ring_region=1)
     try:
@@ -1844,6 +1866,7 @@ def main():
         t('protocol: one connection at a time', p_one_at_a_time, b)
         t('protocol: need_reply on GET_* gets one reply', p_need_reply_on_get, b)
         t('protocol: GET_ID, unknown request type UNSUPP', p_blk_types, b)
+        t('protocol: a region added twice is removed twice', p_addreg_twice, b)
 
         # b. hostile front-ends, fdvm only
         if args.backend == 'fdvm' or args.hostile_too:
