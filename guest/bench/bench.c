@@ -5,6 +5,9 @@
  * for the host to turn into a table. Command line:
  *   reps=R ops=N iops=M rows=a,b,...   (rows by name, see below)
  *   floor                              (addresses of the floor loop, no PCI)
+ *   blk reps=R bops=N                  (virtio-blk: BLK lines)
+ *   net reps=R count=N rows=net-rtt,net-tx64,net-tx1500
+ *                                      (virtio-net: NET lines, see below)
  * MMIO rows loop at CPL3, where this machine runs guest code natively;
  * port I/O rows must loop at CPL0 (port I/O faults at CPL3 here).
  */
@@ -13,6 +16,7 @@
 #include "pci.h"
 #include "rt.h"
 #include "virtio.h"
+#include "vnet.h"
 
 static uint64_t reps = 5, ops = 2000, iops = 1000;
 static const char *rows = "";
@@ -243,6 +247,348 @@ static int blk_bench(void)
 	return 0;
 }
 
+/* ---- net: UDP round trips to the host's echo, and tx packet rates ----
+ *
+ * The guest is 10.77.0.2 on the device's first queue pair, polling (no
+ * interrupts); the host is 10.77.0.1, learnt by ARP. Lines for the host:
+ *   NET rtt <rep> <ok> <cycles> <mean> <p99> <lost>     (cycles: TSC)
+ *   NET-READY tx<size> <rep>     then waits for a "go" datagram to port
+ *                                5000 (the host reads the tap's counters)
+ *   NET tx<size> <rep> <completed> <cycles> <count>
+ * tx64: 64-byte frames (UDP payload 22); tx1500: 1500-byte IP packets
+ * (1514-byte frames), to the host's discard port 9. Every wait is bounded.
+ */
+
+#define NET_MAX_COUNT BLK_MAX_OPS /* lat[] */
+#define NET_ECHO_PORT 7
+#define NET_DISCARD_PORT 9
+#define NET_GO_PORT 5000
+#define NET_MY_PORT 40000
+#define NET_TX_BATCH 16
+
+static struct vnet net;
+static uint8_t host_mac[6];
+static const uint8_t net_my_ip[4] = { 10, 77, 0, 2 }, net_host_ip[4] = { 10, 77, 0, 1 };
+static uint8_t net_frame[1514];
+static uint64_t net_arps_answered, net_go;
+
+static uint16_t be16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+static void put16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)(v >> 8);
+	p[1] = (uint8_t)v;
+}
+
+/* An ARP request for our address: answered in place. */
+static bool net_arp_request(struct vnet_pkt *p)
+{
+	uint8_t *f = p->frame, *a = f + 14;
+	if (p->len < 42 || be16(f + 12) != 0x0806 || be16(a + 6) != 1 || memcmp(a + 24, net_my_ip, 4))
+		return false;
+	memcpy(a + 18, a + 8, 10); /* target <- sender */
+	memcpy(a + 8, net.mac, 6);
+	memcpy(a + 14, net_my_ip, 4);
+	put16(a + 6, 2);
+	memcpy(f, f + 6, 6);
+	memcpy(f + 6, net.mac, 6);
+	p->len = 60;
+	memset(p->hdr, 0, sizeof(*p->hdr));
+	return true;
+}
+
+/* The UDP payload of an IPv4 datagram from the host to port dport, or NULL. */
+static const uint8_t *net_udp_from_host(const struct vnet_pkt *p, uint16_t dport, uint16_t *sport,
+					 uint32_t *len)
+{
+	const uint8_t *f = p->frame, *ip = f + 14;
+	if (p->len < 42 || be16(f + 12) != 0x0800 || ip[0] >> 4 != 4 || ip[9] != 17 ||
+	    memcmp(ip + 12, net_host_ip, 4) || memcmp(ip + 16, net_my_ip, 4))
+		return NULL;
+	unsigned ihl = (ip[0] & 15) * 4u;
+	const uint8_t *u = ip + ihl;
+	if (ihl < 20 || 14 + ihl + 8 > p->len || be16(u + 2) != dport || be16(u + 4) < 8 ||
+	    14 + ihl + be16(u + 4) > p->len)
+		return NULL;
+	*sport = be16(u);
+	*len = be16(u + 4) - 8u;
+	return u + 8;
+}
+
+/*
+ * Takes whatever was received: ARP requests for us are answered, a "go"
+ * counted, anything else handed back unless want() claims it (then it is
+ * the caller's: true). CPL3.
+ */
+static bool net_poll_rx(bool (*want)(struct vnet_pkt *, void *), void *arg, struct vnet_pkt *out)
+{
+	struct vnet_pkt p;
+	while (vnet_recv(&net, 0, &p)) {
+		uint16_t sport;
+		uint32_t len;
+		if (net_arp_request(&p)) {
+			net_arps_answered++;
+			if (!vnet_send_pkt(&net, 0, &p))
+				continue; /* ring full: the host asks again */
+			vnet_flush(&net, 0);
+			continue;
+		}
+		if (net_udp_from_host(&p, NET_GO_PORT, &sport, &len)) {
+			net_go++;
+			vnet_rx_return(&net, &p);
+			continue;
+		}
+		if (want && want(&p, arg)) {
+			*out = p;
+			return true;
+		}
+		vnet_rx_return(&net, &p);
+	}
+	return false;
+}
+
+static uint16_t ip_csum(const uint8_t *h)
+{
+	uint32_t s = 0;
+	for (unsigned i = 0; i < 20; i += 2)
+		s += be16(h + i);
+	while (s >> 16)
+		s = (s & 0xffff) + (s >> 16);
+	return (uint16_t)~s;
+}
+
+/* A UDP datagram from us to the host in net_frame: frame length len. UDP
+ * checksum 0 (none, as IPv4 allows). */
+static void net_build_udp(uint32_t len, uint16_t dport)
+{
+	uint8_t *f = net_frame, *ip = f + 14, *u = ip + 20;
+	memcpy(f, host_mac, 6);
+	memcpy(f + 6, net.mac, 6);
+	put16(f + 12, 0x0800);
+	memset(ip, 0, 20);
+	ip[0] = 0x45;
+	put16(ip + 2, (uint16_t)(len - 14));
+	put16(ip + 6, 0x4000); /* DF */
+	ip[8] = 64;
+	ip[9] = 17;
+	memcpy(ip + 12, net_my_ip, 4);
+	memcpy(ip + 16, net_host_ip, 4);
+	put16(ip + 10, ip_csum(ip));
+	put16(u, NET_MY_PORT);
+	put16(u + 2, dport);
+	put16(u + 4, (uint16_t)(len - 34));
+	put16(u + 6, 0);
+	for (uint32_t i = 42; i < len; i++)
+		f[i] = (uint8_t)i;
+}
+
+static bool net_is_arp_reply(struct vnet_pkt *p, void *arg)
+{
+	const uint8_t *a = p->frame + 14;
+	(void)arg;
+	return p->len >= 42 && be16(p->frame + 12) == 0x0806 && be16(a + 6) == 2 &&
+	       !memcmp(a + 14, net_host_ip, 4) && !memcmp(a + 24, net_my_ip, 4);
+}
+
+/* CPL3: asks for the host's MAC every 100 ms, for 10 s at most. */
+static long net_arp(void *arg)
+{
+	(void)arg;
+	uint64_t ms = vnet_tsc_per_ms(), end = rt_rdtsc() + 10000 * ms;
+	uint8_t *f = net_frame, *a = f + 14;
+	while (rt_rdtsc() < end) {
+		memset(f, 0, 60);
+		memset(f, 0xff, 6);
+		memcpy(f + 6, net.mac, 6);
+		put16(f + 12, 0x0806);
+		put16(a, 1);
+		put16(a + 2, 0x0800);
+		a[4] = 6;
+		a[5] = 4;
+		put16(a + 6, 1);
+		memcpy(a + 8, net.mac, 6);
+		memcpy(a + 14, net_my_ip, 4);
+		memcpy(a + 24, net_host_ip, 4);
+		vnet_tx_reclaim(&net, 0);
+		vnet_send(&net, 0, NULL, f, 60);
+		vnet_flush(&net, 0);
+		for (uint64_t t = rt_rdtsc() + 100 * ms; rt_rdtsc() < t;) {
+			struct vnet_pkt p;
+			vnet_tx_reclaim(&net, 0);
+			if (net_poll_rx(net_is_arp_reply, NULL, &p)) {
+				memcpy(host_mac, p.frame + 14 + 8, 6);
+				vnet_rx_return(&net, &p);
+				return 0;
+			}
+		}
+	}
+	return -1;
+}
+
+struct net_rtt {
+	uint64_t n, ok, lost, cycles, seq;
+};
+
+static bool net_is_echo(struct vnet_pkt *p, void *arg)
+{
+	const struct net_rtt *r = arg;
+	uint16_t sport;
+	uint32_t len;
+	const uint8_t *d = net_udp_from_host(p, NET_MY_PORT, &sport, &len);
+	uint64_t seq;
+	if (!d || sport != NET_ECHO_PORT || len < 8)
+		return false;
+	memcpy(&seq, d, 8);
+	return seq == r->seq; /* a late echo of a lost one is dropped */
+}
+
+/* CPL3: n round trips, each given up after 50 ms; 30 s in all at most. */
+static long net_rtt_loop(void *arg)
+{
+	struct net_rtt *r = arg;
+	uint64_t ms = vnet_tsc_per_ms(), end = rt_rdtsc() + 30000 * ms;
+	net_build_udp(64, NET_ECHO_PORT);
+	uint64_t t0 = rt_rdtsc();
+	for (uint64_t i = 0; i < r->n && rt_rdtsc() < end; i++) {
+		r->seq++;
+		memcpy(net_frame + 42, &r->seq, 8);
+		vnet_tx_reclaim(&net, 0);
+		uint64_t s = rt_rdtsc(), give_up = s + 50 * ms;
+		if (!vnet_send(&net, 0, NULL, net_frame, 64)) {
+			r->lost++;
+			continue;
+		}
+		vnet_flush(&net, 0);
+		struct vnet_pkt p;
+		bool got = false;
+		while (!(got = net_poll_rx(net_is_echo, r, &p)) && rt_rdtsc() < give_up)
+			vnet_tx_reclaim(&net, 0);
+		if (!got) {
+			r->lost++;
+			continue;
+		}
+		lat[r->ok++] = rt_rdtsc() - s;
+		vnet_rx_return(&net, &p);
+	}
+	r->cycles = rt_rdtsc() - t0;
+	return 0;
+}
+
+struct net_tx {
+	uint32_t len;
+	uint64_t n, done, cycles;
+	bool go;
+};
+
+/* CPL3: waits (10 s at most) for the host's "go". */
+static long net_wait_go(void *arg)
+{
+	struct net_tx *t = arg;
+	uint64_t before = net_go, end = rt_rdtsc() + 10000 * vnet_tsc_per_ms();
+	while (net_go == before && rt_rdtsc() < end) {
+		vnet_tx_reclaim(&net, 0);
+		net_poll_rx(NULL, NULL, NULL);
+	}
+	t->go = net_go != before;
+	return 0;
+}
+
+/*
+ * CPL3: n frames of len bytes to the discard port as fast as the ring
+ * takes them, notifying every NET_TX_BATCH frames or when it is full;
+ * done: frames the device completed (30 s at most), cycles: from the first
+ * send to the last completion.
+ */
+static long net_tx_loop(void *arg)
+{
+	struct net_tx *t = arg;
+	uint64_t end = rt_rdtsc() + 30000 * vnet_tsc_per_ms(), sent = 0;
+	unsigned queued = 0;
+	net_build_udp(t->len, NET_DISCARD_PORT);
+	uint64_t base = vnet_tx_pending(&net, 0);
+	uint64_t t0 = rt_rdtsc();
+	for (;;) {
+		uint64_t pending = vnet_tx_pending(&net, 0);
+		t->done = sent + base > pending ? sent + base - pending : 0;
+		if (t->done >= t->n || rt_rdtsc() >= end)
+			break;
+		if (sent < t->n && vnet_send(&net, 0, NULL, net_frame, t->len)) {
+			sent++;
+			if (++queued < NET_TX_BATCH && sent < t->n)
+				continue;
+		}
+		if (queued) {
+			vnet_flush(&net, 0);
+			queued = 0;
+		}
+		vnet_tx_reclaim(&net, 0);
+		net_poll_rx(NULL, NULL, NULL);
+	}
+	t->cycles = rt_rdtsc() - t0;
+	return 0;
+}
+
+static int net_bench(void)
+{
+	uint64_t count = arg("count", 20000);
+	if (count > NET_MAX_COUNT)
+		count = NET_MAX_COUNT;
+	if (!count)
+		count = 1;
+	struct vnet_config cfg = {
+		.features = 1ull << VIRTIO_NET_F_MAC | 1ull << VIRTIO_NET_F_STATUS |
+			    1ull << VIRTIO_NET_F_MRG_RXBUF | 1ull << VIRTIO_F_EVENT_IDX,
+		.poll = true,
+	};
+	if (!vnet_init(&net, 0, &cfg)) {
+		rt_printf("bench: no usable virtio-net: %s\n", net.error ? net.error : "?");
+		return 1;
+	}
+	if (rt_user_call(net_arp, NULL)) {
+		rt_printf("bench: no ARP reply from 10.77.0.1 in 10 s\n");
+		return 1;
+	}
+	rt_printf("NET-UP mac=%02x:%02x:%02x:%02x:%02x:%02x host=%02x:%02x:%02x:%02x:%02x:%02x\n",
+		  net.mac[0], net.mac[1], net.mac[2], net.mac[3], net.mac[4], net.mac[5], host_mac[0],
+		  host_mac[1], host_mac[2], host_mac[3], host_mac[4], host_mac[5]);
+	/* Warm-up: the host's ARP for us, caches on both sides. */
+	struct net_rtt warm = { .n = 20 };
+	rt_user_call(net_rtt_loop, &warm);
+	static const uint32_t sizes[2] = { 64, 1514 };
+	static const char *const names[2] = { "tx64", "tx1500" }, *const rows_[2] = { "net-tx64",
+											"net-tx1500" };
+	uint64_t seq = warm.seq;
+	for (uint64_t rep = 0; rep < reps; rep++) {
+		if (want("net-rtt")) {
+			struct net_rtt r = { .n = count, .seq = seq };
+			rt_user_call(net_rtt_loop, &r);
+			seq = r.seq;
+			uint64_t sum = 0;
+			sort(lat, r.ok);
+			for (uint64_t i = 0; i < r.ok; i++)
+				sum += lat[i];
+			rt_printf("NET rtt %lu %lu %lu %lu %lu %lu\n", (unsigned long)rep, (unsigned long)r.ok,
+				  (unsigned long)r.cycles, (unsigned long)(r.ok ? sum / r.ok : 0),
+				  (unsigned long)(r.ok ? lat[r.ok * 99 / 100] : 0), (unsigned long)r.lost);
+		}
+		for (unsigned s = 0; s < 2; s++) {
+			if (!want(rows_[s]))
+				continue;
+			struct net_tx t = { .len = sizes[s], .n = count };
+			rt_printf("NET-READY %s %lu\n", names[s], (unsigned long)rep);
+			rt_user_call(net_wait_go, &t);
+			if (!t.go)
+				rt_printf("bench: no go from the host in 10 s: sending anyway\n");
+			rt_user_call(net_tx_loop, &t);
+			rt_printf("NET %s %lu %lu %lu %lu\n", names[s], (unsigned long)rep, (unsigned long)t.done,
+				  (unsigned long)t.cycles, (unsigned long)count);
+		}
+	}
+	rt_printf("NET-END arp-answered %lu tx-errors %lu rx-errors %lu\n", (unsigned long)net_arps_answered,
+		  (unsigned long)net.pair[0].tx_errors, (unsigned long)net.pair[0].rx_errors);
+	rt_printf("BENCH-END\n");
+	return 0;
+}
+
 static void select_test(const struct pci_dev *d, unsigned bar, uint8_t test)
 {
 	if (d->bar_io[bar])
@@ -265,6 +611,8 @@ int guest_main(const char *cmdline)
 
 	if (rt_cmdline_has("blk"))
 		return blk_bench();
+	if (rt_cmdline_has("net"))
+		return net_bench();
 	if (rt_cmdline_has("floor")) {
 		row("mmio-exit", true, FDVM_FLOOR_MMIO, 0xfa);
 		row("mmio-wildcard", true, FDVM_FLOOR_MMIO + 8, 0xce);

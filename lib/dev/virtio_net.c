@@ -162,9 +162,20 @@ static void notify(struct fdvm_virtio_queue *q)
 		fdvm_eventfd_signal(q->call_fd);
 }
 
+/* The tap failed for good (deleted under us): out of the epoll set, which
+ * would report its error condition whatever events we asked for. */
+static void tap_gone(struct pair *p)
+{
+	if (p->tap_broken)
+		return;
+	p->tap_broken = true;
+	p->tap_watched = false;
+	epoll_ctl(p->ep, EPOLL_CTL_DEL, p->tap_fd, NULL);
+}
+
 static void watch_tap(struct pair *p, bool on)
 {
-	if (p->tap_watched == on)
+	if (p->tap_watched == on || p->tap_broken)
 		return;
 	struct epoll_event ev = { .events = on ? EPOLLIN : 0, .data.u32 = W_TAP };
 	if (epoll_ctl(p->ep, EPOLL_CTL_MOD, p->tap_fd, &ev) == 0)
@@ -254,7 +265,7 @@ static void do_rx(struct pair *p)
 					NET_LOG(n, FDVM_LOG_ERROR,
 						"virtio-net %s: pair %u: reading the tap: %s (this pair receives no more)",
 						n->tap->name, p->index, strerror(errno));
-					p->tap_broken = true;
+					tap_gone(p);
 				}
 				break;
 			}
@@ -402,9 +413,9 @@ static void set_active(struct net *n, unsigned pairs)
 	if (ret)
 		return; /* logged; packets keep their old queues */
 	atomic_store(&n->active, pairs);
+	/* A pair without a thread finds the count at its next start: harmless. */
 	for (unsigned i = 0; i < n->npairs; i++)
-		if (n->pair[i].thread_started)
-			fdvm_eventfd_signal(n->pair[i].wake_fd);
+		fdvm_eventfd_signal(n->pair[i].wake_fd);
 }
 
 static uint8_t ctrl_command(struct net *n, struct fdvm_vq_elem *e)
@@ -479,6 +490,14 @@ static bool handle_events(struct pair *p, const struct epoll_event *ev, int nev)
 		case W_CTRL:
 			fdvm_eventfd_drain(p->ctrl->kick_fd, &cnt);
 			do_ctrl(p);
+			break;
+		case W_TAP:
+			if (ev[i].events & (EPOLLERR | EPOLLHUP) && !p->tap_broken) {
+				NET_LOG(p->net, FDVM_LOG_ERROR,
+					"virtio-net %s: pair %u: the tap reports an error (deleted?); this pair receives no more",
+					p->net->tap->name, p->index);
+				tap_gone(p);
+			}
 			break;
 		}
 	}
@@ -567,7 +586,7 @@ static int pair_start(struct pair *p)
 	/* The tap is watched from the first do_rx on, if there is a queue. */
 	p->tap_watched = false;
 	if ((ret = epoll_add(p, p->wake_fd, EPOLLIN, W_WAKE)) ||
-	    (ret = epoll_add(p, p->tap_fd, 0, W_TAP)) ||
+	    (!p->tap_broken && (ret = epoll_add(p, p->tap_fd, 0, W_TAP))) ||
 	    (p->rx && (ret = epoll_add(p, p->rx->kick_fd, EPOLLIN, W_RX))) ||
 	    (p->tx && (ret = epoll_add(p, p->tx->kick_fd, EPOLLIN, W_TX))) ||
 	    (p->ctrl && (ret = epoll_add(p, p->ctrl->kick_fd, EPOLLIN, W_CTRL))))
