@@ -59,5 +59,6 @@ double bench_tsc_hz(void);
 const char *bench_default_guest(void);
 bool bench_have_qemu(void);
 int fdvm_cmd_bench_blk(int argc, char **argv);
+int fdvm_cmd_bench_net(int argc, char **argv);
 
 #endif

@@ -115,6 +115,7 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: fdvm bench doorbell [OPTIONS]\n"
 		"       fdvm bench blk [OPTIONS]       (see fdvm bench blk --help)\n"
+		"       fdvm bench net [OPTIONS]       (see fdvm bench net --help)\n"
 		"\n"
 		"Measures doorbells (guest writes that notify the host) and interrupts, each\n"
 		"row with the same guest under fdvm, under a bare KVM loop (the floor) and\n"
@@ -244,8 +245,10 @@ int fdvm_cmd_bench(int argc, char **argv)
 	}
 	if (!strcmp(argv[0], "blk"))
 		return fdvm_cmd_bench_blk(argc, argv);
+	if (!strcmp(argv[0], "net"))
+		return fdvm_cmd_bench_net(argc, argv);
 	if (strcmp(argv[0], "doorbell")) {
-		fprintf(stderr, "fdvm bench: unknown benchmark '%s' (known: doorbell, blk)\n", argv[0]);
+		fprintf(stderr, "fdvm bench: unknown benchmark '%s' (known: doorbell, blk, net)\n", argv[0]);
 		return 2;
 	}
 	for (int i = 1; i < argc; i++) {

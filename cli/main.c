@@ -11,7 +11,7 @@ static const struct {
 } commands[] = {
 	{ "run", fdvm_cmd_run, "boot a PVH ELF64 guest and exit with its status" },
 	{ "serve", fdvm_cmd_serve, "serve a device to vhost-user frontends: 'fdvm serve blk'" },
-	{ "bench", fdvm_cmd_bench, "benchmarks: 'fdvm bench doorbell', 'fdvm bench blk'" },
+	{ "bench", fdvm_cmd_bench, "benchmarks: 'fdvm bench doorbell', 'fdvm bench blk', 'fdvm bench net'" },
 };
 
 static void usage(FILE *f)
