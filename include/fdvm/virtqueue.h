@@ -152,6 +152,13 @@ bool fdvm_vq_should_notify(struct fdvm_vq *vq);
  */
 bool fdvm_vq_enable_kicks(struct fdvm_vq *vq, bool on);
 
+/*
+ * Asks for a kick once the driver's avail index moves past seen (an index
+ * already looked at: the device found too little there and gave it back
+ * with fdvm_vq_unpop). Returns true if it has moved already.
+ */
+bool fdvm_vq_kick_after(struct fdvm_vq *vq, uint16_t seen);
+
 /* Copies between an element's iovecs and a flat buffer; return bytes moved. */
 size_t fdvm_iov_to_buf(const struct iovec *iov, unsigned n, size_t skip, void *buf, size_t len);
 size_t fdvm_iov_from_buf(const struct iovec *iov, unsigned n, size_t skip, const void *buf,

@@ -70,6 +70,7 @@
 #define FRAME_MAX (65535 + ETH_HLEN + 4)
 #define HDR_MAX 12
 #define RX_BUDGET 64		/* packets per wakeup before looking at other work */
+#define TX_BUDGET 256
 #define MAX_PAIRS FDVM_TAP_MAX_QUEUES
 
 struct net_hdr {
@@ -108,6 +109,8 @@ struct pair {
 	 * (survives a stop and start: nothing read is lost to a restart). */
 	uint8_t *pkt;
 	size_t pkt_len;
+	unsigned pkt_hdr_len, pkt_offloads; /* the format it was read in */
+	uint16_t rx_seen;	/* the avail index that held too few buffers */
 	struct fdvm_vq_elem *elem;
 	struct fdvm_vring_used_elem used[FDVM_VQ_MAX_SIZE];
 	struct iovec iov[FDVM_VQ_MAX_SEGS + 1];
@@ -124,7 +127,7 @@ struct net {
 	void *log_opaque;
 	/* Set at start, read by the pair threads. */
 	uint64_t features;
-	unsigned hdr_len;
+	unsigned hdr_len, offloads;
 	_Atomic unsigned active; /* pairs the driver uses */
 	atomic_bool stopping;
 	bool started;
@@ -206,6 +209,7 @@ static int rx_deliver(struct pair *p)
 		if (r < 0)
 			return -1;
 		if (r == 0) {
+			p->rx_seen = vq->last_avail; /* all the driver had posted */
 			while (k)
 				fdvm_vq_unpop(vq, (uint16_t)p->used[--k].id);
 			return 0;
@@ -253,7 +257,13 @@ static void do_rx(struct pair *p)
 	if (p->tap_broken && !p->pkt_len)
 		return;
 	fdvm_vq_enable_kicks(&p->rx->vq, false);
-	for (unsigned budget = RX_BUDGET; budget; budget--) {
+	unsigned budget;
+	for (budget = RX_BUDGET; budget; budget--) {
+		if (p->pkt_len && p->index >= atomic_load(&n->active)) {
+			/* The driver turned this pair off: nothing more on it. */
+			p->pkt_len = 0;
+			p->c.rx_dropped++;
+		}
 		if (!p->pkt_len) {
 			if (p->index >= atomic_load(&n->active) || p->tap_broken)
 				break;
@@ -274,6 +284,8 @@ static void do_rx(struct pair *p)
 				continue;
 			}
 			p->pkt_len = (size_t)r;
+			p->pkt_hdr_len = n->hdr_len;
+			p->pkt_offloads = n->offloads;
 			/* The tap leaves num_buffers to us. */
 			if (n->hdr_len == sizeof(struct net_hdr))
 				((struct net_hdr *)p->pkt)->num_buffers = 0;
@@ -287,10 +299,11 @@ static void do_rx(struct pair *p)
 			break;
 		}
 		if (r == 0) {
-			/* Wait for buffers; the tap keeps what it has meanwhile. */
-			if (fdvm_vq_enable_kicks(&p->rx->vq, true)) {
+			/* Wait for buffers beyond those seen; the tap keeps what
+			 * it has meanwhile. */
+			if (fdvm_vq_kick_after(&p->rx->vq, p->rx_seen)) {
 				fdvm_vq_enable_kicks(&p->rx->vq, false);
-				continue; /* they came as we asked */
+				continue; /* more came as we asked */
 			}
 			p->want_buffers = true;
 			break;
@@ -300,6 +313,10 @@ static void do_rx(struct pair *p)
 	}
 	if (delivered)
 		notify(p->rx);
+	/* Out of budget with a packet in hand: look again after the other
+	 * queues, whatever the tap and the driver do meanwhile. */
+	if (!budget && p->pkt_len && !p->want_buffers)
+		fdvm_eventfd_signal(p->wake_fd);
 	watch_tap(p, !p->want_buffers && !p->rx_dead && !p->tap_broken &&
 			     p->index < atomic_load(&n->active));
 }
@@ -388,13 +405,15 @@ static void do_tx(struct pair *p)
 {
 	struct fdvm_vq *vq;
 	bool pushed = false;
-	int r;
+	int r = 0;
 
 	if (!p->tx || p->tx_dead)
 		return;
 	vq = &p->tx->vq;
 	fdvm_vq_enable_kicks(vq, false);
-	while ((r = fdvm_vq_pop(vq, p->elem)) == 1) {
+	/* A budget, so that a guest that keeps the ring full does not starve
+	 * receive or hold off a stop: the caller comes back for the rest. */
+	for (unsigned budget = TX_BUDGET; budget && (r = fdvm_vq_pop(vq, p->elem)) == 1; budget--) {
 		tx_one(p, p->elem);
 		fdvm_vq_push(vq, p->elem->head, 0);
 		pushed = true;
@@ -407,15 +426,16 @@ static void do_tx(struct pair *p)
 
 /* Control */
 
-static void set_active(struct net *n, unsigned pairs)
+static int set_active(struct net *n, unsigned pairs)
 {
 	int ret = fdvm_tap_set_active(n->tap, pairs);
 	if (ret)
-		return; /* logged; packets keep their old queues */
+		return ret; /* logged; packets keep their old queues */
 	atomic_store(&n->active, pairs);
 	/* A pair without a thread finds the count at its next start: harmless. */
 	for (unsigned i = 0; i < n->npairs; i++)
 		fdvm_eventfd_signal(n->pair[i].wake_fd);
+	return 0;
 }
 
 static uint8_t ctrl_command(struct net *n, struct fdvm_vq_elem *e)
@@ -430,9 +450,8 @@ static uint8_t ctrl_command(struct net *n, struct fdvm_vq_elem *e)
 	    e->out_len != sizeof(cmd) + sizeof(pairs))
 		return CTRL_ERR;
 	fdvm_iov_to_buf(e->out, e->nout, sizeof(cmd), &pairs, sizeof(pairs));
-	if (!pairs || pairs > n->npairs)
+	if (!pairs || pairs > n->npairs || set_active(n, pairs))
 		return CTRL_ERR;
-	set_active(n, pairs);
 	return CTRL_OK;
 }
 
@@ -440,12 +459,12 @@ static void do_ctrl(struct pair *p)
 {
 	struct fdvm_vq *vq;
 	bool pushed = false;
-	int r;
+	int r = 0;
 
 	if (!p->ctrl || p->ctrl_dead)
 		return;
 	vq = &p->ctrl->vq;
-	while ((r = fdvm_vq_pop(vq, p->elem)) == 1) {
+	for (unsigned budget = TX_BUDGET; budget && (r = fdvm_vq_pop(vq, p->elem)) == 1; budget--) {
 		struct fdvm_vq_elem *e = p->elem;
 		uint32_t written = 0;
 		if (e->in_len) {
@@ -458,6 +477,8 @@ static void do_ctrl(struct pair *p)
 	}
 	if (r < 0)
 		queue_broken(p, p->ctrl, &p->ctrl_dead);
+	else if (r == 1)
+		fdvm_eventfd_signal(p->ctrl->kick_fd); /* more: after the rest */
 	if (pushed)
 		notify(p->ctrl);
 }
@@ -511,6 +532,8 @@ static void *pair_thread(void *arg)
 	struct epoll_event ev[8];
 
 	for (;;) {
+		if (atomic_load(&n->stopping))
+			return NULL;
 		/* Every wakeup looks at everything: cheap, and no kick that
 		 * raced with turning kicks back on is ever missed. */
 		do_tx(p);
@@ -633,6 +656,16 @@ static int start(void *opaque, const struct fdvm_virtio_start *s)
 	}
 	if ((ret = fdvm_tap_set_vnet(n->tap, n->hdr_len, offloads)))
 		return ret;
+	n->offloads = offloads;
+	/* A packet read in another header format, or with offloads this
+	 * driver did not accept, cannot be given to it. */
+	for (unsigned i = 0; i < n->npairs; i++) {
+		struct pair *p = &n->pair[i];
+		if (p->pkt_len && (p->pkt_hdr_len != n->hdr_len || p->pkt_offloads != offloads)) {
+			p->pkt_len = 0;
+			p->c.rx_dropped++;
+		}
+	}
 	for (unsigned i = 0; i < n->npairs; i++)
 		n->pair[i].rx = n->pair[i].tx = n->pair[i].ctrl = NULL;
 	/* Queue 2N is the control queue with MQ, 2 without (5.1.2). */

@@ -434,7 +434,7 @@ static int add_mem_reg(struct ctx *c)
 
 	/* The same region again: each of QEMU's per-queue-pair vhost devices
 	 * adds the whole table on the one connection. Counted, not mapped. */
-	int same = vu_mem_find(&be->mem, r);
+	int same = vu_mem_find(&be->mem, r, c->fds[0]);
 	if (same >= 0) {
 		be->mem.m[same].refs++;
 		return 0;

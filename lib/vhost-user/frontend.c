@@ -310,7 +310,11 @@ static void blk_fix_config(const struct fdvm_vu_frontend *fe, uint8_t *config, b
 #define NET_F_MAC 5
 #define NET_F_STATUS 16
 #define NET_F_CTRL_VQ 17
+#define NET_F_CTRL_RX 18
+#define NET_F_CTRL_VLAN 19
+#define NET_F_GUEST_ANNOUNCE 21
 #define NET_F_MQ 22
+#define NET_F_CTRL_MAC_ADDR 23
 
 /* virtio_net_config: mac[6], status, max_virtqueue_pairs, mtu. */
 static void net_fix_config(const struct fdvm_vu_frontend *fe, uint8_t *config, bool from_backend)
@@ -344,7 +348,11 @@ static uint64_t net_features(const struct fdvm_vu_frontend *fe, uint64_t f)
 	 * does; fdvm does not answer it itself), and it must have a queue. */
 	if (!(fe->nq % 2))
 		f &= ~(1ull << NET_F_CTRL_VQ);
-	if (!(f >> NET_F_CTRL_VQ & 1) || fe->nq < 5)
+	/* Everything said on the control queue goes with it (5.1.3.1). */
+	if (!(f >> NET_F_CTRL_VQ & 1))
+		f &= ~(1ull << NET_F_CTRL_RX | 1ull << NET_F_CTRL_VLAN | 1ull << NET_F_GUEST_ANNOUNCE |
+		       1ull << NET_F_MQ | 1ull << NET_F_CTRL_MAC_ADDR);
+	if (fe->nq < 5)
 		f &= ~(1ull << NET_F_MQ);
 	return f;
 }
@@ -441,7 +449,10 @@ static int send_call_fd(struct fdvm_vu_frontend *fe, unsigned i, int fd)
  * rings show). Lock held. */
 static int program(struct fdvm_vu_frontend *fe, bool fresh)
 {
-	uint64_t f = fe->features | (fe->backend_features & 1ull << VU_F_PROTOCOL_FEATURES);
+	/* Only what the backend offered: bits fdvm provides itself (a net
+	 * device's MAC and STATUS without CONFIG) are not the backend's. */
+	uint64_t f = (fe->features & fe->backend_features) |
+		     (fe->backend_features & 1ull << VU_F_PROTOCOL_FEATURES);
 	int ret;
 
 	if ((ret = call_u64(fe, VU_SET_FEATURES, f)) || (ret = send_memory(fe)) ||
@@ -703,7 +714,10 @@ int fdvm_vu_frontend_create(struct fdvm_vm *vm, const struct fdvm_vu_frontend_co
 	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)
 		if (types[i].device_id == cfg->device_id)
 			type = &types[i];
-	if (!type || !cfg->socket || cfg->num_queues > MAX_QUEUES) {
+	/* A network device's queues are the backend's: rx/tx pairs and the
+	 * control queue at the end, whose index the pair count fixes. */
+	if (!type || !cfg->socket || cfg->num_queues > MAX_QUEUES ||
+	    (cfg->device_id == 1 && cfg->num_queues)) {
 		fdvm_log(vm, FDVM_LOG_ERROR, "vhost-user: device type %u with %u queues is not supported",
 			 cfg->device_id, cfg->num_queues);
 		return -EINVAL;

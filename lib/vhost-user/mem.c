@@ -66,7 +66,8 @@ int vu_mem_map(const struct vu_mem *mem, const struct vu_region *r, int fd,
 	}
 	*out = (struct vu_mapping){ .r = *r, .map = p, .map_len = len,
 				    .host = (uint8_t *)p + (r->mmap_offset - start),
-				    .page = vu_page_size(&st), .refs = 1 };
+				    .page = vu_page_size(&st), .refs = 1, .dev = st.st_dev,
+				    .ino = st.st_ino };
 	return 0;
 }
 
@@ -92,12 +93,15 @@ int vu_mem_add(struct vu_mem *mem, const struct vu_mapping *m)
 	return 0;
 }
 
-int vu_mem_find(const struct vu_mem *mem, const struct vu_region *r)
+int vu_mem_find(const struct vu_mem *mem, const struct vu_region *r, int fd)
 {
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return -1;
 	for (unsigned i = 0; i < mem->n; i++) {
-		const struct vu_region *o = &mem->m[i].r;
-		if (o->gpa == r->gpa && o->size == r->size && o->uva == r->uva &&
-		    o->mmap_offset == r->mmap_offset)
+		const struct vu_mapping *m = &mem->m[i];
+		if (m->r.gpa == r->gpa && m->r.size == r->size && m->r.uva == r->uva &&
+		    m->r.mmap_offset == r->mmap_offset && m->dev == st.st_dev && m->ino == st.st_ino)
 			return (int)i;
 	}
 	return -1;

@@ -23,6 +23,8 @@ struct vu_mapping {
 	/* How many ADD_MEM_REG added this very region: QEMU adds a region
 	 * once per queue pair of a multiqueue netdev, all on one connection. */
 	unsigned refs;
+	dev_t dev;		/* the file's identity */
+	ino_t ino;
 };
 
 struct vu_mem {
@@ -43,8 +45,9 @@ size_t vu_page_size(const struct stat *st);
 void vu_mem_clear(struct vu_mem *mem);
 /* Adds a mapping made by vu_mem_map; -ENOSPC when every slot is taken. */
 int vu_mem_add(struct vu_mem *mem, const struct vu_mapping *m);
-/* The index of the region identical to r (every field), or -1. */
-int vu_mem_find(const struct vu_mem *mem, const struct vu_region *r);
+/* The index of the region identical to r (every field) in the same file
+ * as fd, or -1. */
+int vu_mem_find(const struct vu_mem *mem, const struct vu_region *r, int fd);
 /* Removes (and unmaps) the region equal to r; -ENOENT if none. */
 int vu_mem_remove(struct vu_mem *mem, const struct vu_region *r);
 

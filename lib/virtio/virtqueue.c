@@ -264,6 +264,20 @@ bool fdvm_vq_enable_kicks(struct fdvm_vq *vq, bool on)
 	return LOAD_ACQ(&vq->avail->idx) != vq->last_avail;
 }
 
+bool fdvm_vq_kick_after(struct fdvm_vq *vq, uint16_t seen)
+{
+	vq->kicks_off = false;
+	if (vq->event_idx) {
+		/* The driver kicks when its index crosses this one. */
+		STORE_REL((volatile uint16_t *)&vq->used->ring[vq->size], seen);
+	} else {
+		uint16_t f = vq->used->flags;
+		STORE_REL(&vq->used->flags, (uint16_t)(f & ~FDVM_VRING_USED_F_NO_NOTIFY));
+	}
+	MB(); /* the request is visible before we look again */
+	return LOAD_ACQ(&vq->avail->idx) != seen;
+}
+
 /* Copies between iov (after its first skip bytes) and buf, either way. */
 static size_t iov_copy(const struct iovec *iov, unsigned n, size_t skip, void *buf, size_t len,
 		       bool to_buf)

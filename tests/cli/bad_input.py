@@ -106,8 +106,17 @@ case("serve: a regular file at the socket path", ["--socket", plain, img], "not 
      needs_kvm=False, cmd="serve blk")
 case("serve: bad disk option", ["--socket", nosock, img + ",queues=99"], "queues must be 1..16",
      needs_kvm=False, cmd="serve blk")
-case("serve: unknown device", ["--socket", nosock, img], "unknown device 'net'", needs_kvm=False,
+case("serve: unknown device", ["--socket", nosock, img], "unknown device 'gpu'", needs_kvm=False,
+     cmd="serve gpu")
+case("serve net: no --tap", ["--socket", nosock], "--tap NAME is missing", needs_kvm=False,
      cmd="serve net")
+case("serve net: bad mac", ["--socket", nosock, "--tap", "t0,mac=01:02:03:04:05:06"],
+     "mac must look like", needs_kvm=False, cmd="serve net")
+case("--net: no tap", ["--net", "queues=2", good], "no tap", needs_kvm=False)
+case("--net: tap name too long", ["--net", "tap=" + "x" * 16, good], "a tap name has 1..15 characters",
+     needs_kvm=False)
+case("--vhost-user net with queues", ["--vhost-user", "net,socket=/x,queues=2", good], "unknown option",
+     needs_kvm=False)
 
 if os.geteuid() != 0:  # root reads any file
     case("unreadable guest file", [unreadable], "unreadable.elf")
