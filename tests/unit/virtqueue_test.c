@@ -417,12 +417,21 @@ static void batch_and_unpop(void **s)
 	for (unsigned i = 3; i--;)
 		fdvm_vq_unpop(&vq, (uint16_t)got[i].id);
 	assert_int_equal(vq.last_avail, 0);
+	/* Too few: a kick is wanted once the driver goes past index 3, not
+	 * at the index given back (which it passed already). */
+	assert_false(fdvm_vq_kick_after(&vq, 3));
+	assert_int_equal(used()[2 + 4 * QSIZE], 3); /* avail_event, after the ring */
+	setd(3, 0x8300, 64, FDVM_VRING_DESC_F_WRITE, 0);
+	offer(3);
+	assert_true(fdvm_vq_kick_after(&vq, 3));
 	for (unsigned i = 0; i < 3; i++) {
 		assert_int_equal(fdvm_vq_pop(&vq, &elem), 1);
 		assert_int_equal(elem.head, i);
 	}
 	fdvm_vq_push_batch(&vq, got, 3);
 	assert_int_equal(used()[1], 3);
+	assert_int_equal(fdvm_vq_pop(&vq, &elem), 1); /* the fourth, still there */
+	assert_int_equal(elem.head, 3);
 	uint32_t *u = (uint32_t *)(ram + USED + 4);
 	for (unsigned i = 0; i < 3; i++) {
 		assert_int_equal(u[2 * i], i);
