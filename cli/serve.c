@@ -4,12 +4,17 @@
  * over guest memory and the queues' eventfds; the device model behind it is
  * the one fdvm runs in-process (lib/dev/).
  */
+#include <dirent.h>
 #include <errno.h>
+#include <grp.h>
+#include <limits.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
@@ -24,6 +29,7 @@ static void serve_usage(FILE *f)
 	fprintf(f,
 		"usage: fdvm serve blk --socket PATH IMAGE[,ro][,queues=N][,poll=US] [-q|-v]\n"
 		"       fdvm serve net --socket PATH --tap NAME[,mac=MAC][,queues=N][,poll=US] [-q|-v]\n"
+		"       either with [--user NAME|UID] [--group NAME|GID]\n"
 		"\n"
 		"Serves a device over vhost-user on the Unix socket PATH, to one frontend\n"
 		"at a time (QEMU, or fdvm run --vhost-user); when one disconnects the next\n"
@@ -45,6 +51,16 @@ static void serve_usage(FILE *f)
 		"                  before sleeping on its kick eventfd (default 50; 0: never)\n"
 		"  -q, --quiet     errors and warnings only (not connects and disconnects)\n"
 		"  -v, --verbose   also every message from the frontend\n"
+		"  --user NAME|UID once the image or tap and the socket are open, run as\n"
+		"                  this user: its groups (none for a UID without a passwd\n"
+		"                  entry), its primary group unless --group says otherwise;\n"
+		"                  PATH is given to it, so that it can remove PATH at exit\n"
+		"                  where the directory allows (a sticky /tmp does)\n"
+		"  --group NAME|GID  the group to run as; with --group alone, no\n"
+		"                  supplementary groups and the same user\n"
+		"A drop that does not take is an error exit, never a daemon left running\n"
+		"as root. Always: file descriptors inherited above 2 are closed at start,\n"
+		"and no_new_privs is set (nothing it could execute gains privileges).\n"
 		"\n"
 		"With QEMU (guest RAM must be shareable):\n"
 		"  qemu-system-x86_64 ... -object memory-backend-memfd,id=mem,size=1G,share=on \\\n"
@@ -83,13 +99,124 @@ static void on_signal(void *opaque, int fd, uint32_t events)
 		fdvm_epoll_loop_stop(opaque);
 }
 
+/* Who the daemon becomes once the model and the socket exist. */
+struct serve_privs {
+	bool set_uid, set_gid;
+	uid_t uid;
+	gid_t gid;
+	gid_t groups[NGROUPS_MAX]; /* supplementary groups to take */
+	int ngroups;
+};
+
 /* What the command line asked for. */
 struct serve_args {
 	const char *dev;	/* "blk", "net" */
 	const char *socket_path;
 	const char *spec;	/* blk: IMAGE[,...]; net: --tap NAME[,...] */
 	enum fdvm_log_level level;
+	const char *user, *group; /* --user, --group as given */
+	struct serve_privs privs;
 };
+
+/* A whole decimal number below max, or false. */
+static bool parse_id(const char *s, unsigned long max, unsigned long *out)
+{
+	char *end;
+	errno = 0;
+	unsigned long v = strtoul(s, &end, 10);
+	if (!*s || *end || errno || v >= max || s[0] == '-' || s[0] == '+' || s[0] == ' ')
+		return false;
+	*out = v;
+	return true;
+}
+
+/* Turns --user and --group into IDs and groups; 0 or a usage error. */
+static int resolve_privs(struct serve_args *a)
+{
+	struct serve_privs *p = &a->privs;
+	const struct passwd *pw = NULL;
+	unsigned long id;
+
+	if (a->group) {
+		const struct group *gr = getgrnam(a->group);
+		if (gr)
+			p->gid = gr->gr_gid;
+		else if (parse_id(a->group, (gid_t)-1, &id))
+			p->gid = (gid_t)id;
+		else {
+			fprintf(stderr, "fdvm serve %s: --group %s: no such group\n", a->dev, a->group);
+			return FDVM_EXIT_USAGE;
+		}
+		p->set_gid = true;
+	}
+	if (!a->user)
+		return 0; /* --group alone: no supplementary groups (ngroups 0) */
+	pw = getpwnam(a->user);
+	if (!pw && parse_id(a->user, (uid_t)-1, &id)) {
+		pw = getpwuid((uid_t)id);
+		p->uid = (uid_t)id;
+	} else if (!pw) {
+		fprintf(stderr, "fdvm serve %s: --user %s: no such user\n", a->dev, a->user);
+		return FDVM_EXIT_USAGE;
+	}
+	p->set_uid = true;
+	if (!pw) {
+		if (!p->set_gid) {
+			fprintf(stderr, "fdvm serve %s: --user %s has no passwd entry: give --group too\n",
+				a->dev, a->user);
+			return FDVM_EXIT_USAGE;
+		}
+		return 0;
+	}
+	p->uid = pw->pw_uid;
+	if (!p->set_gid) {
+		p->gid = pw->pw_gid;
+		p->set_gid = true;
+	}
+	p->ngroups = NGROUPS_MAX;
+	if (getgrouplist(pw->pw_name, p->gid, p->groups, &p->ngroups) < 0) {
+		fprintf(stderr, "fdvm serve %s: --user %s: more than %d groups\n", a->dev, a->user,
+			NGROUPS_MAX);
+		return FDVM_EXIT_USAGE;
+	}
+	return 0;
+}
+
+/*
+ * Becomes the user and group asked for, and checks that it took: any real,
+ * effective or saved ID left behind, or a way back to root, is an error
+ * (the caller exits: never running on with more than was asked for).
+ * PATH goes to the new owner first, so that it can remove it at exit.
+ */
+static int drop_privs(const char *dev, const struct serve_privs *p, const char *path)
+{
+	uid_t ru, eu, su;
+	gid_t rg, eg, sg;
+	gid_t now[NGROUPS_MAX];
+
+	if (!p->set_uid && !p->set_gid)
+		return 0;
+	if (chown(path, p->set_uid ? p->uid : (uid_t)-1, p->gid) < 0) {
+		fprintf(stderr, "fdvm serve %s: chown %s: %s\n", dev, path, strerror(errno));
+		return -1;
+	}
+	if (setgroups((size_t)p->ngroups, p->groups) < 0 || setgid(p->gid) < 0 ||
+	    (p->set_uid && setuid(p->uid) < 0)) {
+		fprintf(stderr, "fdvm serve %s: dropping privileges: %s\n", dev, strerror(errno));
+		return -1;
+	}
+	int n = getgroups(NGROUPS_MAX, now);
+	bool ok = getresgid(&rg, &eg, &sg) == 0 && rg == p->gid && eg == p->gid && sg == p->gid &&
+		  n == p->ngroups && !memcmp(now, p->groups, (size_t)n * sizeof(*now));
+	if (p->set_uid)
+		ok = ok && getresuid(&ru, &eu, &su) == 0 && ru == p->uid && eu == p->uid &&
+		     su == p->uid && (p->uid == 0 || setuid(0) < 0);
+	if (!ok) {
+		fprintf(stderr, "fdvm serve %s: dropping privileges did not take\n", dev);
+		return -1;
+	}
+	return 0;
+}
 
 /* Parses the arguments after DEVICE; 0, 1 (help printed), or an exit status. */
 static int parse_args(int argc, char **argv, const char *dev, struct serve_args *a)
@@ -119,6 +246,16 @@ static int parse_args(int argc, char **argv, const char *dev, struct serve_args 
 				return FDVM_EXIT_USAGE;
 			}
 			*(sock ? &a->socket_path : &a->spec) = v;
+		} else if (!strcmp(s, "--user") || !strncmp(s, "--user=", 7) ||
+			   !strcmp(s, "--group") || !strncmp(s, "--group=", 8)) {
+			bool user = s[2] == 'u';
+			size_t n = user ? 6 : 7;
+			const char *v = s[n] == '=' ? s + n + 1 : i + 1 < argc ? argv[++i] : NULL;
+			if (!v || !*v) {
+				fprintf(stderr, "fdvm serve %s: %s needs a value\n", dev, user ? "--user" : "--group");
+				return FDVM_EXIT_USAGE;
+			}
+			*(user ? &a->user : &a->group) = v;
 		} else if (s[0] == '-' && s[1]) {
 			fprintf(stderr, "fdvm serve %s: unknown option %s (try --help)\n", dev, s);
 			return FDVM_EXIT_USAGE;
@@ -137,7 +274,7 @@ static int parse_args(int argc, char **argv, const char *dev, struct serve_args 
 			!a->socket_path ? "--socket PATH" : net ? "--tap NAME" : "IMAGE");
 		return FDVM_EXIT_USAGE;
 	}
-	return 0;
+	return resolve_privs(a);
 }
 
 /* Serves model on the socket until SIGINT or SIGTERM; the exit status. */
@@ -183,15 +320,23 @@ static int serve_model(const struct serve_args *a, struct fdvm_virtio_model *mod
 		fprintf(stderr, "fdvm serve %s: %s: %s\n", dev, a->socket_path, strerror(-ret));
 		goto out_listen;
 	}
+	/* Everything that needs privilege is open: the image or tap, the socket. */
+	if (drop_privs(dev, &a->privs, a->socket_path))
+		goto out_listen;
 	if (a->level >= FDVM_LOG_INFO)
-		fprintf(stderr, "fdvm serve %s: serving %s on %s\n", dev, what, a->socket_path);
+		fprintf(stderr, "fdvm serve %s: serving %s on %s%s%s\n", dev, what, a->socket_path,
+			a->user ? " as user " : a->group ? " as group " : "",
+			a->user ? a->user : a->group ? a->group : "");
 	ret = fdvm_epoll_loop_run(loop);
 	if (ret)
 		fprintf(stderr, "fdvm serve %s: event loop: %s\n", dev, strerror(-ret));
 	else
 		status = 0;
 out_listen:
-	unlink(a->socket_path);
+	/* After a drop, the directory may not let the new user remove it. */
+	if (unlink(a->socket_path) < 0 && errno != ENOENT)
+		fprintf(stderr, "fdvm serve %s: warning: cannot remove %s: %s\n", dev,
+			a->socket_path, strerror(errno));
 	close(lfd);
 out_be:
 	signal(SIGBUS, SIG_DFL);
@@ -272,8 +417,29 @@ static int serve_net(int argc, char **argv)
 	return status;
 }
 
+/* Closes every fd above 2 the caller left open: the daemon holds only
+ * what it opens itself. Falls back to /proc/self/fd without close_range. */
+static void close_inherited(void)
+{
+	if (close_range(3, ~0u, 0) == 0)
+		return;
+	DIR *d = opendir("/proc/self/fd");
+	if (!d)
+		return;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		int fd = atoi(e->d_name);
+		if (fd > 2 && fd != dirfd(d))
+			close(fd);
+	}
+	closedir(d);
+}
+
 int fdvm_cmd_serve(int argc, char **argv)
 {
+	close_inherited();
+	/* Nothing it might execute gains privileges; a drop below keeps it so. */
+	prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
 	if (argc < 1 || !strcmp(argv[0], "-h") || !strcmp(argv[0], "--help")) {
 		serve_usage(argc < 1 ? stderr : stdout);
 		return argc < 1 ? FDVM_EXIT_USAGE : 0;

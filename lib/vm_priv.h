@@ -55,6 +55,24 @@ struct fdvm_vcpu {
 	bool has_thread;
 };
 
+/*
+ * One budget for messages a guest can cause at will (lib/log.c): zero is
+ * a full bucket, so a calloc'd VM needs no setup. Guarded by a lock in
+ * lib/log.c.
+ */
+struct fdvm_ratelimit {
+	uint64_t refilled_ns;	/* CLOCK_MONOTONIC of the last refill; 0: unused */
+	unsigned spent;		/* lines of the burst used up */
+	unsigned long suppressed; /* dropped since the last line let through */
+};
+
+/* The places whose messages the guest controls, a budget each per VM. */
+enum fdvm_log_site {
+	FDVM_LOG_SITE_UNHANDLED,	/* --unhandled-pio/-mmio=warn */
+	FDVM_LOG_SITE_BAR_OVERLAP,	/* a BAR the guest moved onto something */
+	FDVM_LOG_SITES
+};
+
 struct fdvm_uart;
 struct fdvm_power;
 struct fdvm_gsi;
@@ -105,6 +123,8 @@ struct fdvm_vm {
 	struct fdvm_stop stop;
 	atomic_bool stop_requested;
 	atomic_bool vcpu_work;		/* fdvm_vcpu_request_work() was called */
+
+	struct fdvm_ratelimit ratelimit[FDVM_LOG_SITES]; /* lib/log.c's lock */
 };
 
 /*
@@ -135,6 +155,14 @@ int fdvm_log_to_errno(fdvm_log_fn fn, void *opaque, int err, const char *fmt, ..
 	__attribute__((format(printf, 4, 5)));
 void fdvm_log_cfg(const struct fdvm_vm_config *cfg, enum fdvm_log_level level,
 		  const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/*
+ * For messages the guest can repeat at will: like fdvm_log, but each site
+ * of each VM lets FDVM_LOG_BURST lines through, then one a second; the
+ * next line let through says how many were dropped. Any thread.
+ */
+#define FDVM_LOG_BURST 10
+void fdvm_log_limited(struct fdvm_vm *vm, enum fdvm_log_site site, enum fdvm_log_level level,
+		      const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
 /* lib/kvm/memory.c */
 int fdvm_memory_init(struct fdvm_vm *vm);
@@ -163,6 +191,12 @@ void fdvm_iobus_exit(struct fdvm_iobus *bus);
 /* Returns false if no region claims [addr, addr + size). */
 bool fdvm_iobus_read(struct fdvm_iobus *bus, uint64_t addr, unsigned size, uint64_t *value);
 bool fdvm_iobus_write(struct fdvm_iobus *bus, uint64_t addr, unsigned size, uint64_t value);
+
+/* fdvm_io_register for a mapping the guest asked for (a BAR it moved): an
+ * overlap is the guest's doing, so it is a rate-limited warning. */
+int fdvm_io_register_for_guest(struct fdvm_vm *vm, enum fdvm_space space, uint64_t base,
+			       uint64_t len, const struct fdvm_io_ops *ops, void *opaque,
+			       const char *name, struct fdvm_io_region **out);
 
 /* The name of a region overlapping [base, base + len), or NULL. */
 const char *fdvm_iobus_overlap(struct fdvm_iobus *bus, uint64_t base, uint64_t len);

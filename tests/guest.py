@@ -334,6 +334,8 @@ def main():
     ap.add_argument("--guest-tap-as-comments", action="store_true",
                     help="show the guest's own results as comments, not as results: for a guest "
                          "whose verdicts depend on a peer's choices; check with --status and --expect")
+    ap.add_argument("--max-stderr-lines", type=int, default=None,
+                    help="fail if the VMM writes more lines than this to standard error")
     ap.add_argument("--runs", type=int, default=1,
                     help="boot the guest this many times in a row on the same backends")
     a = ap.parse_args()
@@ -481,6 +483,8 @@ def main():
     for rx in a.expect:
         if not re.search(rx, out + err, re.M):
             problems.append(f"output does not match /{rx}/")
+    if a.max_stderr_lines is not None and len(err.splitlines()) > a.max_stderr_lines:
+        problems.append(f"{len(err.splitlines())} lines on stderr, at most {a.max_stderr_lines} expected")
     vmm_name = os.path.basename(a.runner) + " " + " ".join(a.fdvm_arg) if a.runner else a.vmm
     if a.vhost_user:
         vmm_name += f" + vhost-user {a.vhost_user}"

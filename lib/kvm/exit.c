@@ -31,17 +31,29 @@ static bool unhandled(struct fdvm_vcpu *vcpu, enum fdvm_space space, bool write,
 
 	if (policy == FDVM_UNHANDLED_IGNORE)
 		return true;
+	/* warn: the guest may repeat it forever; it must not fill the disk. */
+	if (policy == FDVM_UNHANDLED_WARN) {
+		if (write)
+			fdvm_log_limited(vm, FDVM_LOG_SITE_UNHANDLED, FDVM_LOG_WARN,
+					 "vcpu %d: unhandled %s write at 0x%llx (size %u, value 0x%llx)",
+					 vcpu->id, what, (unsigned long long)addr, size,
+					 (unsigned long long)value);
+		else
+			fdvm_log_limited(vm, FDVM_LOG_SITE_UNHANDLED, FDVM_LOG_WARN,
+					 "vcpu %d: unhandled %s read at 0x%llx (size %u)",
+					 vcpu->id, what, (unsigned long long)addr, size);
+		return true;
+	}
+	/* stop: said once, never suppressed. */
 	if (write)
-		fdvm_log(vm, policy == FDVM_UNHANDLED_STOP ? FDVM_LOG_ERROR : FDVM_LOG_WARN,
+		fdvm_log(vm, FDVM_LOG_ERROR,
 			 "vcpu %d: unhandled %s write at 0x%llx (size %u, value 0x%llx)",
 			 vcpu->id, what, (unsigned long long)addr, size,
 			 (unsigned long long)value);
 	else
-		fdvm_log(vm, policy == FDVM_UNHANDLED_STOP ? FDVM_LOG_ERROR : FDVM_LOG_WARN,
+		fdvm_log(vm, FDVM_LOG_ERROR,
 			 "vcpu %d: unhandled %s read at 0x%llx (size %u)", vcpu->id,
 			 what, (unsigned long long)addr, size);
-	if (policy == FDVM_UNHANDLED_WARN)
-		return true;
 	fdvm_vcpu_dump(vcpu, FDVM_LOG_ERROR);
 	fdvm_vm_set_stop(vm, FDVM_STOP_GUEST_ERROR, 0);
 	return false;

@@ -40,9 +40,14 @@ static size_t lower_bound(const struct fdvm_iobus *bus, uint64_t addr)
 	return lo;
 }
 
-int fdvm_io_register(struct fdvm_vm *vm, enum fdvm_space space, uint64_t base,
-		     uint64_t len, const struct fdvm_io_ops *ops, void *opaque,
-		     const char *name, struct fdvm_io_region **out)
+/*
+ * by_guest: the guest chose base (it moved a BAR), so a conflict is its
+ * doing, not a bug in the host's layout: a warning it cannot flood the log
+ * with, instead of an error.
+ */
+static int io_register(struct fdvm_vm *vm, enum fdvm_space space, uint64_t base,
+		       uint64_t len, const struct fdvm_io_ops *ops, void *opaque,
+		       const char *name, bool by_guest, struct fdvm_io_region **out)
 {
 	struct fdvm_iobus *bus;
 	struct fdvm_io_region *r;
@@ -52,8 +57,13 @@ int fdvm_io_register(struct fdvm_vm *vm, enum fdvm_space space, uint64_t base,
 
 	if ((unsigned)space > FDVM_SPACE_MMIO || !len || base + (len - 1) < base ||
 	    (space == FDVM_SPACE_PIO && base + (len - 1) > 0xffff) || !ops) {
-		fdvm_log(vm, FDVM_LOG_ERROR, "%s: %s [0x%llx, +0x%llx): invalid range",
-			 name, sp, (unsigned long long)base, (unsigned long long)len);
+		if (by_guest)
+			fdvm_log_limited(vm, FDVM_LOG_SITE_BAR_OVERLAP, FDVM_LOG_WARN,
+					 "%s: %s [0x%llx, +0x%llx): invalid range, not mapped",
+					 name, sp, (unsigned long long)base, (unsigned long long)len);
+		else
+			fdvm_log(vm, FDVM_LOG_ERROR, "%s: %s [0x%llx, +0x%llx): invalid range",
+				 name, sp, (unsigned long long)base, (unsigned long long)len);
 		return -EINVAL;
 	}
 	r = calloc(1, sizeof(*r));
@@ -67,11 +77,18 @@ int fdvm_io_register(struct fdvm_vm *vm, enum fdvm_space space, uint64_t base,
 	pthread_rwlock_wrlock(&bus->lock);
 	i = lower_bound(bus, base);
 	if (i < bus->n && bus->regions[i]->base <= base + (len - 1)) {
-		fdvm_log(vm, FDVM_LOG_ERROR,
-			 "%s: %s [0x%llx, +0x%llx): overlaps %s at 0x%llx", r->name, sp,
-			 (unsigned long long)base, (unsigned long long)len,
-			 bus->regions[i]->name,
-			 (unsigned long long)bus->regions[i]->base);
+		if (by_guest)
+			fdvm_log_limited(vm, FDVM_LOG_SITE_BAR_OVERLAP, FDVM_LOG_WARN,
+					 "%s: %s [0x%llx, +0x%llx): overlaps %s at 0x%llx, not mapped",
+					 r->name, sp, (unsigned long long)base,
+					 (unsigned long long)len, bus->regions[i]->name,
+					 (unsigned long long)bus->regions[i]->base);
+		else
+			fdvm_log(vm, FDVM_LOG_ERROR,
+				 "%s: %s [0x%llx, +0x%llx): overlaps %s at 0x%llx", r->name, sp,
+				 (unsigned long long)base, (unsigned long long)len,
+				 bus->regions[i]->name,
+				 (unsigned long long)bus->regions[i]->base);
 		ret = -EBUSY;
 		goto out_unlock;
 	}
@@ -97,6 +114,20 @@ out_unlock:
 	if (out)
 		*out = r;
 	return ret;
+}
+
+int fdvm_io_register(struct fdvm_vm *vm, enum fdvm_space space, uint64_t base,
+		     uint64_t len, const struct fdvm_io_ops *ops, void *opaque,
+		     const char *name, struct fdvm_io_region **out)
+{
+	return io_register(vm, space, base, len, ops, opaque, name, false, out);
+}
+
+int fdvm_io_register_for_guest(struct fdvm_vm *vm, enum fdvm_space space, uint64_t base,
+			       uint64_t len, const struct fdvm_io_ops *ops, void *opaque,
+			       const char *name, struct fdvm_io_region **out)
+{
+	return io_register(vm, space, base, len, ops, opaque, name, true, out);
 }
 
 void fdvm_io_unregister(struct fdvm_vm *vm, struct fdvm_io_region *r)

@@ -67,8 +67,9 @@ static bool bar_target(struct fdvm_pci_dev *dev, unsigned i, uint64_t *addr)
 	return true;
 }
 
-/* Brings every BAR's mapping in line with cfg. remap_lock held, dev->lock not. */
-static void remap_bars(struct fdvm_pci_dev *dev)
+/* Brings every BAR's mapping in line with cfg. by_guest: the guest wrote
+ * cfg, not the host's firmware step. remap_lock held, dev->lock not. */
+static void remap_bars(struct fdvm_pci_dev *dev, bool by_guest)
 {
 	for (unsigned i = 0; i < FDVM_PCI_MAX_BARS && !dev->detached; i++) {
 		struct pci_bar *b = &dev->bars[i];
@@ -91,9 +92,12 @@ static void remap_bars(struct fdvm_pci_dev *dev)
 		if (want) {
 			char name[48];
 			snprintf(name, sizeof(name), "%s-bar%u", dev->name, i);
-			if (fdvm_io_register(dev->vm,
-					     b->type == FDVM_PCI_BAR_IO ? FDVM_SPACE_PIO : FDVM_SPACE_MMIO,
-					     addr, b->size, &bar_ops, b, name, &b->region)) {
+			enum fdvm_space sp = b->type == FDVM_PCI_BAR_IO ? FDVM_SPACE_PIO
+								       : FDVM_SPACE_MMIO;
+			/* Where the guest chose addr, a conflict is its doing: a
+			 * warning it cannot flood the log with. */
+			if ((by_guest ? fdvm_io_register_for_guest : fdvm_io_register)(
+				    dev->vm, sp, addr, b->size, &bar_ops, b, name, &b->region)) {
 				/* Overlaps something: the BAR stays unmapped, as
 				 * a conflicting BAR decodes nothing useful. */
 				b->region = NULL;
@@ -171,7 +175,7 @@ void fdvm_pci_cfg_write(struct fdvm_pci_dev *dev, unsigned off, uint32_t val, un
 		fdvm_msix_control(dev, msix_ctrl);
 	if (remap) {
 		pthread_mutex_lock(&dev->remap_lock);
-		remap_bars(dev);
+		remap_bars(dev, true);
 		pthread_mutex_unlock(&dev->remap_lock);
 	}
 }
@@ -306,7 +310,7 @@ int fdvm_pci_dev_create(struct fdvm_vm *vm, const struct fdvm_pci_dev_config *c,
 	put16(dev->cfg + PCI_COMMAND, PCI_COMMAND_IO | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER);
 	pthread_mutex_unlock(&dev->lock);
 	pthread_mutex_lock(&dev->remap_lock);
-	remap_bars(dev);
+	remap_bars(dev, false);
 	pthread_mutex_unlock(&dev->remap_lock);
 	*out = dev;
 	return 0;

@@ -625,17 +625,19 @@ int main(int argc, char **argv)
 	char cmdline[1024] = "";
 	int i = 1, status;
 
-	bool ignore_unhandled = false;
+	enum fdvm_unhandled unhandled = FDVM_UNHANDLED_STOP;
 	for (; i < argc && argv[i][0] == '-' && strcmp(argv[i], "--"); i++) {
 		if (!strcmp(argv[i], "--userspace"))
 			userspace = true;
 		else if (!strcmp(argv[i], "--ignore-unhandled"))
-			ignore_unhandled = true;
+			unhandled = FDVM_UNHANDLED_IGNORE;
+		else if (!strcmp(argv[i], "--warn-unhandled"))
+			unhandled = FDVM_UNHANDLED_WARN;
 		else
 			break;
 	}
 	if (i >= argc) {
-		fprintf(stderr, "usage: %s [--userspace] [--ignore-unhandled] GUEST.elf [--] [ARGS...]\n",
+		fprintf(stderr, "usage: %s [--userspace] [--ignore-unhandled|--warn-unhandled] GUEST.elf [--] [ARGS...]\n",
 			argv[0]);
 		return 2;
 	}
@@ -655,8 +657,7 @@ int main(int argc, char **argv)
 
 	fdvm_vm_config_init(&cfg);
 	cfg.mem_size = 64ull << 20;
-	if (ignore_unhandled)
-		cfg.unhandled_pio = cfg.unhandled_mmio = FDVM_UNHANDLED_IGNORE;
+	cfg.unhandled_pio = cfg.unhandled_mmio = unhandled;
 	if (fdvm_vm_create(&cfg, &vm))
 		return 2;
 	struct fdvm_pci_dev_config mc = {
