@@ -37,6 +37,7 @@
 
 #include "../net/tap.h"
 #include "../vm_priv.h"
+#include "net_priv.h"
 
 #define F_CSUM 0
 #define F_GUEST_CSUM 1
@@ -131,6 +132,7 @@ struct net {
 	_Atomic unsigned active; /* pairs the driver uses */
 	atomic_bool stopping;
 	bool started;
+	bool manual;		/* no threads: fdvm_virtio_net_run_once does the work */
 	void (*broken)(void *ctx, unsigned index);
 	void *broken_ctx;
 	struct pair pair[MAX_PAIRS];
@@ -614,6 +616,8 @@ static int pair_start(struct pair *p)
 	    (p->tx && (ret = epoll_add(p, p->tx->kick_fd, EPOLLIN, W_TX))) ||
 	    (p->ctrl && (ret = epoll_add(p, p->ctrl->kick_fd, EPOLLIN, W_CTRL))))
 		return ret;
+	if (n->manual)
+		return 0;
 	char name[16];
 	snprintf(name, sizeof(name), "virtio-net-%u", p->index);
 	ret = pthread_create(&p->thread, NULL, pair_thread, p);
@@ -738,8 +742,8 @@ static void default_mac(const char *tap, uint8_t mac[6])
 	mac[3] = (uint8_t)(h >> 16), mac[4] = (uint8_t)(h >> 8), mac[5] = (uint8_t)h;
 }
 
-int fdvm_virtio_net_model_create(const struct fdvm_virtio_net_config *cfg, fdvm_log_fn log,
-				 void *log_opaque, struct fdvm_virtio_model **out)
+static int model_create(const struct fdvm_virtio_net_config *cfg, const int *fds, bool manual,
+			fdvm_log_fn log, void *log_opaque, struct fdvm_virtio_model **out)
 {
 	unsigned np = cfg->num_pairs ? cfg->num_pairs : 1;
 	struct net *n;
@@ -759,7 +763,10 @@ int fdvm_virtio_net_model_create(const struct fdvm_virtio_net_config *cfg, fdvm_
 	n->poll_ns = cfg->poll_us * 1000ull;
 	for (unsigned i = 0; i < np; i++)
 		n->pair[i].wake_fd = n->pair[i].ep = -1;
-	if ((ret = fdvm_tap_open(cfg->tap, np, log, log_opaque, &n->tap)))
+	n->manual = manual;
+	ret = fds ? fdvm_tap_wrap(cfg->tap, fds, np, log, log_opaque, &n->tap)
+		  : fdvm_tap_open(cfg->tap, np, log, log_opaque, &n->tap);
+	if (ret)
 		goto err;
 	for (unsigned i = 0; i < np; i++) {
 		struct pair *p = &n->pair[i];
@@ -804,6 +811,33 @@ int fdvm_virtio_net_model_create(const struct fdvm_virtio_net_config *cfg, fdvm_
 err:
 	net_free(n);
 	return ret;
+}
+
+int fdvm_virtio_net_model_create(const struct fdvm_virtio_net_config *cfg, fdvm_log_fn log,
+				 void *log_opaque, struct fdvm_virtio_model **out)
+{
+	return model_create(cfg, NULL, false, log, log_opaque, out);
+}
+
+int fdvm_virtio_net_model_on_fds(const struct fdvm_virtio_net_config *cfg, const int *fds,
+				 fdvm_log_fn log, void *log_opaque, struct fdvm_virtio_model **out)
+{
+	return model_create(cfg, fds, true, log, log_opaque, out);
+}
+
+void fdvm_virtio_net_run_once(struct fdvm_virtio_model *m)
+{
+	struct net *n = m->opaque;
+	if (!n->manual || !n->started)
+		return;
+	for (unsigned i = 0; i < n->npairs; i++) {
+		struct pair *p = &n->pair[i];
+		if (p->ep < 0)
+			continue;
+		do_tx(p);
+		do_rx(p);
+		do_ctrl(p);
+	}
 }
 
 static void vm_log(void *opaque, enum fdvm_log_level level, const char *msg)

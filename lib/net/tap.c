@@ -107,13 +107,41 @@ err:
 	return ret;
 }
 
+int fdvm_tap_wrap(const char *name, const int *fds, unsigned n, fdvm_log_fn log,
+		  void *log_opaque, struct fdvm_tap **out)
+{
+	if (!n || n > FDVM_TAP_MAX_QUEUES || strlen(name) >= IFNAMSIZ)
+		return -EINVAL;
+	struct fdvm_tap *t = calloc(1, sizeof(*t));
+	if (!t)
+		return -ENOMEM;
+	strcpy(t->name, name);
+	t->log = log;
+	t->log_opaque = log_opaque;
+	t->wrapped = true;
+	t->mtu = 1500;
+	for (unsigned i = 0; i < n; i++) {
+		t->fd[i] = fds[i];
+		t->attached[i] = true;
+	}
+	t->n = n;
+	*out = t;
+	return 0;
+}
+
+/* An ioctl a wrapped fd that is no tap does not know is not an error. */
+static bool not_a_tap(const struct fdvm_tap *t, int err)
+{
+	return t->wrapped && (err == ENOTTY || err == EINVAL);
+}
+
 int fdvm_tap_set_vnet(struct fdvm_tap *t, unsigned hdr_len, unsigned offloads)
 {
 	int len = (int)hdr_len;
 	for (unsigned i = 0; i < t->n; i++) {
-		if (ioctl(t->fd[i], TUNSETVNETHDRSZ, &len) < 0)
+		if (ioctl(t->fd[i], TUNSETVNETHDRSZ, &len) < 0 && !not_a_tap(t, errno))
 			return tap_err(t, errno, "TUNSETVNETHDRSZ");
-		if (ioctl(t->fd[i], TUNSETOFFLOAD, (unsigned long)offloads) < 0)
+		if (ioctl(t->fd[i], TUNSETOFFLOAD, (unsigned long)offloads) < 0 && !not_a_tap(t, errno))
 			return tap_err(t, errno, "TUNSETOFFLOAD");
 	}
 	return 0;
@@ -130,7 +158,7 @@ int fdvm_tap_set_active(struct fdvm_tap *t, unsigned n)
 			if (want != (pass == 0) || t->attached[i] == want)
 				continue;
 			struct ifreq ifr = { .ifr_flags = want ? IFF_ATTACH_QUEUE : IFF_DETACH_QUEUE };
-			if (ioctl(t->fd[i], TUNSETQUEUE, &ifr) < 0)
+			if (ioctl(t->fd[i], TUNSETQUEUE, &ifr) < 0 && !not_a_tap(t, errno))
 				return tap_err(t, errno, want ? "attach queue" : "detach queue");
 			t->attached[i] = want;
 		}

@@ -25,6 +25,7 @@ struct fdvm_tap {
 	int fd[FDVM_TAP_MAX_QUEUES];	/* non-blocking */
 	bool attached[FDVM_TAP_MAX_QUEUES];
 	bool created;			/* it did not exist: it goes when we close */
+	bool wrapped;			/* fds given, maybe not a tap (tests) */
 	unsigned mtu;
 	fdvm_log_fn log;
 	void *log_opaque;
@@ -37,6 +38,13 @@ struct fdvm_tap {
  */
 int fdvm_tap_open(const char *name, unsigned queues, fdvm_log_fn log, void *log_opaque,
 		  struct fdvm_tap **out);
+/*
+ * A "tap" on fds the caller opened (taken over: closed by fdvm_tap_close).
+ * Datagram sockets stand in for a tap in tests: ioctls a socket does not
+ * know are skipped.
+ */
+int fdvm_tap_wrap(const char *name, const int *fds, unsigned n, fdvm_log_fn log,
+		  void *log_opaque, struct fdvm_tap **out);
 /* The header size (10 or 12) and offloads (FDVM_TAP_*) on every queue. */
 int fdvm_tap_set_vnet(struct fdvm_tap *t, unsigned hdr_len, unsigned offloads);
 /* Packets go to queues 0..n-1 only: the rest are detached. */
