@@ -201,6 +201,22 @@ static bool healthy(void)
 	return !(vnet_device_status(&net) & (VIRTIO_STATUS_NEEDS_RESET | VIRTIO_STATUS_FAILED));
 }
 
+/* Takes the host's answer to an ARP request and keeps it: with one
+ * receive buffer posted, the ring is then empty. */
+static bool hold(struct vnet_pkt *held)
+{
+	unsigned l = arp_request(frame);
+	vnet_send(&net, 0, 0, frame, l);
+	vnet_flush(&net, 0);
+	for (uint64_t end = rt_rdtsc() + ms(2000); rt_rdtsc() < end;) {
+		vnet_tx_reclaim(&net, 0);
+		if (vnet_recv(&net, 0, held))
+			return true;
+		vnet_wait(&net, rt_rdtsc() + ms(50));
+	}
+	return false;
+}
+
 /* After a hostile request: tx and rx still work, no reset needed. */
 static void still_works(const char *what, int completed)
 {
@@ -245,7 +261,7 @@ static void ctrl_case(const char *what, uint8_t cls, uint8_t cmd, const void *da
 int guest_main(const char *cmdline)
 {
 	(void)cmdline;
-	rt_tap_plan(20);
+	rt_tap_plan(21);
 	cfg = (struct vnet_config){
 		.features = 1ull << VIRTIO_NET_F_MAC | 1ull << VIRTIO_NET_F_STATUS | 1ull << VIRTIO_NET_F_MTU |
 			    1ull << VIRTIO_NET_F_MRG_RXBUF | 1ull << VIRTIO_NET_F_CSUM |
@@ -332,19 +348,28 @@ int guest_main(const char *cmdline)
 	up = bring_up(1) && roundtrip(false);
 	rt_tap_ok(up, "reset, up again with one rx buffer: ARP answered");
 	struct vnet_pkt held = { 0 };
-	bool holding = false;
-	if (up) {
-		/* Keep the next packet (the host's ARP reply): the ring is empty. */
-		unsigned l = arp_request(frame);
-		vnet_send(&net, 0, 0, frame, l);
+	bool holding = up && hold(&held);
+	/* No receive buffer at all: transmit goes on, and the host's answer
+	 * waits in the device for one instead of being lost. */
+	bool went = false, answered = false;
+	if (holding) {
+		uint16_t s = ++seq;
+		unsigned l = echo_request(frame, s);
+		went = vnet_send(&net, 0, 0, frame, l) && (vnet_flush(&net, 0), tx_settled(2000));
+		for (uint64_t end = rt_rdtsc() + ms(300); rt_rdtsc() < end;)
+			vnet_wait(&net, end); /* the answer arrives meanwhile */
+		vnet_rx_return(&net, &held); /* one buffer, and a kick */
 		vnet_flush(&net, 0);
-		for (uint64_t end = rt_rdtsc() + ms(2000); !holding && rt_rdtsc() < end;) {
-			vnet_tx_reclaim(&net, 0);
-			holding = vnet_recv(&net, 0, &held);
-			if (!holding)
+		for (uint64_t end = rt_rdtsc() + ms(2000); !answered && rt_rdtsc() < end;) {
+			answered = drain(2, s);
+			if (!answered)
 				vnet_wait(&net, rt_rdtsc() + ms(50));
 		}
+		holding = hold(&held); /* the ring empty again, for the next case */
 	}
+	rt_tap_ok(went && answered,
+		  "no receive buffers: a frame still goes out (%s), the host's answer waits and comes in once one is posted (%s)",
+		  went ? "yes" : "no", answered ? "yes" : "no");
 	static struct vnet_buf bad;
 	struct vbuf bv = { BAD_ADDR, 2048, true };
 	bool posted = holding && vq_add(&net.pair[0].rx, &bv, 1, &bad);
