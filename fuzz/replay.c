@@ -2,7 +2,9 @@
  * Runs a fuzz target without libFuzzer: over the files (or directories of
  * files) given, and then over random mutations of them for a number of
  * rounds (the seed makes runs repeatable). CI runs this under ASan/UBSan.
- *   replay [-r ROUNDS] [-s SEED] FILE|DIR...
+ *   replay [-r ROUNDS] [-s SEED] [-w FILE] FILE|DIR...
+ * -w writes each input to FILE before running it: after a crash, FILE
+ * holds the input that crashed (for libFuzzer or a debugger).
  */
 #include <dirent.h>
 #include <stdint.h>
@@ -12,6 +14,9 @@
 #include <sys/stat.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+/* Optional, as for libFuzzer: a target that needs a VM makes it here (and
+ * exits 77 when it cannot, which the test harness counts as a skip). */
+int LLVMFuzzerInitialize(int *argc, char ***argv) __attribute__((weak));
 
 #define MAX_SEEDS 256
 static uint8_t *seeds[MAX_SEEDS];
@@ -51,6 +56,20 @@ static void load(const char *path)
 	lens[nseeds++] = n;
 }
 
+static const char *save;
+
+static void run(const uint8_t *b, size_t len)
+{
+	if (save) {
+		FILE *f = fopen(save, "wb");
+		if (!f || fwrite(b, 1, len, f) != len || fclose(f)) {
+			perror(save);
+			exit(2);
+		}
+	}
+	LLVMFuzzerTestOneInput(b, len);
+}
+
 static uint64_t rng;
 static uint64_t next(void)
 {
@@ -70,11 +89,15 @@ int main(int argc, char **argv)
 			return 2;
 		if (!strcmp(argv[i], "-r"))
 			rounds = strtoul(argv[i + 1], NULL, 0);
+		else if (!strcmp(argv[i], "-w"))
+			save = argv[i + 1];
 		else if (!strcmp(argv[i], "-s"))
 			rng = strtoull(argv[i + 1], NULL, 0) | 1;
 		else
 			return 2;
 	}
+	if (LLVMFuzzerInitialize)
+		LLVMFuzzerInitialize(&argc, &argv);
 	for (; i < argc; i++)
 		load(argv[i]);
 	if (!nseeds) {
@@ -82,7 +105,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	for (unsigned k = 0; k < nseeds; k++)
-		LLVMFuzzerTestOneInput(seeds[k], lens[k]);
+		run(seeds[k], lens[k]);
 	for (unsigned long r = 0; r < rounds; r++) {
 		unsigned k = (unsigned)(next() % nseeds);
 		size_t len = lens[k];
@@ -102,7 +125,7 @@ int main(int argc, char **argv)
 			default: b[at] = (uint8_t[]){ 0, 0xff, 0x7f, 0x80, 1 }[next() % 5];
 			}
 		}
-		LLVMFuzzerTestOneInput(b, len);
+		run(b, len);
 		free(b);
 	}
 	printf("replay: %u inputs and %lu mutations, no failure\n", nseeds, rounds);
