@@ -439,7 +439,10 @@ int fdvm_cmd_serve(int argc, char **argv)
 {
 	close_inherited();
 	/* Nothing it might execute gains privileges; a drop below keeps it so. */
-	prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) {
+		fprintf(stderr, "fdvm serve: prctl PR_SET_NO_NEW_PRIVS: %s\n", strerror(errno));
+		return 6;
+	}
 	if (argc < 1 || !strcmp(argv[0], "-h") || !strcmp(argv[0], "--help")) {
 		serve_usage(argc < 1 ? stderr : stdout);
 		return argc < 1 ? FDVM_EXIT_USAGE : 0;
