@@ -21,6 +21,7 @@
 
 #include "fdvm/virtio.h"
 #include "../lib/dev/net_priv.h"
+#include "fuzz_input.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -52,24 +53,6 @@ static void broken(void *ctx, unsigned index)
 	(void)index;
 }
 
-struct in {
-	const uint8_t *p;
-	size_t n;
-};
-
-static uint8_t u8(struct in *in)
-{
-	if (!in->n)
-		return 0;
-	in->n--;
-	return *in->p++;
-}
-
-static uint16_t u16(struct in *in)
-{
-	return (uint16_t)(u8(in) | u8(in) << 8);
-}
-
 struct ring {
 	uint16_t size, next_desc, avail;
 };
@@ -90,17 +73,17 @@ static uint16_t used_idx(unsigned q)
 }
 
 /* A chain of 1..3 descriptors from the input, offered on queue q. */
-static void add_chain(struct ring *r, unsigned q, struct in *in, uint16_t force_flags)
+static void add_chain(struct ring *r, unsigned q, struct fin *in, uint16_t force_flags)
 {
-	unsigned n = 1 + u8(in) % 3;
+	unsigned n = 1 + fin_u8(in) % 3;
 	uint16_t head = r->next_desc;
 	for (unsigned i = 0; i < n; i++) {
 		uint16_t d = r->next_desc;
 		r->next_desc = (uint16_t)((r->next_desc + 1) % r->size);
 		/* Mostly inside RAM, sometimes past it. */
-		uint64_t addr = 0x10000 + (uint64_t)u16(in) * 4;
-		uint32_t len = u16(in);
-		uint16_t flags = (u8(in) & 7) | force_flags;
+		uint64_t addr = 0x10000 + (uint64_t)fin_u16(in) * 4;
+		uint32_t len = fin_u16(in);
+		uint16_t flags = (fin_u8(in) & 7) | force_flags;
 		if (i + 1 < n)
 			flags |= FDVM_VRING_DESC_F_NEXT;
 		else
@@ -142,7 +125,7 @@ static int start(struct fdvm_virtio_model *m, struct fdvm_virtio_queue *qs, stru
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static uint8_t pkt[70000];
-	struct in in = { data, size };
+	struct fin in = { data, size };
 	struct fdvm_virtio_queue qs[NQ];
 	struct ring rings[NQ];
 	struct fdvm_virtio_model *m;
@@ -162,12 +145,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct fdvm_virtio_net_config cfg = { .tap = "fuzz0", .num_pairs = 1 };
 	if (fdvm_virtio_net_model_on_fds(&cfg, &sv[0], quiet, NULL, &m))
 		abort();
-	uint64_t f = features_of(u8(&in));
-	uint16_t qsize = (uint16_t)(1u << (u8(&in) % 9));
+	uint64_t f = features_of(fin_u8(&in));
+	uint16_t qsize = (uint16_t)(1u << (fin_u8(&in) % 9));
 	bool started = start(m, qs, rings, f, qsize) == 0;
 
-	for (unsigned op = 0; started && in.n && op < MAX_OPS; op++) {
-		switch (u8(&in) % 8) {
+	for (unsigned op = 0; started && fin_more(&in) && op < MAX_OPS; op++) {
+		switch (fin_u8(&in) % 8) {
 		case 0: /* receive buffers: device-writable */
 			add_chain(&rings[0], 0, &in, FDVM_VRING_DESC_F_WRITE);
 			break;
@@ -175,18 +158,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			add_chain(&rings[1], 1, &in, 0);
 			break;
 		case 2: { /* guest writes RAM: headers, frames, commands */
-			uint32_t off = 0x10000 + (uint32_t)u16(&in) * 2;
-			unsigned n = u8(&in);
+			uint32_t off = 0x10000 + (uint32_t)fin_u16(&in) * 2;
+			unsigned n = fin_u8(&in);
 			for (unsigned i = 0; i < n && off + i < RAM_SIZE; i++)
-				ram[off + i] = u8(&in);
+				ram[off + i] = fin_u8(&in);
 			break;
 		}
 		case 3: { /* the host sends a packet: header and frame from the input */
-			size_t n = (size_t)u8(&in) * 64 + u8(&in);
-			if (u8(&in) == 0xff)
+			size_t n = (size_t)fin_u8(&in) * 64 + fin_u8(&in);
+			if (fin_u8(&in) == 0xff)
 				n = sizeof(pkt); /* the largest the device reads, and past it */
 			for (size_t i = 0; i < n; i++)
-				pkt[i] = in.n ? u8(&in) : (uint8_t)i;
+				pkt[i] = fin_more(&in) ? fin_u8(&in) : (uint8_t)i;
 			(void)!send(sv[1], pkt, n, MSG_DONTWAIT);
 			break;
 		}
@@ -199,7 +182,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			break;
 		case 6: /* the driver starts again, maybe with other features */
 			m->ops->stop(m->opaque);
-			f = features_of(u8(&in));
+			f = features_of(fin_u8(&in));
 			started = start(m, qs, rings, f, qsize) == 0;
 			break;
 		}
