@@ -8,6 +8,8 @@
 
 #include <stdint.h>
 
+#include "fdvm/sandbox.h"
+
 /* events: EPOLLIN, EPOLLOUT, ... as in epoll(7). Runs on the loop's thread. */
 typedef void (*fdvm_watch_fn)(void *opaque, int fd, uint32_t events);
 
@@ -49,8 +51,12 @@ int fdvm_epoll_loop_create(struct fdvm_epoll_loop **out);
 struct fdvm_loop *fdvm_epoll_loop_handle(struct fdvm_epoll_loop *loop);
 /* Runs the loop on the calling thread until fdvm_epoll_loop_stop. */
 int fdvm_epoll_loop_run(struct fdvm_epoll_loop *loop);
-/* Starts a thread that runs the loop; joined by destroy. */
+/* Starts a thread that runs the loop; joined by destroy. The thread has the
+ * device role (fdvm/sandbox.h): the loop runs backends. */
 int fdvm_epoll_loop_start(struct fdvm_epoll_loop *loop, const char *thread_name);
+/* The same with another role. */
+int fdvm_epoll_loop_start_as(struct fdvm_epoll_loop *loop, const char *thread_name,
+			     enum fdvm_thread_role role);
 /* Makes run return (any thread, also from a callback). */
 void fdvm_epoll_loop_stop(struct fdvm_epoll_loop *loop);
 /* Stops and joins the thread (if started), drops every watch, frees. */

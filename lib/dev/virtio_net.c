@@ -33,6 +33,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fdvm/sandbox.h"
 #include "fdvm/virtio.h"
 
 #include "../net/tap.h"
@@ -620,11 +621,10 @@ static int pair_start(struct pair *p)
 		return 0;
 	char name[16];
 	snprintf(name, sizeof(name), "virtio-net-%u", p->index);
-	ret = pthread_create(&p->thread, NULL, pair_thread, p);
+	ret = fdvm_thread_create(&p->thread, FDVM_ROLE_DEVICE, name, pair_thread, p);
 	if (ret)
-		return fdvm_log_to_errno(n->log, n->log_opaque, ret, "virtio-net %s: pthread_create",
+		return fdvm_log_to_errno(n->log, n->log_opaque, -ret, "virtio-net %s: thread",
 					 n->tap->name);
-	pthread_setname_np(p->thread, name);
 	p->thread_started = true;
 	return 0;
 }

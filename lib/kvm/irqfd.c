@@ -312,7 +312,7 @@ static int service_loop(struct fdvm_vm *vm, struct fdvm_loop **out)
 			fdvm_log_errno(vm, -ret, "irq: service loop: create");
 			goto out;
 		}
-		ret = fdvm_epoll_loop_start(vm->own_loop, "fdvm-irq");
+		ret = fdvm_epoll_loop_start_as(vm->own_loop, "fdvm-irq", FDVM_ROLE_SERVICE);
 		if (ret) {
 			fdvm_log_errno(vm, -ret, "irq: service loop: start thread");
 			goto err_loop;

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "fdvm/loop.h"
+#include "fdvm/sandbox.h"
 
 struct watch {
 	uint64_t id;
@@ -196,15 +197,19 @@ static void *loop_thread(void *arg)
 	return NULL;
 }
 
-int fdvm_epoll_loop_start(struct fdvm_epoll_loop *l, const char *name)
+int fdvm_epoll_loop_start_as(struct fdvm_epoll_loop *l, const char *name,
+			     enum fdvm_thread_role role)
 {
-	int ret = pthread_create(&l->thread, NULL, loop_thread, l);
+	int ret = fdvm_thread_create(&l->thread, role, name, loop_thread, l);
 	if (ret)
-		return -ret;
-	if (name)
-		pthread_setname_np(l->thread, name);
+		return ret;
 	l->started = true;
 	return 0;
+}
+
+int fdvm_epoll_loop_start(struct fdvm_epoll_loop *l, const char *name)
+{
+	return fdvm_epoll_loop_start_as(l, name, FDVM_ROLE_DEVICE);
 }
 
 void fdvm_epoll_loop_stop(struct fdvm_epoll_loop *l)

@@ -766,7 +766,7 @@ int fdvm_vu_frontend_create(struct fdvm_vm *vm, const struct fdvm_vu_frontend_co
 		if ((ret = fdvm_loop_add(fe->supl, fe->err_fd[i], EPOLLIN, on_ring_error, fe)))
 			goto err;
 	}
-	if ((ret = fdvm_epoll_loop_start(fe->sup, "fdvm-vhost-user")))
+	if ((ret = fdvm_epoll_loop_start_as(fe->sup, "fdvm-vhost-user", FDVM_ROLE_SERVICE)))
 		goto err;
 
 	/* The device as the guest sees it: the backend's features that fdvm
