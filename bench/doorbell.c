@@ -14,6 +14,8 @@
 #include <x86intrin.h>
 
 #include "bench.h"
+#include "fdvm/sandbox.h"
+#include "opts.h"
 
 enum { VMM_FDVM, VMM_FLOOR, VMM_QEMU, N_VMM };
 static const char *const vmm_names[N_VMM] = { "fdvm", "floor", "qemu" };
@@ -132,7 +134,9 @@ static void usage(FILE *f)
 		"  --json FILE     figures as JSON (default fdvm-bench-doorbell.json)\n"
 		"  --png FILE      bar chart (default fdvm-bench-doorbell.png; needs gnuplot)\n"
 		"  --no-qemu       skip the QEMU rows\n"
-		"  --guest FILE    the bench guest (default: found beside fdvm)\n");
+		"  --guest FILE    the bench guest (default: found beside fdvm)\n"
+		"  --seccomp MODE  fdvm's threads' system call filters, as for fdvm run:\n"
+		"                  kill (default), log or off (any benchmark)\n");
 }
 
 const char *bench_default_guest(void)
@@ -242,6 +246,35 @@ int fdvm_cmd_bench(int argc, char **argv)
 	if (argc < 1 || !strcmp(argv[0], "-h") || !strcmp(argv[0], "--help")) {
 		usage(argc < 1 ? stderr : stdout);
 		return argc < 1 ? 2 : 0;
+	}
+	/* fdvm's rows run with the filters on, as fdvm run does; --seccomp,
+	 * anywhere after the benchmark's name, is taken out here. */
+	enum fdvm_seccomp_mode mode = FDVM_SECCOMP_KILL;
+	int kept = 1;
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i], *v = NULL;
+		if (!strcmp(a, "--seccomp")) {
+			if (i + 1 == argc) {
+				fprintf(stderr, "fdvm bench: --seccomp needs a value\n");
+				return 2;
+			}
+			v = argv[++i];
+		} else if (!strncmp(a, "--seccomp=", 10)) {
+			v = a + 10;
+		} else {
+			argv[kept++] = argv[i];
+			continue;
+		}
+		if (fdvm_parse_seccomp(v, &mode)) {
+			fprintf(stderr, "fdvm bench: --seccomp %s: expected off, log or kill\n", v);
+			return 2;
+		}
+	}
+	argc = kept;
+	int ret = fdvm_sandbox_init(mode);
+	if (ret) {
+		fprintf(stderr, "fdvm bench: seccomp filters: %s\n", strerror(-ret));
+		return 6;
 	}
 	if (!strcmp(argv[0], "blk"))
 		return fdvm_cmd_bench_blk(argc, argv);

@@ -22,6 +22,7 @@
 #include "fdvm/io.h"
 #include "fdvm/irq.h"
 #include "fdvm/loop.h"
+#include "fdvm/sandbox.h"
 #include "fdvm/vhost_user.h"
 #include "fdvm/virtio.h"
 #include "fdvm/vm.h"
@@ -198,6 +199,20 @@ static void kick_noop(int sig)
 	(void)sig;
 }
 
+struct vcpu_job {
+	struct fdvm_vm *vm;
+	struct fdvm_stop stop;
+};
+
+/* The vCPU on a thread of the vCPU role, as fdvm run has it. */
+static void *vcpu_main(void *arg)
+{
+	struct vcpu_job *j = arg;
+
+	fdvm_vm_run(j->vm, &j->stop);
+	return NULL;
+}
+
 int bench_run_fdvm(const struct bench_opts *o, const char *cmdline, char **out, size_t *len)
 {
 	struct fdvm_vm_config cfg;
@@ -222,7 +237,11 @@ int bench_run_fdvm(const struct bench_opts *o, const char *cmdline, char **out, 
 	    (ret = fdvm_vm_load_pvh(vm, o->guest, cmdline)))
 		goto out_vm;
 
-	struct watchdog w = { .vm = vm, .vcpu = pthread_self(), .sig = cfg.kick_signal,
+	struct vcpu_job job = { .vm = vm };
+	pthread_t vt;
+	if ((ret = fdvm_thread_create(&vt, FDVM_ROLE_VCPU, "bench-vcpu", vcpu_main, &job)))
+		goto out_vm;
+	struct watchdog w = { .vm = vm, .vcpu = vt, .sig = cfg.kick_signal,
 			      .timeout_s = o->timeout_s };
 	pthread_t wt;
 	bool watched = false;
@@ -241,11 +260,15 @@ int bench_run_fdvm(const struct bench_opts *o, const char *cmdline, char **out, 
 		if ((ret = -pthread_create(&wt, NULL, watchdog_main, &w))) {
 			pthread_cond_destroy(&w.cond);
 			pthread_mutex_destroy(&w.lock);
+			fdvm_vm_request_stop(vm);
+			pthread_kill(vt, w.sig);
+			pthread_join(vt, NULL);
 			goto out_vm;
 		}
 		watched = true;
 	}
-	fdvm_vm_run(vm, &stop);
+	pthread_join(vt, NULL);
+	stop = job.stop;
 	if (watched) {
 		pthread_mutex_lock(&w.lock);
 		w.done = true;

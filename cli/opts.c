@@ -297,6 +297,19 @@ err:
 	return -EINVAL;
 }
 
+int fdvm_parse_seccomp(const char *s, enum fdvm_seccomp_mode *out)
+{
+	if (!strcmp(s, "off"))
+		*out = FDVM_SECCOMP_OFF;
+	else if (!strcmp(s, "log"))
+		*out = FDVM_SECCOMP_LOG;
+	else if (!strcmp(s, "kill"))
+		*out = FDVM_SECCOMP_KILL;
+	else
+		return -EINVAL;
+	return 0;
+}
+
 int fdvm_parse_run(int argc, char **argv, struct fdvm_run_opts *o, char *err,
 		   size_t errlen)
 {
@@ -306,6 +319,7 @@ int fdvm_parse_run(int argc, char **argv, struct fdvm_run_opts *o, char *err,
 	o->mem_size = 64ull << 20;
 	o->mem_arg = "64M";
 	o->kvm_path = "/dev/kvm";
+	o->seccomp = FDVM_SECCOMP_KILL;
 	for (i = 0; i < argc; i++) {
 		const char *a = argv[i], *v;
 		int r;
@@ -412,6 +426,15 @@ int fdvm_parse_run(int argc, char **argv, struct fdvm_run_opts *o, char *err,
 				o->notify = FDVM_DOORBELL_USERSPACE;
 			else {
 				snprintf(err, errlen, "--notify %s: expected auto, kernel or userspace", v);
+				return -EINVAL;
+			}
+			continue;
+		}
+		if ((r = take_value(argc, argv, &i, "--seccomp", NULL, &v, err, errlen))) {
+			if (r < 0)
+				return r;
+			if (fdvm_parse_seccomp(v, &o->seccomp)) {
+				snprintf(err, errlen, "--seccomp %s: expected off, log or kill", v);
 				return -EINVAL;
 			}
 			continue;

@@ -8,11 +8,15 @@
 #include <stdint.h>
 
 #include "fdvm/doorbell.h"
+#include "fdvm/sandbox.h"
 #include "fdvm/vm.h"
 
 /* Parses "64M", "1G", "512K", "1048576B"; a bare number is MiB (as QEMU's
  * -m). Returns 0 or -EINVAL (garbage, zero, overflow). */
 int fdvm_parse_size(const char *s, uint64_t *out);
+
+/* Parses off|log|kill (--seccomp); 0 or -EINVAL. */
+int fdvm_parse_seccomp(const char *s, enum fdvm_seccomp_mode *out);
 
 /* Parses stop|warn|ignore. */
 int fdvm_parse_unhandled(const char *s, enum fdvm_unhandled *out);
@@ -64,6 +68,7 @@ struct fdvm_run_opts {
 	enum fdvm_unhandled unhandled_pio, unhandled_mmio;
 	const char *kvm_path;
 	enum fdvm_doorbell_mode notify; /* --notify */
+	enum fdvm_seccomp_mode seccomp; /* --seccomp, default kill */
 	const char *guest;
 	char *cmdline; /* owned: the guest arguments joined by spaces */
 	const char *devices[16]; /* --device NAME, in order */

@@ -1,17 +1,32 @@
 /* fdvm run: boot one guest and exit with its status. */
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "cli.h"
 #include "fdvm/devices.h"
+#include "fdvm/sandbox.h"
 #include "fdvm/vhost_user.h"
 #include "fdvm/virtio.h"
 #include "fdvm/vm.h"
 #include "opts.h"
 
 static struct fdvm_vm *running_vm;
+
+struct vcpu_job {
+	struct fdvm_vm *vm;
+	struct fdvm_stop stop;
+};
+
+static void *vcpu_main(void *arg)
+{
+	struct vcpu_job *j = arg;
+
+	fdvm_vm_run(j->vm, &j->stop);
+	return NULL;
+}
 
 static void on_signal(int sig)
 {
@@ -70,6 +85,12 @@ static void run_usage(FILE *f)
 		"                           (or fail), or userspace (fdvm's fallbacks: for tests\n"
 		"                           and comparisons)\n"
 		"  --kvm PATH               the KVM device (default /dev/kvm)\n"
+		"  --seccomp MODE           system call filters per thread (vCPU, devices,\n"
+		"                           fdvm's service loops, this main thread): kill\n"
+		"                           (default: a call outside a thread's list ends fdvm\n"
+		"                           with a line naming the thread and the call, exit\n"
+		"                           10), log (report each such call once, allow it),\n"
+		"                           or off\n"
 		"  -v, --verbose            more messages from fdvm\n"
 		"  -h, --help               this text\n");
 }
@@ -95,6 +116,14 @@ int fdvm_cmd_run(int argc, char **argv)
 		fprintf(stderr, "fdvm run: --mem %s: %s\n", o.mem_arg, err);
 		fdvm_run_opts_free(&o);
 		return FDVM_EXIT_USAGE;
+	}
+
+	/* Before the VM: every thread fdvm makes from here on is confined. */
+	if ((ret = fdvm_sandbox_init(o.seccomp))) {
+		fprintf(stderr, "fdvm run: --seccomp: cannot set up the filters: %s\n",
+			strerror(-ret));
+		fdvm_run_opts_free(&o);
+		return 6;
 	}
 
 	fdvm_vm_config_init(&cfg);
@@ -157,7 +186,21 @@ int fdvm_cmd_run(int argc, char **argv)
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 
-	fdvm_vm_run(vm, &stop);
+	/* The vCPU runs on a thread of its own role; this thread waits, then
+	 * takes the VM down, within the control role's list. */
+	struct vcpu_job job = { .vm = vm };
+	pthread_t vt;
+	ret = fdvm_thread_create(&vt, FDVM_ROLE_VCPU, "fdvm-vcpu0", vcpu_main, &job);
+	if (ret) {
+		fprintf(stderr, "fdvm run: vCPU thread: %s\n", strerror(-ret));
+		running_vm = NULL;
+		fdvm_vm_destroy(vm);
+		return 6;
+	}
+	if ((ret = fdvm_sandbox_enter(FDVM_ROLE_CONTROL, NULL)))
+		fprintf(stderr, "fdvm run: --seccomp: main thread: %s\n", strerror(-ret));
+	pthread_join(vt, NULL);
+	stop = job.stop;
 
 	signal(SIGINT, SIG_DFL);
 	signal(SIGTERM, SIG_DFL);

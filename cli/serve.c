@@ -29,7 +29,7 @@ static void serve_usage(FILE *f)
 	fprintf(f,
 		"usage: fdvm serve blk --socket PATH IMAGE[,ro][,queues=N][,poll=US] [-q|-v]\n"
 		"       fdvm serve net --socket PATH --tap NAME[,mac=MAC][,queues=N][,poll=US] [-q|-v]\n"
-		"       either with [--user NAME|UID] [--group NAME|GID]\n"
+		"       either with [--user NAME|UID] [--group NAME|GID] [--seccomp MODE]\n"
 		"\n"
 		"Serves a device over vhost-user on the Unix socket PATH, to one frontend\n"
 		"at a time (QEMU, or fdvm run --vhost-user); when one disconnects the next\n"
@@ -58,6 +58,11 @@ static void serve_usage(FILE *f)
 		"                  where the directory allows (a sticky /tmp does)\n"
 		"  --group NAME|GID  the group to run as; with --group alone, no\n"
 		"                  supplementary groups and the same user\n"
+		"  --seccomp MODE  system call filters for the daemon's threads, on\n"
+		"                  once the files are open: kill (default: a call outside\n"
+		"                  a thread's list ends the daemon with a line naming the\n"
+		"                  thread and the call, exit 10), log (report it once,\n"
+		"                  allow it), or off\n"
 		"A drop that does not take is an error exit, never a daemon left running\n"
 		"as root. Always: file descriptors inherited above 2 are closed at start,\n"
 		"and no_new_privs is set (nothing it could execute gains privileges).\n"
@@ -116,6 +121,7 @@ struct serve_args {
 	enum fdvm_log_level level;
 	const char *user, *group; /* --user, --group as given */
 	struct serve_privs privs;
+	enum fdvm_seccomp_mode seccomp;
 };
 
 /* A whole decimal number below max, or false. */
@@ -222,7 +228,7 @@ static int drop_privs(const char *dev, const struct serve_privs *p, const char *
 static int parse_args(int argc, char **argv, const char *dev, struct serve_args *a)
 {
 	bool net = !strcmp(dev, "net");
-	*a = (struct serve_args){ .dev = dev, .level = FDVM_LOG_INFO };
+	*a = (struct serve_args){ .dev = dev, .level = FDVM_LOG_INFO, .seccomp = FDVM_SECCOMP_KILL };
 	for (int i = 0; i < argc; i++) {
 		const char *s = argv[i];
 		if (!strcmp(s, "-h") || !strcmp(s, "--help")) {
@@ -256,6 +262,17 @@ static int parse_args(int argc, char **argv, const char *dev, struct serve_args 
 				return FDVM_EXIT_USAGE;
 			}
 			*(user ? &a->user : &a->group) = v;
+		} else if (!strcmp(s, "--seccomp") || !strncmp(s, "--seccomp=", 10)) {
+			const char *v = s[9] == '=' ? s + 10 : i + 1 < argc ? argv[++i] : NULL;
+			if (!v) {
+				fprintf(stderr, "fdvm serve %s: --seccomp needs a value\n", dev);
+				return FDVM_EXIT_USAGE;
+			}
+			if (fdvm_parse_seccomp(v, &a->seccomp)) {
+				fprintf(stderr, "fdvm serve %s: --seccomp %s: expected off, log or kill\n",
+					dev, v);
+				return FDVM_EXIT_USAGE;
+			}
 		} else if (s[0] == '-' && s[1]) {
 			fprintf(stderr, "fdvm serve %s: unknown option %s (try --help)\n", dev, s);
 			return FDVM_EXIT_USAGE;
@@ -323,6 +340,15 @@ static int serve_model(const struct serve_args *a, struct fdvm_virtio_model *mod
 	/* Everything that needs privilege is open: the image or tap, the socket. */
 	if (drop_privs(dev, &a->privs, a->socket_path))
 		goto out_listen;
+	/* After the drop (glibc's setuid reaches every thread, and the
+	 * spawner's filter has no setuid), before the first frontend: device
+	 * threads start only when one connects. */
+	if ((ret = fdvm_sandbox_init(a->seccomp)) ||
+	    (ret = fdvm_sandbox_enter(FDVM_ROLE_SERVE, NULL))) {
+		fprintf(stderr, "fdvm serve %s: --seccomp: cannot set up the filters: %s\n", dev,
+			strerror(-ret));
+		goto out_listen;
+	}
 	if (a->level >= FDVM_LOG_INFO)
 		fprintf(stderr, "fdvm serve %s: serving %s on %s%s%s\n", dev, what, a->socket_path,
 			a->user ? " as user " : a->group ? " as group " : "",

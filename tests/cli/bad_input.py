@@ -84,6 +84,7 @@ case("--mem too small", ["--mem", "1M", good], "--mem 1M", needs_kvm=False)
 case("--mem too large for the host", ["--mem", "64T", good], "--mem 64T", needs_kvm=False)
 case("--mem not a size", ["--mem", "lots", good], "--mem lots", needs_kvm=False)
 case("unknown option", ["--frobnicate", good], "--frobnicate", needs_kvm=False)
+case("bad --seccomp", ["--seccomp", "strict", good], "--seccomp strict: expected off, log or kill", needs_kvm=False)
 case("no guest", [], "no guest given", needs_kvm=False)
 case("command line too long", [good, "--", "x" * 5000], "command line")
 # fdvm run --vhost-user, and the daemon (fdvm serve blk).
@@ -108,6 +109,10 @@ case("serve: bad disk option", ["--socket", nosock, img + ",queues=99"], "queues
      needs_kvm=False, cmd="serve blk")
 case("serve: unknown device", ["--socket", nosock, img], "unknown device 'gpu'", needs_kvm=False,
      cmd="serve gpu")
+case("serve: bad --seccomp", ["--socket", nosock, "--seccomp=strict", img], "--seccomp strict: expected off, log or kill",
+     needs_kvm=False, cmd="serve blk")
+case("serve: --seccomp without a value", ["--socket", nosock, img, "--seccomp"], "--seccomp needs a value",
+     needs_kvm=False, cmd="serve blk")
 case("serve net: no --tap", ["--socket", nosock], "--tap NAME is missing", needs_kvm=False,
      cmd="serve net")
 case("serve net: bad mac", ["--socket", nosock, "--tap", "t0,mac=01:02:03:04:05:06"],

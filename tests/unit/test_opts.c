@@ -242,6 +242,7 @@ static void assert_defaults_except_guest(const struct fdvm_run_opts *o)
 	assert_int_equal(o->help, 0);
 	assert_int_equal(o->ndevices, 0);
 	assert_int_equal(o->nblk, 0);
+	assert_int_equal(o->seccomp, FDVM_SECCOMP_KILL);
 }
 
 static void test_run_defaults(void **state)
@@ -668,6 +669,25 @@ static void test_run_bad_policy(void **state)
 	RUN_BAD("--unhandled-pio g.elf: expected", "--unhandled-pio", "g.elf");
 }
 
+static void test_run_seccomp(void **state)
+{
+	(void)state;
+	struct fdvm_run_opts o;
+
+	RUN_OK(&o, "--seccomp", "off", "g.elf");
+	assert_int_equal(o.seccomp, FDVM_SECCOMP_OFF);
+	fdvm_run_opts_free(&o);
+	RUN_OK(&o, "--seccomp=log", "g.elf");
+	assert_int_equal(o.seccomp, FDVM_SECCOMP_LOG);
+	fdvm_run_opts_free(&o);
+	RUN_OK(&o, "--seccomp=off", "--seccomp", "kill", "g.elf");
+	assert_int_equal(o.seccomp, FDVM_SECCOMP_KILL);
+	fdvm_run_opts_free(&o);
+	RUN_BAD("--seccomp Kill: expected off, log or kill", "--seccomp", "Kill", "g.elf");
+	RUN_BAD("--seccomp : expected off, log or kill", "--seccomp=", "g.elf");
+	RUN_BAD("option --seccomp needs a value", "--seccomp");
+}
+
 static void test_run_err_buffer_small(void **state)
 {
 	(void)state;
@@ -713,6 +733,7 @@ int main(void)
 		cmocka_unit_test(test_run_missing_value),
 		cmocka_unit_test(test_run_bad_mem),
 		cmocka_unit_test(test_run_bad_policy),
+		cmocka_unit_test(test_run_seccomp),
 		cmocka_unit_test(test_run_err_buffer_small),
 	};
 

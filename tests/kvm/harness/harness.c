@@ -28,6 +28,7 @@
 #include "fdvm/irq.h"
 #include "fdvm/pci.h"
 #include "fdvm/testctl.h"
+#include "fdvm/sandbox.h"
 #include "fdvm/vm.h"
 
 #define MAX_LINES 64
@@ -456,7 +457,7 @@ static int64_t run_command(uint64_t cmd)
 			return ret;
 		}
 		job = (struct thread_job){ .fd = fd, .count = args[1] };
-		if (pthread_create(&backend, NULL, signal_thread, &job))
+		if (fdvm_thread_create(&backend, FDVM_ROLE_DEVICE, "harness-backend", signal_thread, &job))
 			return -EAGAIN;
 		backend_running = true;
 		return 0;
@@ -473,7 +474,7 @@ static int64_t run_command(uint64_t cmd)
 		if (mailbox())
 			mailbox()->done = 0;
 		job = (struct thread_job){ .fd = fdvm_irq_line_fd(l->line), .level = l };
-		if (pthread_create(&backend, NULL, level_thread, &job))
+		if (fdvm_thread_create(&backend, FDVM_ROLE_DEVICE, "harness-backend", level_thread, &job))
 			return -EAGAIN;
 		backend_running = true;
 		return 0;
@@ -543,7 +544,7 @@ static int64_t run_command(uint64_t cmd)
 			return ret;
 		}
 		job = (struct thread_job){ .count = args[0], .seed = args[2], .pace = pace };
-		if (pthread_create(&backend, NULL, msix_thread, &job))
+		if (fdvm_thread_create(&backend, FDVM_ROLE_DEVICE, "harness-backend", msix_thread, &job))
 			return -EAGAIN;
 		backend_running = true;
 		return 0;
@@ -618,6 +619,12 @@ static void pio_write(void *opaque, uint64_t off, uint64_t value, unsigned size)
 static const struct fdvm_io_ops tc_ops = { .read = tc_read, .write = tc_write };
 static const struct fdvm_io_ops pio_ops = { .read = pio_read, .write = pio_write };
 
+static void *vcpu_main(void *arg)
+{
+	fdvm_vm_run(vm, arg);
+	return NULL;
+}
+
 int main(int argc, char **argv)
 {
 	struct fdvm_vm_config cfg;
@@ -626,9 +633,14 @@ int main(int argc, char **argv)
 	int i = 1, status;
 
 	enum fdvm_unhandled unhandled = FDVM_UNHANDLED_STOP;
+	enum fdvm_seccomp_mode seccomp = FDVM_SECCOMP_KILL;
 	for (; i < argc && argv[i][0] == '-' && strcmp(argv[i], "--"); i++) {
 		if (!strcmp(argv[i], "--userspace"))
 			userspace = true;
+		else if (!strcmp(argv[i], "--seccomp-log"))
+			seccomp = FDVM_SECCOMP_LOG;
+		else if (!strcmp(argv[i], "--seccomp-off"))
+			seccomp = FDVM_SECCOMP_OFF;
 		else if (!strcmp(argv[i], "--ignore-unhandled"))
 			unhandled = FDVM_UNHANDLED_IGNORE;
 		else if (!strcmp(argv[i], "--warn-unhandled"))
@@ -637,7 +649,7 @@ int main(int argc, char **argv)
 			break;
 	}
 	if (i >= argc) {
-		fprintf(stderr, "usage: %s [--userspace] [--ignore-unhandled|--warn-unhandled] GUEST.elf [--] [ARGS...]\n",
+		fprintf(stderr, "usage: %s [--userspace] [--ignore-unhandled|--warn-unhandled] [--seccomp-log|--seccomp-off] GUEST.elf [--] [ARGS...]\n",
 			argv[0]);
 		return 2;
 	}
@@ -652,6 +664,12 @@ int main(int argc, char **argv)
 		lines[k].borrowed_fd = -1;
 	if (start_child()) {
 		perror("harness: fork");
+		return 6;
+	}
+
+	/* After the fork: the backend process is not fdvm's to confine. */
+	if ((status = fdvm_sandbox_init(seccomp))) {
+		fprintf(stderr, "harness: seccomp: %s\n", strerror(-status));
 		return 6;
 	}
 
@@ -684,7 +702,14 @@ int main(int argc, char **argv)
 		fdvm_vm_destroy(vm);
 		return 2;
 	}
-	fdvm_vm_run(vm, &stop);
+	/* The vCPU and its handlers (the test-control device above) run on a
+	 * vCPU thread, confined as fdvm run's is. */
+	pthread_t vt;
+	if (fdvm_thread_create(&vt, FDVM_ROLE_VCPU, "harness-vcpu", vcpu_main, &stop)) {
+		fdvm_vm_destroy(vm);
+		return 6;
+	}
+	pthread_join(vt, NULL);
 	wait_backend();
 	/* Lines and doorbells left behind are the VM's to tear down. */
 	fdvm_io_unregister(vm, pio_region);
