@@ -70,6 +70,7 @@ struct fdvm_ratelimit {
 enum fdvm_log_site {
 	FDVM_LOG_SITE_UNHANDLED,	/* --unhandled-pio/-mmio=warn */
 	FDVM_LOG_SITE_BAR_OVERLAP,	/* a BAR the guest moved onto something */
+	FDVM_LOG_SITE_MSIX,		/* a vector the guest (un)masks that fails to */
 	FDVM_LOG_SITES
 };
 

@@ -39,8 +39,10 @@ static void sync_vector(struct fdvm_pci_dev *dev, struct fdvm_msix *m, unsigned 
 		return;
 	int ret = masked ? fdvm_irq_line_mask(e->line) : fdvm_irq_line_unmask(e->line);
 	if (ret)
-		fdvm_log(dev->vm, FDVM_LOG_ERROR, "pci %s: MSI-X vector %u: %s failed", dev->name, i,
-			 masked ? "mask" : "unmask");
+		/* The guest can repeat this at will: one budget for all. */
+		fdvm_log_limited(dev->vm, FDVM_LOG_SITE_MSIX, FDVM_LOG_ERROR,
+				 "pci %s: MSI-X vector %u: %s: %s", dev->name, i,
+				 masked ? "mask" : "unmask", strerror(-ret));
 	else
 		e->masked = masked;
 }
