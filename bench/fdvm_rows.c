@@ -161,17 +161,15 @@ static int slurp(int fd, char **out, size_t *len)
 
 /*
  * Stops the guest if it has not powered off after timeout_s (a backend
- * that stopped answering leaves it polling forever): a stop request, and
- * the kick signal to the vCPU thread to take it out of KVM_RUN, repeated
- * every second until the run returns.
+ * that stopped answering leaves it polling forever): a stop request (which
+ * kicks the vCPU thread out of KVM_RUN), repeated every second until the
+ * run returns.
  */
 struct watchdog {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	bool done, fired;
 	struct fdvm_vm *vm;
-	pthread_t vcpu;
-	int sig;
 	unsigned timeout_s;
 };
 
@@ -187,29 +185,9 @@ static void *watchdog_main(void *arg)
 			continue;
 		w->fired = true;
 		fdvm_vm_request_stop(w->vm);
-		pthread_kill(w->vcpu, w->sig);
 		dl.tv_sec += 1;
 	}
 	pthread_mutex_unlock(&w->lock);
-	return NULL;
-}
-
-static void kick_noop(int sig)
-{
-	(void)sig;
-}
-
-struct vcpu_job {
-	struct fdvm_vm *vm;
-	struct fdvm_stop stop;
-};
-
-/* The vCPU on a thread of the vCPU role, as fdvm run has it. */
-static void *vcpu_main(void *arg)
-{
-	struct vcpu_job *j = arg;
-
-	fdvm_vm_run(j->vm, &j->stop);
 	return NULL;
 }
 
@@ -237,20 +215,13 @@ int bench_run_fdvm(const struct bench_opts *o, const char *cmdline, char **out, 
 	    (ret = fdvm_vm_load_pvh(vm, o->guest, cmdline)))
 		goto out_vm;
 
-	struct vcpu_job job = { .vm = vm };
-	pthread_t vt;
-	if ((ret = fdvm_thread_create(&vt, FDVM_ROLE_VCPU, "bench-vcpu", vcpu_main, &job)))
+	/* The vCPU on a thread of the vCPU role, as fdvm run has it. */
+	if ((ret = fdvm_vm_start(vm, "bench-vcpu")))
 		goto out_vm;
-	struct watchdog w = { .vm = vm, .vcpu = vt, .sig = cfg.kick_signal,
-			      .timeout_s = o->timeout_s };
+	struct watchdog w = { .vm = vm, .timeout_s = o->timeout_s };
 	pthread_t wt;
 	bool watched = false;
-	if (o->timeout_s && w.sig) {
-		/* The kick must not kill us: an empty handler if there is none. */
-		struct sigaction old, sa = { .sa_handler = kick_noop };
-		sigemptyset(&sa.sa_mask);
-		if (!sigaction(w.sig, NULL, &old) && old.sa_handler == SIG_DFL)
-			sigaction(w.sig, &sa, NULL);
+	if (o->timeout_s && cfg.kick_signal) {
 		pthread_condattr_t ca;
 		pthread_condattr_init(&ca);
 		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -260,15 +231,11 @@ int bench_run_fdvm(const struct bench_opts *o, const char *cmdline, char **out, 
 		if ((ret = -pthread_create(&wt, NULL, watchdog_main, &w))) {
 			pthread_cond_destroy(&w.cond);
 			pthread_mutex_destroy(&w.lock);
-			fdvm_vm_request_stop(vm);
-			pthread_kill(vt, w.sig);
-			pthread_join(vt, NULL);
-			goto out_vm;
+			goto out_vm; /* destroy stops and joins the vCPU */
 		}
 		watched = true;
 	}
-	pthread_join(vt, NULL);
-	stop = job.stop;
+	fdvm_vm_join(vm, &stop);
 	if (watched) {
 		pthread_mutex_lock(&w.lock);
 		w.done = true;

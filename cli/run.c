@@ -1,6 +1,5 @@
 /* fdvm run: boot one guest and exit with its status. */
 #include <errno.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -14,19 +13,6 @@
 #include "opts.h"
 
 static struct fdvm_vm *running_vm;
-
-struct vcpu_job {
-	struct fdvm_vm *vm;
-	struct fdvm_stop stop;
-};
-
-static void *vcpu_main(void *arg)
-{
-	struct vcpu_job *j = arg;
-
-	fdvm_vm_run(j->vm, &j->stop);
-	return NULL;
-}
 
 static void on_signal(int sig)
 {
@@ -188,19 +174,14 @@ int fdvm_cmd_run(int argc, char **argv)
 
 	/* The vCPU runs on a thread of its own role; this thread waits, then
 	 * takes the VM down, within the control role's list. */
-	struct vcpu_job job = { .vm = vm };
-	pthread_t vt;
-	ret = fdvm_thread_create(&vt, FDVM_ROLE_VCPU, "fdvm-vcpu0", vcpu_main, &job);
-	if (ret) {
-		fprintf(stderr, "fdvm run: vCPU thread: %s\n", strerror(-ret));
+	if ((ret = fdvm_vm_start(vm, "fdvm-vcpu0"))) {
 		running_vm = NULL;
 		fdvm_vm_destroy(vm);
 		return 6;
 	}
 	if ((ret = fdvm_sandbox_enter(FDVM_ROLE_CONTROL, NULL)))
 		fprintf(stderr, "fdvm run: --seccomp: main thread: %s\n", strerror(-ret));
-	pthread_join(vt, NULL);
-	stop = job.stop;
+	fdvm_vm_join(vm, &stop);
 
 	signal(SIGINT, SIG_DFL);
 	signal(SIGTERM, SIG_DFL);

@@ -53,6 +53,7 @@ struct fdvm_vcpu {
 	pthread_mutex_t kick_lock; /* guards thread and has_thread */
 	pthread_t thread;	/* the thread in fdvm_vcpu_run, if has_thread */
 	bool has_thread;
+	_Atomic pid_t tid;	/* the same thread's id, 0: none (for signal handlers) */
 };
 
 /*
@@ -124,6 +125,12 @@ struct fdvm_vm {
 	struct fdvm_stop stop;
 	atomic_bool stop_requested;
 	atomic_bool vcpu_work;		/* fdvm_vcpu_request_work() was called */
+	atomic_bool kick_ready;		/* the kick signal has a handler */
+
+	/* fdvm_vm_start's thread, until fdvm_vm_join */
+	pthread_t run_thread;
+	bool run_started;
+	struct fdvm_stop run_stop;
 
 	struct fdvm_ratelimit ratelimit[FDVM_LOG_SITES]; /* lib/log.c's lock */
 };
@@ -180,6 +187,9 @@ void fdvm_vcpu_dump(struct fdvm_vcpu *vcpu, enum fdvm_log_level level);
  * guest, kicking it out of the guest now if it is in. Any thread.
  */
 void fdvm_vcpu_request_work(struct fdvm_vm *vm);
+/* Installs an empty handler for the kick signal if it has none (then
+ * kick_ready is set); -ENOTSUP for a config without one. irqfd.c. */
+int fdvm_vcpu_kick_handler(struct fdvm_vm *vm);
 /* Runs fn(arg) and returns true if no thread runs the vCPU (so the guest
  * cannot run until fn returns); else returns false without calling it. */
 bool fdvm_vcpu_if_idle(struct fdvm_vm *vm, void (*fn)(void *), void *arg);

@@ -117,9 +117,20 @@ int fdvm_stop_exit_status(const struct fdvm_stop *stop);
 int fdvm_vm_run(struct fdvm_vm *vm, struct fdvm_stop *stop);
 
 /*
+ * fdvm_vm_run on a thread of its own, of the vcpu role (fdvm/sandbox.h:
+ * confined when the sandbox is on), named name. fdvm_vm_join waits for
+ * it and fills *stop; fdvm_vm_destroy stops and joins one left running.
+ * Returns 0 or -errno (-EBUSY when one was started and not joined).
+ */
+int fdvm_vm_start(struct fdvm_vm *vm, const char *name);
+int fdvm_vm_join(struct fdvm_vm *vm, struct fdvm_stop *stop);
+
+/*
  * Asks fdvm_vm_run to return with FDVM_STOP_REQUESTED as soon as the vCPU
- * leaves the guest. Async-signal-safe and callable from any thread; a
- * signal delivered to the vCPU thread makes the guest leave at once.
+ * leaves the guest, and makes it leave now: the thread in fdvm_vm_run gets
+ * the config's kick_signal once that signal has a handler (fdvm_vm_start
+ * installs an empty one if there is none), so a guest idling in HLT stops
+ * too. Async-signal-safe and callable from any thread.
  */
 void fdvm_vm_request_stop(struct fdvm_vm *vm);
 

@@ -218,6 +218,7 @@ int fdvm_vcpu_run(struct fdvm_vcpu *vcpu)
 	pthread_mutex_lock(&vcpu->kick_lock);
 	vcpu->thread = pthread_self();
 	vcpu->has_thread = true;
+	atomic_store(&vcpu->tid, gettid());
 	pthread_mutex_unlock(&vcpu->kick_lock);
 	for (;;) {
 		/* Cleared first, then the flags read: a stop or a work request
@@ -239,6 +240,7 @@ int fdvm_vcpu_run(struct fdvm_vcpu *vcpu)
 	}
 	pthread_mutex_lock(&vcpu->kick_lock);
 	vcpu->has_thread = false;
+	atomic_store(&vcpu->tid, 0);
 	pthread_mutex_unlock(&vcpu->kick_lock);
 	return ret;
 }

@@ -274,8 +274,9 @@ static void line_signalled(void *opaque, int fd, uint32_t events)
 
 static void kick_noop(int sig) { (void)sig; }
 
-/* A userspace level line kicks the vCPU: its signal must interrupt KVM_RUN. */
-static int kick_handler(struct fdvm_vm *vm)
+/* The vCPU's kick (a userspace level line's pulse, a stop) must interrupt
+ * KVM_RUN: its signal needs a handler. */
+int fdvm_vcpu_kick_handler(struct fdvm_vm *vm)
 {
 	struct sigaction old, sa = { .sa_handler = kick_noop };
 	int sig = vm->cfg.kick_signal;
@@ -286,13 +287,14 @@ static int kick_handler(struct fdvm_vm *vm)
 		return -ENOTSUP;
 	}
 	if (sigaction(sig, NULL, &old) < 0)
-		return fdvm_log_errno(vm, errno, "irq line: kick signal %d: sigaction", sig);
+		return fdvm_log_errno(vm, errno, "vcpu: kick signal %d: sigaction", sig);
 	/* A handler of the embedder's interrupts KVM_RUN as well as ours. */
-	if (old.sa_handler != SIG_DFL && old.sa_handler != SIG_IGN)
-		return 0;
-	sigemptyset(&sa.sa_mask);
-	if (sigaction(sig, &sa, NULL) < 0)
-		return fdvm_log_errno(vm, errno, "irq line: kick signal %d: sigaction", sig);
+	if (old.sa_handler == SIG_DFL || old.sa_handler == SIG_IGN) {
+		sigemptyset(&sa.sa_mask);
+		if (sigaction(sig, &sa, NULL) < 0)
+			return fdvm_log_errno(vm, errno, "vcpu: kick signal %d: sigaction", sig);
+	}
+	atomic_store(&vm->kick_ready, true);
 	return 0;
 }
 
@@ -440,7 +442,7 @@ int fdvm_irq_line_create(struct fdvm_vm *vm, const struct fdvm_irq_line_config *
 			goto err_resample;
 		}
 		if (cfg->kind == FDVM_IRQ_LEVEL) {
-			ret = kick_handler(vm);
+			ret = fdvm_vcpu_kick_handler(vm);
 			if (ret)
 				goto err_resample;
 		}

@@ -6,11 +6,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/syscall.h>
 #include <sys/sysinfo.h>
 #include <unistd.h>
 
 #include "fdvm/abi.h"
 #include "fdvm/gsi.h"
+#include "fdvm/sandbox.h"
+
 #include "../vm_priv.h"
 #include "../pci/pci_priv.h"
 
@@ -205,6 +208,11 @@ void fdvm_vm_destroy(struct fdvm_vm *vm)
 {
 	if (!vm)
 		return;
+	if (vm->run_started) {
+		struct fdvm_stop stop;
+		fdvm_vm_request_stop(vm);
+		fdvm_vm_join(vm, &stop);
+	}
 	/* What users created first, then what create made, in reverse. */
 	while (vm->owned)
 		vm->owned->destroy(vm->owned->obj); /* each disowns itself */
@@ -301,6 +309,12 @@ void fdvm_vm_request_stop(struct fdvm_vm *vm)
 	/* Makes the next (or a racing) KVM_RUN return at once with EINTR. */
 	if (vm->vcpu0.run)
 		__atomic_store_n(&vm->vcpu0.run->immediate_exit, 1, __ATOMIC_SEQ_CST);
+	/* And one in progress (a guest in HLT stays in it): the raw tgkill,
+	 * as a signal handler may be the caller. A thread that left
+	 * fdvm_vcpu_run just now gets at most an empty handler's EINTR. */
+	pid_t tid = atomic_load(&vm->vcpu0.tid);
+	if (tid && atomic_load(&vm->kick_ready))
+		syscall(SYS_tgkill, getpid(), tid, vm->cfg.kick_signal);
 }
 
 int fdvm_vm_run(struct fdvm_vm *vm, struct fdvm_stop *stop)
@@ -317,6 +331,39 @@ int fdvm_vm_run(struct fdvm_vm *vm, struct fdvm_stop *stop)
 	}
 	*stop = vm->stop;
 	pthread_mutex_unlock(&vm->stop_lock);
+	return 0;
+}
+
+static void *run_main(void *arg)
+{
+	struct fdvm_vm *vm = arg;
+
+	fdvm_vm_run(vm, &vm->run_stop);
+	return NULL;
+}
+
+int fdvm_vm_start(struct fdvm_vm *vm, const char *name)
+{
+	if (vm->run_started)
+		return -EBUSY;
+	/* So that fdvm_vm_destroy can kick a guest that idles in HLT. */
+	int ret = vm->cfg.kick_signal ? fdvm_vcpu_kick_handler(vm) : 0;
+	if (ret)
+		return ret;
+	ret = fdvm_thread_create(&vm->run_thread, FDVM_ROLE_VCPU, name, run_main, vm);
+	if (ret)
+		return fdvm_log_errno(vm, -ret, "vm: vCPU thread %s", name ? name : "");
+	vm->run_started = true;
+	return 0;
+}
+
+int fdvm_vm_join(struct fdvm_vm *vm, struct fdvm_stop *stop)
+{
+	if (!vm->run_started)
+		return -EINVAL;
+	pthread_join(vm->run_thread, NULL);
+	vm->run_started = false;
+	*stop = vm->run_stop;
 	return 0;
 }
 

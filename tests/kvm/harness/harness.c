@@ -619,12 +619,6 @@ static void pio_write(void *opaque, uint64_t off, uint64_t value, unsigned size)
 static const struct fdvm_io_ops tc_ops = { .read = tc_read, .write = tc_write };
 static const struct fdvm_io_ops pio_ops = { .read = pio_read, .write = pio_write };
 
-static void *vcpu_main(void *arg)
-{
-	fdvm_vm_run(vm, arg);
-	return NULL;
-}
-
 int main(int argc, char **argv)
 {
 	struct fdvm_vm_config cfg;
@@ -704,12 +698,11 @@ int main(int argc, char **argv)
 	}
 	/* The vCPU and its handlers (the test-control device above) run on a
 	 * vCPU thread, confined as fdvm run's is. */
-	pthread_t vt;
-	if (fdvm_thread_create(&vt, FDVM_ROLE_VCPU, "harness-vcpu", vcpu_main, &stop)) {
+	if (fdvm_vm_start(vm, "harness-vcpu")) {
 		fdvm_vm_destroy(vm);
 		return 6;
 	}
-	pthread_join(vt, NULL);
+	fdvm_vm_join(vm, &stop);
 	wait_backend();
 	/* Lines and doorbells left behind are the VM's to tear down. */
 	fdvm_io_unregister(vm, pio_region);
