@@ -53,6 +53,11 @@ int main(int argc, char **argv)
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		if (!strcmp(argv[1], commands[i].name))
 			return commands[i].fn(argc - 2, argv + 2);
-	fprintf(stderr, "fdvm: unknown command '%s' (try fdvm --help)\n", argv[1]);
+	if (argv[1][0] == '-')
+		fprintf(stderr, "fdvm: unknown option %s: a command comes first (run, serve, bench; "
+			"fdvm --help)\n", argv[1]);
+	else
+		fprintf(stderr, "fdvm: unknown command '%s': expected run, serve or bench (fdvm --help)\n",
+			argv[1]);
 	return FDVM_EXIT_USAGE;
 }

@@ -79,6 +79,11 @@ static int take_value(int argc, char **argv, int *i, const char *name, const cha
 		*value = a + n + 1;
 		return 1;
 	}
+	/* A short option takes its value attached, as getopt does: -m128M. */
+	if (shrt && !strncmp(a, shrt, strlen(shrt)) && a[strlen(shrt)]) {
+		*value = a + strlen(shrt);
+		return 1;
+	}
 	if (strcmp(a, name) && !(shrt && !strcmp(a, shrt)))
 		return 0;
 	if (*i + 1 >= argc) {
@@ -310,9 +315,42 @@ int fdvm_parse_seccomp(const char *s, enum fdvm_seccomp_mode *out)
 	return 0;
 }
 
+/* A single-valued option given again is an error, not "the last wins". */
+static int once(unsigned *seen, unsigned bit, const char *name, char *err, size_t errlen)
+{
+	if (*seen & bit) {
+		snprintf(err, errlen, "%s given twice (it takes one value)", name);
+		return -EINVAL;
+	}
+	*seen |= bit;
+	return 0;
+}
+
+enum {
+	SEEN_MEM = 1 << 0, SEEN_PIO = 1 << 1, SEEN_MMIO = 1 << 2, SEEN_NOTIFY = 1 << 3,
+	SEEN_SECCOMP = 1 << 4, SEEN_KVM = 1 << 5, SEEN_SERIAL = 1 << 6, SEEN_CMDLINE = 1 << 7,
+};
+
+int fdvm_parse_serial(const char *v, struct fdvm_run_opts *o)
+{
+	if (!strcmp(v, "stdio"))
+		o->serial = FDVM_SERIAL_STDIO;
+	else if (!strcmp(v, "none"))
+		o->serial = FDVM_SERIAL_NONE;
+	else if (!strncmp(v, "file:", 5) && v[5])
+		o->serial = FDVM_SERIAL_FILE;
+	else
+		return -EINVAL;
+	o->serial_path = o->serial == FDVM_SERIAL_FILE ? v + 5 : NULL;
+	return 0;
+}
+
 int fdvm_parse_run(int argc, char **argv, struct fdvm_run_opts *o, char *err,
 		   size_t errlen)
 {
+	unsigned seen = 0;
+	const char *cmdline = NULL;
+
 	int i;
 
 	memset(o, 0, sizeof(*o));
@@ -332,12 +370,18 @@ int fdvm_parse_run(int argc, char **argv, struct fdvm_run_opts *o, char *err,
 			o->verbose++;
 			continue;
 		}
+		if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
+			o->quiet = 1;
+			continue;
+		}
 		if ((r = take_value(argc, argv, &i, "--mem", "-m", &v, err, errlen))) {
-			if (r < 0)
+			if (r < 0 || (r = once(&seen, SEEN_MEM, "--mem", err, errlen)))
 				return r;
 			o->mem_arg = v;
 			if (fdvm_parse_size(v, &o->mem_size)) {
-				snprintf(err, errlen, "--mem %s: not a size (try 64M or 1G)", v);
+				snprintf(err, errlen, "--mem %s: %s (try 64M or 1G)", v,
+					 v[0] == '0' && strspn(v, "0") == strcspn(v, "bBkKmMgGtT") ?
+					 "guest RAM cannot be zero" : "not a size");
 				return -EINVAL;
 			}
 			continue;
@@ -345,12 +389,15 @@ int fdvm_parse_run(int argc, char **argv, struct fdvm_run_opts *o, char *err,
 		static const struct {
 			const char *name;
 			size_t field;
+			unsigned bit;
 		} policies[] = {
-			{ "--unhandled-pio", offsetof(struct fdvm_run_opts, unhandled_pio) },
-			{ "--unhandled-mmio", offsetof(struct fdvm_run_opts, unhandled_mmio) },
+			{ "--unhandled-pio", offsetof(struct fdvm_run_opts, unhandled_pio), SEEN_PIO },
+			{ "--unhandled-mmio", offsetof(struct fdvm_run_opts, unhandled_mmio), SEEN_MMIO },
 		};
 		for (size_t k = 0; !r && k < sizeof(policies) / sizeof(policies[0]); k++) {
 			r = take_value(argc, argv, &i, policies[k].name, NULL, &v, err, errlen);
+			if (r > 0 && once(&seen, policies[k].bit, policies[k].name, err, errlen))
+				return -EINVAL;
 			if (r > 0 && fdvm_parse_unhandled(v, (enum fdvm_unhandled *)((char *)o + policies[k].field))) {
 				snprintf(err, errlen, "%s %s: expected stop, warn or ignore",
 					 policies[k].name, v);
@@ -370,7 +417,8 @@ int fdvm_parse_run(int argc, char **argv, struct fdvm_run_opts *o, char *err,
 				return -EINVAL;
 			}
 			if (o->ndevices == sizeof(o->devices) / sizeof(o->devices[0])) {
-				snprintf(err, errlen, "--device %s: too many devices", v);
+				snprintf(err, errlen, "--device %s: too many devices (at most %zu)", v,
+					 sizeof(o->devices) / sizeof(o->devices[0]));
 				return -EINVAL;
 			}
 			o->devices[o->ndevices++] = v;
@@ -380,7 +428,8 @@ int fdvm_parse_run(int argc, char **argv, struct fdvm_run_opts *o, char *err,
 			if (r < 0)
 				return r;
 			if (o->nblk == sizeof(o->blk) / sizeof(o->blk[0])) {
-				snprintf(err, errlen, "--blk %s: too many disks", v);
+				snprintf(err, errlen, "--blk %s: too many disks (at most %zu)", v,
+					 sizeof(o->blk) / sizeof(o->blk[0]));
 				return -EINVAL;
 			}
 			r = fdvm_parse_blk(v, &o->blk[o->nblk], "--blk", err, errlen);
@@ -393,7 +442,8 @@ int fdvm_parse_run(int argc, char **argv, struct fdvm_run_opts *o, char *err,
 			if (r < 0)
 				return r;
 			if (o->nvu == sizeof(o->vu) / sizeof(o->vu[0])) {
-				snprintf(err, errlen, "--vhost-user %s: too many devices", v);
+				snprintf(err, errlen, "--vhost-user %s: too many devices (at most %zu)", v,
+					 sizeof(o->vu) / sizeof(o->vu[0]));
 				return -EINVAL;
 			}
 			r = fdvm_parse_vhost_user(v, &o->vu[o->nvu], err, errlen);
@@ -406,7 +456,8 @@ int fdvm_parse_run(int argc, char **argv, struct fdvm_run_opts *o, char *err,
 			if (r < 0)
 				return r;
 			if (o->nnet == sizeof(o->net) / sizeof(o->net[0])) {
-				snprintf(err, errlen, "--net %s: too many network devices", v);
+				snprintf(err, errlen, "--net %s: too many network devices (at most %zu)", v,
+					 sizeof(o->net) / sizeof(o->net[0]));
 				return -EINVAL;
 			}
 			r = fdvm_parse_net(v, &o->net[o->nnet], false, "--net", err, errlen);
@@ -416,7 +467,7 @@ int fdvm_parse_run(int argc, char **argv, struct fdvm_run_opts *o, char *err,
 			continue;
 		}
 		if ((r = take_value(argc, argv, &i, "--notify", NULL, &v, err, errlen))) {
-			if (r < 0)
+			if (r < 0 || (r = once(&seen, SEEN_NOTIFY, "--notify", err, errlen)))
 				return r;
 			if (!strcmp(v, "auto"))
 				o->notify = FDVM_DOORBELL_AUTO;
@@ -431,7 +482,7 @@ int fdvm_parse_run(int argc, char **argv, struct fdvm_run_opts *o, char *err,
 			continue;
 		}
 		if ((r = take_value(argc, argv, &i, "--seccomp", NULL, &v, err, errlen))) {
-			if (r < 0)
+			if (r < 0 || (r = once(&seen, SEEN_SECCOMP, "--seccomp", err, errlen)))
 				return r;
 			if (fdvm_parse_seccomp(v, &o->seccomp)) {
 				snprintf(err, errlen, "--seccomp %s: expected off, log or kill", v);
@@ -440,15 +491,32 @@ int fdvm_parse_run(int argc, char **argv, struct fdvm_run_opts *o, char *err,
 			continue;
 		}
 		if ((r = take_value(argc, argv, &i, "--kvm", NULL, &v, err, errlen))) {
-			if (r < 0)
+			if (r < 0 || (r = once(&seen, SEEN_KVM, "--kvm", err, errlen)))
 				return r;
 			o->kvm_path = v;
 			continue;
 		}
-		if (!strcmp(a, "--"))
+		if ((r = take_value(argc, argv, &i, "--serial", NULL, &v, err, errlen))) {
+			if (r < 0 || (r = once(&seen, SEEN_SERIAL, "--serial", err, errlen)))
+				return r;
+			if (fdvm_parse_serial(v, o)) {
+				snprintf(err, errlen, "--serial %s: expected stdio, none or file:PATH", v);
+				return -EINVAL;
+			}
 			continue;
+		}
+		if ((r = take_value(argc, argv, &i, "--cmdline", NULL, &v, err, errlen))) {
+			if (r < 0 || (r = once(&seen, SEEN_CMDLINE, "--cmdline", err, errlen)))
+				return r;
+			cmdline = v;
+			continue;
+		}
+		if (!strcmp(a, "--")) {
+			i++; /* the end of fdvm's options: the guest file is next */
+			break;
+		}
 		if (a[0] == '-' && a[1]) {
-			snprintf(err, errlen, "unknown option %s", a);
+			snprintf(err, errlen, "unknown option %s (try fdvm run --help)", a);
 			return -EINVAL;
 		}
 		break;
@@ -457,10 +525,29 @@ int fdvm_parse_run(int argc, char **argv, struct fdvm_run_opts *o, char *err,
 		snprintf(err, errlen, "no guest given (fdvm run [OPTIONS] GUEST.elf [-- ARGS...])");
 		return -EINVAL;
 	}
+	if (o->quiet && o->verbose) {
+		snprintf(err, errlen, "-q and -v: choose one");
+		return -EINVAL;
+	}
 	o->guest = argv[i++];
-	if (i < argc && !strcmp(argv[i], "--"))
+	/* After the guest file: nothing, or -- and the guest's arguments. */
+	if (i < argc && strcmp(argv[i], "--")) {
+		if (argv[i][0] == '-' && argv[i][1])
+			snprintf(err, errlen, "option %s after the guest file %s: fdvm's options go "
+				 "before it, the guest's arguments after --", argv[i], o->guest);
+		else
+			snprintf(err, errlen, "%s after the guest file %s: the guest's arguments go "
+				 "after -- (fdvm run [OPTIONS] GUEST.elf -- ARGS...)", argv[i], o->guest);
+		return -EINVAL;
+	}
+	if (i < argc)
 		i++;
-	o->cmdline = join(argc - i, argv + i);
+	if (cmdline && i < argc) {
+		snprintf(err, errlen, "--cmdline and arguments after --: give the guest's command "
+			 "line one way");
+		return -EINVAL;
+	}
+	o->cmdline = cmdline ? strdup(cmdline) : join(argc - i, argv + i);
 	if (!o->cmdline) {
 		snprintf(err, errlen, "out of memory");
 		return -ENOMEM;

@@ -62,6 +62,9 @@ struct fdvm_vhost_user_opts {
 int fdvm_parse_vhost_user(const char *v, struct fdvm_vhost_user_opts *o, char *err,
 			  size_t errlen);
 
+/* Where the guest's COM1 goes (--serial). */
+enum fdvm_serial { FDVM_SERIAL_STDIO, FDVM_SERIAL_NONE, FDVM_SERIAL_FILE };
+
 struct fdvm_run_opts {
 	uint64_t mem_size;
 	const char *mem_arg; /* as the user wrote it, for messages */
@@ -79,9 +82,15 @@ struct fdvm_run_opts {
 	unsigned nvu;
 	struct fdvm_net_opts net[8];
 	unsigned nnet;
+	enum fdvm_serial serial;
+	const char *serial_path; /* FDVM_SERIAL_FILE */
 	int verbose;
+	int quiet;
 	int help;
 };
+
+/* stdio | none | file:PATH into o->serial and o->serial_path; 0 or -EINVAL. */
+int fdvm_parse_serial(const char *v, struct fdvm_run_opts *o);
 
 /*
  * Parses the arguments after "run". Returns 0 (opts filled, or help set),

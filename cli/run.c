@@ -1,8 +1,10 @@
 /* fdvm run: boot one guest and exit with its status. */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "fdvm/devices.h"
@@ -14,6 +16,12 @@
 
 static struct fdvm_vm *running_vm;
 
+static void close_console(int fd)
+{
+	if (fd > 2)
+		close(fd);
+}
+
 static void on_signal(int sig)
 {
 	(void)sig;
@@ -24,10 +32,11 @@ static void on_signal(int sig)
 static void run_usage(FILE *f)
 {
 	fprintf(f,
-		"usage: fdvm run [OPTIONS] GUEST.elf [--] [ARGS...]\n"
+		"usage: fdvm run [OPTIONS] GUEST.elf [-- ARGS...]\n"
 		"\n"
 		"Boots GUEST.elf, an ELF64 image with a PVH entry note (the format QEMU's\n"
 		"-kernel and Xen accept), with ARGS joined by spaces as its command line.\n"
+		"fdvm's options go before GUEST.elf, the guest's arguments after --.\n"
 		"The guest's COM1 goes to standard output, fdvm's messages to standard error.\n"
 		"fdvm exits with the guest's status (see fdvm --help).\n"
 		"\n"
@@ -77,7 +86,12 @@ static void run_usage(FILE *f)
 		"                           with a line naming the thread and the call, exit\n"
 		"                           10), log (report each such call once, allow it),\n"
 		"                           or off\n"
+		"  --serial WHERE           the guest's COM1: stdio (default: standard output),\n"
+		"                           file:PATH (made or truncated), or none\n"
+		"  --cmdline ARGS           the guest's command line, as one argument (or give\n"
+		"                           the arguments after --)\n"
 		"  -v, --verbose            more messages from fdvm\n"
+		"  -q, --quiet              errors only\n"
 		"  -h, --help               this text\n");
 }
 
@@ -104,24 +118,39 @@ int fdvm_cmd_run(int argc, char **argv)
 		return FDVM_EXIT_USAGE;
 	}
 
+	/* The guest's COM1: opened here, as no confined thread may open files. */
+	int console = o.serial == FDVM_SERIAL_NONE ? -1 : 1;
+	if (o.serial == FDVM_SERIAL_FILE) {
+		console = open(o.serial_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		if (console < 0) {
+			fprintf(stderr, "fdvm run: --serial file:%s: %s\n", o.serial_path,
+				strerror(errno));
+			fdvm_run_opts_free(&o);
+			return FDVM_EXIT_USAGE;
+		}
+	}
+
 	/* Before the VM: every thread fdvm makes from here on is confined. */
 	if ((ret = fdvm_sandbox_init(o.seccomp))) {
 		fprintf(stderr, "fdvm run: --seccomp: cannot set up the filters: %s\n",
 			strerror(-ret));
 		fdvm_run_opts_free(&o);
+		close_console(console);
 		return 6;
 	}
 
 	fdvm_vm_config_init(&cfg);
+	cfg.console_fd = console;
 	cfg.mem_size = o.mem_size;
 	cfg.unhandled_pio = o.unhandled_pio;
 	cfg.unhandled_mmio = o.unhandled_mmio;
 	cfg.kvm_path = o.kvm_path;
-	cfg.log_level = o.verbose ? FDVM_LOG_DEBUG : FDVM_LOG_WARN;
+	cfg.log_level = o.verbose ? FDVM_LOG_DEBUG : o.quiet ? FDVM_LOG_ERROR : FDVM_LOG_WARN;
 
 	ret = fdvm_vm_create(&cfg, &vm);
 	if (ret) {
 		fdvm_run_opts_free(&o);
+		close_console(console);
 		return FDVM_EXIT_USAGE;
 	}
 	/* Devices belong to the VM: fdvm_vm_destroy removes them. */
@@ -162,8 +191,8 @@ int fdvm_cmd_run(int argc, char **argv)
 		ret = fdvm_vm_load_pvh(vm, o.guest, o.cmdline);
 	fdvm_run_opts_free(&o);
 	if (ret) {
-		fdvm_vm_destroy(vm);
-		return FDVM_EXIT_USAGE;
+		status = FDVM_EXIT_USAGE;
+		goto out;
 	}
 
 	running_vm = vm;
@@ -176,8 +205,8 @@ int fdvm_cmd_run(int argc, char **argv)
 	 * takes the VM down, within the control role's list. */
 	if ((ret = fdvm_vm_start(vm, "fdvm-vcpu0"))) {
 		running_vm = NULL;
-		fdvm_vm_destroy(vm);
-		return 6;
+		status = 6;
+		goto out;
 	}
 	if ((ret = fdvm_sandbox_enter(FDVM_ROLE_CONTROL, NULL)))
 		fprintf(stderr, "fdvm run: --seccomp: main thread: %s\n", strerror(-ret));
@@ -190,6 +219,8 @@ int fdvm_cmd_run(int argc, char **argv)
 	status = fdvm_stop_exit_status(&stop);
 	fdvm_log(vm, FDVM_LOG_INFO, "guest stopped: %s, exit status %d",
 		 fdvm_stop_reason_name(stop.reason), status);
+out:
 	fdvm_vm_destroy(vm);
+	close_console(console);
 	return status;
 }

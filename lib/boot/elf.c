@@ -80,8 +80,13 @@ int fdvm_elf_parse(const void *buf, size_t len, struct fdvm_elf_image *img,
 	if (p[EI_DATA] != ELFDATA2LSB || eh.e_machine != EM_X86_64)
 		return fail(err, errlen, "not a little-endian x86-64 ELF (machine %u)",
 			    eh.e_machine);
+	if (eh.e_type == ET_DYN)
+		return fail(err, errlen, "a position-independent executable or shared object (ET_DYN); "
+			    "fdvm loads fixed-address executables: link the guest with -no-pie");
 	if (eh.e_type != ET_EXEC)
-		return fail(err, errlen, "not an executable ELF (type %u)", eh.e_type);
+		return fail(err, errlen, "not an executable ELF (e_type %u%s; an ELF64 PVH image is "
+			    "ET_EXEC)", eh.e_type, eh.e_type == ET_REL ? ", an object file" :
+			    eh.e_type == ET_CORE ? ", a core dump" : "");
 	if (eh.e_phentsize != sizeof(Elf64_Phdr) || eh.e_phnum == 0 ||
 	    !in_bounds(eh.e_phoff, (uint64_t)eh.e_phnum * sizeof(Elf64_Phdr), len))
 		return fail(err, errlen, "bad program header table (offset %llu, %u entries)",

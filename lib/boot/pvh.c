@@ -47,7 +47,9 @@ static int read_file(struct fdvm_vm *vm, const char *path, uint64_t max,
 	size_t done = 0;
 	int fd, ret;
 
-	fd = open(path, O_RDONLY | O_CLOEXEC);
+	/* O_NONBLOCK: opening a FIFO for reading would wait for a writer
+	 * before the type check below could refuse it. */
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0)
 		return fdvm_log_errno(vm, errno, "%s: open", path);
 	if (fstat(fd, &st) < 0) {
@@ -55,8 +57,12 @@ static int read_file(struct fdvm_vm *vm, const char *path, uint64_t max,
 		goto out_close;
 	}
 	if (!S_ISREG(st.st_mode)) {
-		ret = fdvm_log_errno(vm, S_ISDIR(st.st_mode) ? EISDIR : EINVAL,
-				     "%s: not a regular file", path);
+		const char *kind = S_ISDIR(st.st_mode) ? "a directory" : S_ISFIFO(st.st_mode) ? "a FIFO" :
+				   S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) ? "a device" :
+				   S_ISSOCK(st.st_mode) ? "a socket" : "not a file";
+		fdvm_log(vm, FDVM_LOG_ERROR, "%s: %s; a guest is a regular file (an ELF64 PVH image)",
+			 path, kind);
+		ret = S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
 		goto out_close;
 	}
 	if ((uint64_t)st.st_size > max) {

@@ -68,9 +68,26 @@ static int kvm_open(struct fdvm_vm *vm)
 	int ret;
 
 	vm->kvm_fd = open(path, O_RDWR | O_CLOEXEC);
-	if (vm->kvm_fd < 0)
-		return fdvm_log_errno(vm, errno, "%s: open", path);
+	if (vm->kvm_fd < 0) {
+		int e = errno;
+		if (e == EACCES)
+			fdvm_log(vm, FDVM_LOG_ERROR, "%s: open: %s (add the user to the group that "
+				 "owns it, usually kvm: usermod -aG kvm USER, then log in again)",
+				 path, strerror(e));
+		else if (e == ENOENT)
+			fdvm_log(vm, FDVM_LOG_ERROR, "%s: open: %s (is the kvm module loaded, and is "
+				 "virtualization on in the firmware?)", path, strerror(e));
+		else
+			fdvm_log(vm, FDVM_LOG_ERROR, "%s: open: %s", path, strerror(e));
+		return -e;
+	}
 	ret = ioctl(vm->kvm_fd, KVM_GET_API_VERSION, 0);
+	if (ret < 0) {
+		ret = -errno;
+		fdvm_log(vm, FDVM_LOG_ERROR, "%s: not a KVM device (KVM_GET_API_VERSION: %s)", path,
+			 strerror(-ret));
+		goto err_close_kvm;
+	}
 	if (ret != KVM_API_VERSION) {
 		fdvm_log(vm, FDVM_LOG_ERROR, "%s: KVM API version %d, fdvm needs %d",
 			 path, ret, KVM_API_VERSION);

@@ -61,7 +61,7 @@ def inside(a):
     tmp = tempfile.mkdtemp(prefix="fdvm-tap-")
 
     # A missing tap: created for the guest's lifetime, gone afterwards.
-    p = subprocess.Popen([a.fdvm, "run", "-v", "--net", "tap=fdvmnew0", a.guest, "hang"],
+    p = subprocess.Popen([a.fdvm, "run", "-v", "--net", "tap=fdvmnew0", a.guest, "--", "hang"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     created = wait_until(lambda: link_exists("fdvmnew0"), 10)
     ok(created, "a missing tap is created")

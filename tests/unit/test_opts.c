@@ -287,7 +287,7 @@ static void test_run_mem(void **state)
 	assert_int_equal(o.mem_size, 256 * MiB);
 	fdvm_run_opts_free(&o);
 
-	RUN_OK(&o, "--mem", "1G", "--mem=512M", "g.elf"); /* the last one wins */
+	RUN_OK(&o, "-m512M", "g.elf"); /* attached, as getopt takes it */
 	assert_int_equal(o.mem_size, 512 * MiB);
 	assert_string_equal(o.mem_arg, "512M");
 	fdvm_run_opts_free(&o);
@@ -315,7 +315,7 @@ static void test_run_unhandled(void **state)
 	assert_int_equal(o.unhandled_mmio, FDVM_UNHANDLED_IGNORE);
 	fdvm_run_opts_free(&o);
 
-	RUN_OK(&o, "--unhandled-pio=ignore", "--unhandled-pio", "stop", "g.elf");
+	RUN_OK(&o, "--unhandled-pio=stop", "g.elf");
 	assert_int_equal(o.unhandled_pio, FDVM_UNHANDLED_STOP);
 	fdvm_run_opts_free(&o);
 }
@@ -368,8 +368,8 @@ static void test_run_help(void **state)
 	assert_int_equal(o.help, 1);
 	fdvm_run_opts_free(&o);
 
-	/* After the guest, -h is the guest's. */
-	RUN_OK(&o, "g.elf", "-h");
+	/* After the guest and --, -h is the guest's. */
+	RUN_OK(&o, "g.elf", "--", "-h");
 	assert_int_equal(o.help, 0);
 	assert_string_equal(o.cmdline, "-h");
 	fdvm_run_opts_free(&o);
@@ -402,26 +402,74 @@ static void test_run_cmdline_after_dashdash(void **state)
 	fdvm_run_opts_free(&o);
 }
 
-static void test_run_cmdline_without_dashdash(void **state)
+static void test_run_after_the_guest(void **state)
+{
+	(void)state;
+	/* Guest arguments only after --: an option after the guest file is not
+	 * quietly given to the guest. */
+	RUN_BAD("option --mem after the guest file g.elf: fdvm's options go before it, the "
+		"guest's arguments after --", "g.elf", "--mem", "128M");
+	RUN_BAD("code=5 after the guest file g.elf: the guest's arguments go after --", "g.elf",
+		"code=5", "user");
+	RUN_BAD("option -v after the guest file", "g.elf", "-v", "--", "x");
+}
+
+static void test_run_dashdash_before_the_guest(void **state)
 {
 	(void)state;
 	struct fdvm_run_opts o;
 
-	RUN_OK(&o, "g.elf", "code=5", "user");
-	assert_string_equal(o.guest, "g.elf");
+	/* -- ends fdvm's options: a guest file whose name starts with a dash. */
+	RUN_OK(&o, "-m", "1G", "--", "-odd.elf", "--", "a");
+	assert_string_equal(o.guest, "-odd.elf");
+	assert_string_equal(o.cmdline, "a");
+	assert_int_equal(o.mem_size, GiB);
+	fdvm_run_opts_free(&o);
+}
+
+static void test_run_repeated_and_attached(void **state)
+{
+	(void)state;
+	struct fdvm_run_opts o;
+
+	RUN_BAD("--mem given twice (it takes one value)", "--mem", "1G", "-m", "2G", "g.elf");
+	RUN_BAD("--kvm given twice", "--kvm", "/a", "--kvm=/b", "g.elf");
+	RUN_BAD("--notify given twice", "--notify", "auto", "--notify", "auto", "g.elf");
+	RUN_BAD("--seccomp given twice", "--seccomp=log", "--seccomp=log", "g.elf");
+	RUN_BAD("--unhandled-pio given twice", "--unhandled-pio=warn", "--unhandled-pio", "stop",
+		"g.elf");
+	RUN_BAD("--serial given twice", "--serial=none", "--serial=stdio", "g.elf");
+	/* Repeatable ones stay repeatable. */
+	RUN_OK(&o, "-m128M", "-dpci-testdev", "-d", "virtio-rng", "g.elf");
+	assert_int_equal(o.mem_size, 128 * MiB);
+	assert_int_equal(o.ndevices, 2);
+	assert_string_equal(o.devices[0], "pci-testdev");
+	fdvm_run_opts_free(&o);
+}
+
+static void test_run_serial_cmdline_quiet(void **state)
+{
+	(void)state;
+	struct fdvm_run_opts o;
+
+	RUN_OK(&o, "g.elf");
+	assert_int_equal(o.serial, FDVM_SERIAL_STDIO);
+	assert_int_equal(o.quiet, 0);
+	fdvm_run_opts_free(&o);
+	RUN_OK(&o, "--serial", "file:/tmp/console.log", "-q", "--cmdline", "code=5 user", "g.elf");
+	assert_int_equal(o.serial, FDVM_SERIAL_FILE);
+	assert_string_equal(o.serial_path, "/tmp/console.log");
+	assert_int_equal(o.quiet, 1);
 	assert_string_equal(o.cmdline, "code=5 user");
 	fdvm_run_opts_free(&o);
-
-	/* Everything after the guest goes to the guest, options included. */
-	RUN_OK(&o, "g.elf", "ud", "--mem", "1G", "--bogus");
-	assert_string_equal(o.cmdline, "ud --mem 1G --bogus");
-	assert_int_equal(o.mem_size, 64 * MiB);
+	RUN_OK(&o, "--serial=none", "g.elf");
+	assert_int_equal(o.serial, FDVM_SERIAL_NONE);
+	assert_null(o.serial_path);
 	fdvm_run_opts_free(&o);
-
-	/* Empty arguments are kept. */
-	RUN_OK(&o, "g.elf", "a", "", "b");
-	assert_string_equal(o.cmdline, "a  b");
-	fdvm_run_opts_free(&o);
+	RUN_BAD("--serial file:: expected stdio, none or file:PATH", "--serial", "file:", "g.elf");
+	RUN_BAD("--serial tty: expected stdio, none or file:PATH", "--serial", "tty", "g.elf");
+	RUN_BAD("--cmdline and arguments after --", "--cmdline", "a", "g.elf", "--", "b");
+	RUN_BAD("-q and -v: choose one", "-q", "-v", "g.elf");
 }
 
 static void test_run_empty_cmdline(void **state)
@@ -650,7 +698,7 @@ static void test_run_bad_mem(void **state)
 {
 	(void)state;
 	RUN_BAD("--mem lots: not a size", "--mem", "lots", "g.elf");
-	RUN_BAD("--mem 0: not a size", "-m", "0", "g.elf");
+	RUN_BAD("--mem 0: guest RAM cannot be zero", "-m", "0", "g.elf");
 	RUN_BAD("--mem 1.5G: not a size", "--mem=1.5G", "g.elf");
 	RUN_BAD("--mem : not a size", "--mem=", "g.elf");
 	RUN_BAD("--mem 17179869184T: not a size", "--mem", "17179869184T", "g.elf");
@@ -680,7 +728,7 @@ static void test_run_seccomp(void **state)
 	RUN_OK(&o, "--seccomp=log", "g.elf");
 	assert_int_equal(o.seccomp, FDVM_SECCOMP_LOG);
 	fdvm_run_opts_free(&o);
-	RUN_OK(&o, "--seccomp=off", "--seccomp", "kill", "g.elf");
+	RUN_OK(&o, "--seccomp", "kill", "g.elf");
 	assert_int_equal(o.seccomp, FDVM_SECCOMP_KILL);
 	fdvm_run_opts_free(&o);
 	RUN_BAD("--seccomp Kill: expected off, log or kill", "--seccomp", "Kill", "g.elf");
@@ -719,7 +767,10 @@ int main(void)
 		cmocka_unit_test(test_run_verbose),
 		cmocka_unit_test(test_run_help),
 		cmocka_unit_test(test_run_cmdline_after_dashdash),
-		cmocka_unit_test(test_run_cmdline_without_dashdash),
+		cmocka_unit_test(test_run_after_the_guest),
+		cmocka_unit_test(test_run_dashdash_before_the_guest),
+		cmocka_unit_test(test_run_repeated_and_attached),
+		cmocka_unit_test(test_run_serial_cmdline_quiet),
 		cmocka_unit_test(test_run_empty_cmdline),
 		cmocka_unit_test(test_run_all_options),
 		cmocka_unit_test(test_run_devices_and_disks),
