@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 #include "bench.h"
-#include "fdvm/bench.h"
+#include "bench_abi.h"
 #include "fdvm/devices.h"
 #include "fdvm/doorbell.h"
 #include "fdvm/io.h"

@@ -17,7 +17,8 @@
 
 #include "bench.h"
 #include "fdvm/abi.h"
-#include "fdvm/bench.h"
+#include "bench_abi.h"
+#include "vm_raw.h"
 #include "fdvm/vm.h"
 
 static int add_ioeventfd(int vmfd, int efd, uint64_t addr, bool pio)

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "fdvm/version.h"
 
 static const struct {
 	const char *name;
@@ -47,7 +48,7 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	if (!strcmp(argv[1], "--version")) {
-		printf("fdvm %s\n", FDVM_VERSION);
+		printf("fdvm %s\n", fdvm_version());
 		return 0;
 	}
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)

@@ -8,6 +8,7 @@
 #include <strings.h>
 
 #include "opts.h"
+#include "fdvm/virtio.h"
 
 int fdvm_parse_size(const char *s, uint64_t *out)
 {
@@ -116,7 +117,7 @@ int fdvm_parse_blk(const char *v, struct fdvm_blk_opts *b, const char *what, cha
 	char *spec = strdup(v), *opt;
 	if (!spec)
 		return -ENOMEM;
-	*b = (struct fdvm_blk_opts){ .path = spec, .queues = 1, .poll_us = 50 };
+	*b = (struct fdvm_blk_opts){ .path = spec, .queues = 1, .poll_us = FDVM_VIRTIO_POLL_US_DEFAULT };
 	for (opt = strchr(spec, ','); opt; opt = strchr(opt, ',')) {
 		*opt++ = '\0';
 		if (!strncmp(opt, "ro", 2) && (opt[2] == ',' || !opt[2])) {
@@ -189,7 +190,7 @@ int fdvm_parse_net(const char *v, struct fdvm_net_opts *n, bool bare_name, const
 {
 	const char *usage = bare_name ? "NAME[,mac=MAC][,queues=N][,poll=US]"
 				      : "tap=NAME[,mac=MAC][,queues=N][,poll=US]";
-	*n = (struct fdvm_net_opts){ .queues = 1, .poll_us = 50 };
+	*n = (struct fdvm_net_opts){ .queues = 1, .poll_us = FDVM_VIRTIO_POLL_US_DEFAULT };
 	for (const char *p = v; p; ) {
 		const char *end = strchr(p, ',');
 		size_t len = end ? (size_t)(end - p) : strlen(p);

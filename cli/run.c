@@ -164,26 +164,35 @@ int fdvm_cmd_run(int argc, char **argv)
 			ret = fdvm_virtio_console_create(vm, 1, o.notify);
 	}
 	for (unsigned i = 0; i < o.nblk && !ret; i++) {
-		struct fdvm_virtio_blk_config bc = { .path = o.blk[i].path, .read_only = o.blk[i].ro,
-						     .num_queues = o.blk[i].queues,
-						     .poll_us = o.blk[i].poll_us,
-						     .notify = o.notify };
+		struct fdvm_virtio_blk_config bc;
+		fdvm_virtio_blk_config_init(&bc);
+		bc.path = o.blk[i].path;
+		bc.read_only = o.blk[i].ro;
+		bc.num_queues = o.blk[i].queues;
+		bc.poll_us = o.blk[i].poll_us;
+		bc.notify = o.notify;
 		ret = fdvm_virtio_blk_create(vm, &bc);
 	}
 	for (unsigned i = 0; i < o.nnet && !ret; i++) {
-		struct fdvm_virtio_net_config nc = { .tap = o.net[i].tap, .mac_set = o.net[i].mac_set,
-						     .num_pairs = o.net[i].queues,
-						     .poll_us = o.net[i].poll_us, .notify = o.notify };
+		struct fdvm_virtio_net_config nc;
+		fdvm_virtio_net_config_init(&nc);
+		nc.tap = o.net[i].tap;
+		nc.mac_set = o.net[i].mac_set;
+		nc.num_pairs = o.net[i].queues;
+		nc.poll_us = o.net[i].poll_us;
+		nc.notify = o.notify;
 		memcpy(nc.mac, o.net[i].mac, 6);
 		ret = fdvm_virtio_net_create(vm, &nc);
 	}
 	for (unsigned i = 0; i < o.nvu && !ret; i++) {
-		struct fdvm_vu_frontend_config vc = { .socket = o.vu[i].socket,
-						      .device_id = o.vu[i].device_id,
-						      .num_queues = o.vu[i].queues,
-						      .reconnect_s = o.vu[i].reconnect_s,
-						      .notify = o.notify,
-						      .mac_set = o.vu[i].mac_set };
+		struct fdvm_vu_frontend_config vc;
+		fdvm_vu_frontend_config_init(&vc);
+		vc.socket = o.vu[i].socket;
+		vc.device_id = o.vu[i].device_id;
+		vc.num_queues = o.vu[i].queues;
+		vc.reconnect_s = o.vu[i].reconnect_s;
+		vc.notify = o.notify;
+		vc.mac_set = o.vu[i].mac_set;
 		memcpy(vc.mac, o.vu[i].mac, 6);
 		ret = fdvm_vhost_user_create(vm, &vc);
 	}

@@ -17,8 +17,8 @@ build() {
 	ninja -C "$dir" >/dev/null
 }
 
-build build
-build build-asan -Db_sanitize=address,undefined -Db_lundef=false
+build build -Dtests=enabled
+build build-asan -Dtests=enabled -Db_sanitize=address,undefined -Db_lundef=false
 
 status=0
 meson test -C build --print-errorlogs || status=1

@@ -11,7 +11,7 @@
  * MMIO rows loop at CPL3, where this machine runs guest code natively;
  * port I/O rows must loop at CPL0 (port I/O faults at CPL3 here).
  */
-#include "fdvm/bench.h"
+#include "bench_abi.h"
 #include "io.h"
 #include "pci.h"
 #include "rt.h"

@@ -1,8 +1,8 @@
-/* The guest's side of the test harness's control device (fdvm/testctl.h). */
+/* The guest's side of the test harness's control device (testabi/testctl_abi.h). */
 #ifndef RT_TESTCTL_H
 #define RT_TESTCTL_H
 
-#include "fdvm/testctl.h"
+#include "testctl_abi.h"
 #include "io.h"
 
 /* Runs one harness command with up to three arguments; its result. */

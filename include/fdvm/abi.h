@@ -10,6 +10,10 @@
 #ifndef FDVM_ABI_H
 #define FDVM_ABI_H
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define FDVM_ABI_VERSION 1
 
 /* 8250/16550 UART, COM1. */
@@ -64,5 +68,9 @@
 #define FDVM_PCI_MMIO_END 0xe0000000ull
 #define FDVM_PCI_IO_START 0xc000
 #define FDVM_PCI_IO_END 0x10000
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

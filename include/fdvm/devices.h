@@ -4,6 +4,10 @@
 
 #include "fdvm/doorbell.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 struct fdvm_vm;
 struct fdvm_pci_testdev;
 
@@ -16,5 +20,9 @@ struct fdvm_pci_testdev;
 int fdvm_pci_testdev_create(struct fdvm_vm *vm, enum fdvm_doorbell_mode mode,
 			    struct fdvm_pci_testdev **out);
 void fdvm_pci_testdev_destroy(struct fdvm_pci_testdev *td);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -15,6 +15,10 @@
 
 #include "fdvm/io.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 struct fdvm_vm;
 struct fdvm_doorbell;
 
@@ -61,5 +65,9 @@ void fdvm_doorbell_destroy(struct fdvm_doorbell *db);
 
 int fdvm_doorbell_fd(const struct fdvm_doorbell *db);
 bool fdvm_doorbell_in_kernel(const struct fdvm_doorbell *db);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

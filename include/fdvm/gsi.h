@@ -9,6 +9,10 @@
 
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 struct fdvm_vm;
 
 /* An MSI message as the guest programs it (x86: address 0xfeeXXXXX). */
@@ -51,5 +55,9 @@ void fdvm_gsi_release_pin(struct fdvm_vm *vm, uint32_t pin);
 uint64_t fdvm_gsi_writes(struct fdvm_vm *vm);
 /* How many MSI routes can still be allocated. */
 uint32_t fdvm_gsi_msi_free(struct fdvm_vm *vm);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -7,6 +7,10 @@
 
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 struct fdvm_vm;
 struct fdvm_io_region;
 
@@ -36,5 +40,9 @@ int fdvm_io_register(struct fdvm_vm *vm, enum fdvm_space space, uint64_t base,
  * run. Must not be called from one of the region's own handlers.
  */
 void fdvm_io_unregister(struct fdvm_vm *vm, struct fdvm_io_region *region);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -20,6 +20,10 @@
 
 #include "fdvm/gsi.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 struct fdvm_vm;
 struct fdvm_irq_line;
 
@@ -99,5 +103,9 @@ bool fdvm_irq_line_masked(const struct fdvm_irq_line *line);
  * eventfd): what a device model on a vCPU thread can do without irqfd.
  */
 int fdvm_vm_signal_msi(struct fdvm_vm *vm, const struct fdvm_msi *msg);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -8,6 +8,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define FDVM_ELF_MAX_SEGMENTS 16
 
 struct fdvm_elf_segment {
@@ -42,5 +46,9 @@ struct fdvm_range {
 int fdvm_elf_check_layout(const struct fdvm_elf_image *img,
 			  const struct fdvm_range *ram, unsigned nram,
 			  struct fdvm_range reserved, char *err, size_t errlen);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -10,6 +10,10 @@
 
 #include "fdvm/sandbox.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* events: EPOLLIN, EPOLLOUT, ... as in epoll(7). Runs on the loop's thread. */
 typedef void (*fdvm_watch_fn)(void *opaque, int fd, uint32_t events);
 
@@ -61,5 +65,9 @@ int fdvm_epoll_loop_start_as(struct fdvm_epoll_loop *loop, const char *thread_na
 void fdvm_epoll_loop_stop(struct fdvm_epoll_loop *loop);
 /* Stops and joins the thread (if started), drops every watch, frees. */
 void fdvm_epoll_loop_destroy(struct fdvm_epoll_loop *loop);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

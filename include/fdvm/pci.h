@@ -13,6 +13,10 @@
 
 #include "fdvm/irq.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 struct fdvm_vm;
 struct fdvm_pci_dev;
 struct fdvm_io_region;
@@ -91,5 +95,9 @@ struct fdvm_io_region *fdvm_pci_bar_region(struct fdvm_pci_dev *dev, unsigned ba
 /* MSI-X: the eventfd that raises vector n, and its line. */
 int fdvm_pci_msix_fd(struct fdvm_pci_dev *dev, unsigned vector);
 struct fdvm_irq_line *fdvm_pci_msix_line(struct fdvm_pci_dev *dev, unsigned vector);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

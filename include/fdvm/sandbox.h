@@ -19,6 +19,10 @@
 
 #include <pthread.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 enum fdvm_seccomp_mode {
 	FDVM_SECCOMP_OFF,
 	/* A call outside the list is reported on stderr (once per role and
@@ -75,5 +79,9 @@ int fdvm_sandbox_enter(enum fdvm_thread_role role, const char *name);
  */
 int fdvm_thread_create(pthread_t *thread, enum fdvm_thread_role role, const char *name,
 		       void *(*fn)(void *), void *arg);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -25,6 +25,10 @@
 #include "fdvm/virtio.h"
 #include "fdvm/vm.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 struct fdvm_vu_backend;
 
 struct fdvm_vu_backend_config {
@@ -102,10 +106,17 @@ struct fdvm_vu_frontend_config {
 	bool mac_set;
 };
 
+/* The defaults fdvm run uses: all the backend's queues, no reconnect,
+ * doorbells auto (socket NULL and device_id 0: the caller sets them). */
+void fdvm_vu_frontend_config_init(struct fdvm_vu_frontend_config *cfg);
 /* Connects and plugs the device in; the VM owns it. -errno (logged). */
 int fdvm_vhost_user_create(struct fdvm_vm *vm, const struct fdvm_vu_frontend_config *cfg);
 /* The same, as a model to plug into a transport of the caller's choice. */
 int fdvm_vu_frontend_create(struct fdvm_vm *vm, const struct fdvm_vu_frontend_config *cfg,
 			    struct fdvm_virtio_model **out);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

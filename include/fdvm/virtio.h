@@ -15,6 +15,10 @@
 #include "fdvm/virtqueue.h"
 #include "fdvm/vm.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 struct fdvm_vm;
 struct fdvm_virtio_pci;
 
@@ -131,6 +135,10 @@ struct fdvm_virtio_blk_config {
 	 * it sleeps on the kick eventfd (0: never polls). */
 	unsigned poll_us;
 };
+/* The defaults fdvm run uses: one queue, doorbells auto, 50 us of polling
+ * (path NULL: the caller sets it). */
+#define FDVM_VIRTIO_POLL_US_DEFAULT 50
+void fdvm_virtio_blk_config_init(struct fdvm_virtio_blk_config *cfg);
 /* An in-process virtio-blk-pci device, owned by the VM. */
 int fdvm_virtio_blk_create(struct fdvm_vm *vm, const struct fdvm_virtio_blk_config *cfg);
 /*
@@ -148,6 +156,9 @@ struct fdvm_virtio_net_config {
 	unsigned poll_us;	/* as for virtio-blk: watch rings this long before sleeping */
 	enum fdvm_doorbell_mode notify;
 };
+/* The defaults fdvm run uses: one queue pair, doorbells auto, 50 us of
+ * polling, the MAC made from the tap's name (tap NULL: the caller sets it). */
+void fdvm_virtio_net_config_init(struct fdvm_virtio_net_config *cfg);
 /* An in-process virtio-net-pci device on a tap, owned by the VM. */
 int fdvm_virtio_net_create(struct fdvm_vm *vm, const struct fdvm_virtio_net_config *cfg);
 /* The virtio-net model alone (cfg->notify unused), as for virtio-blk. */
@@ -155,5 +166,9 @@ int fdvm_virtio_net_model_create(const struct fdvm_virtio_net_config *cfg, fdvm_
 				 void *log_opaque, struct fdvm_virtio_model **out);
 int fdvm_virtio_rng_create(struct fdvm_vm *vm, enum fdvm_doorbell_mode notify);
 int fdvm_virtio_console_create(struct fdvm_vm *vm, int out_fd, enum fdvm_doorbell_mode notify);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

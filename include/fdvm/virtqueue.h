@@ -17,6 +17,10 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Guest-physical [gpa, gpa + len) -> host pointer, or NULL if not all RAM. */
 typedef void *(*fdvm_translate_fn)(void *opaque, uint64_t gpa, uint64_t len);
 
@@ -163,5 +167,9 @@ bool fdvm_vq_kick_after(struct fdvm_vq *vq, uint16_t seen);
 size_t fdvm_iov_to_buf(const struct iovec *iov, unsigned n, size_t skip, void *buf, size_t len);
 size_t fdvm_iov_from_buf(const struct iovec *iov, unsigned n, size_t skip, const void *buf,
 			 size_t len);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

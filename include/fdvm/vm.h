@@ -15,6 +15,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 struct fdvm_vm;
 struct fdvm_loop;
 
@@ -148,13 +152,8 @@ void *fdvm_gpa(struct fdvm_vm *vm, uint64_t gpa, uint64_t len);
  */
 int fdvm_vm_mem_fd(const struct fdvm_vm *vm, uint64_t gpa, uint64_t *offset);
 
-/*
- * The raw KVM handles, for tools that drive KVM themselves (the benchmark's
- * bare floor loop): the VM fd, and vCPU 0's fd and kvm_run mapping. They
- * stay the VM's; using them while fdvm_vm_run runs is undefined.
- */
+/* The KVM VM fd, for ioctls fdvm does not wrap. It stays the VM's. */
 int fdvm_vm_fd(const struct fdvm_vm *vm);
-int fdvm_vm_vcpu0_fd(const struct fdvm_vm *vm, void **kvm_run);
 
 /* The guest RAM size. */
 uint64_t fdvm_vm_mem_size(const struct fdvm_vm *vm);
@@ -162,5 +161,9 @@ uint64_t fdvm_vm_mem_size(const struct fdvm_vm *vm);
 /* Logs through the VM's callback (printf-style). */
 void fdvm_log(const struct fdvm_vm *vm, enum fdvm_log_level level, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

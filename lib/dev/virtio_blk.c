@@ -243,6 +243,12 @@ static void vm_log(void *opaque, enum fdvm_log_level level, const char *msg)
 	fdvm_log(opaque, level, "%s", msg);
 }
 
+void fdvm_virtio_blk_config_init(struct fdvm_virtio_blk_config *cfg)
+{
+	*cfg = (struct fdvm_virtio_blk_config){ .num_queues = 1, .notify = FDVM_DOORBELL_AUTO,
+						.poll_us = FDVM_VIRTIO_POLL_US_DEFAULT };
+}
+
 int fdvm_virtio_blk_create(struct fdvm_vm *vm, const struct fdvm_virtio_blk_config *cfg)
 {
 	struct fdvm_virtio_model *m;

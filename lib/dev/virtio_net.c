@@ -845,6 +845,12 @@ static void vm_log(void *opaque, enum fdvm_log_level level, const char *msg)
 	fdvm_log(opaque, level, "%s", msg);
 }
 
+void fdvm_virtio_net_config_init(struct fdvm_virtio_net_config *cfg)
+{
+	*cfg = (struct fdvm_virtio_net_config){ .num_pairs = 1, .notify = FDVM_DOORBELL_AUTO,
+						.poll_us = FDVM_VIRTIO_POLL_US_DEFAULT };
+}
+
 int fdvm_virtio_net_create(struct fdvm_vm *vm, const struct fdvm_virtio_net_config *cfg)
 {
 	struct fdvm_virtio_model *m;

@@ -704,6 +704,11 @@ static void fe_destroy(struct fdvm_virtio_model *m)
 	free(fe);
 }
 
+void fdvm_vu_frontend_config_init(struct fdvm_vu_frontend_config *cfg)
+{
+	*cfg = (struct fdvm_vu_frontend_config){ .notify = FDVM_DOORBELL_AUTO };
+}
+
 int fdvm_vu_frontend_create(struct fdvm_vm *vm, const struct fdvm_vu_frontend_config *cfg,
 			    struct fdvm_virtio_model **out)
 {

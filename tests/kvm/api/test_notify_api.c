@@ -51,6 +51,7 @@
 #include "fdvm/irq.h"
 #include "fdvm/loop.h"
 #include "fdvm/vm.h"
+#include "vm_raw.h"
 
 /* ---- helpers --------------------------------------------------------------- */
 

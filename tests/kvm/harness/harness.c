@@ -1,6 +1,6 @@
 /*
  * The test harness: boots a test guest with libfdvm and the test-control
- * device (include/fdvm/testctl.h), through which the guest asks for irq
+ * device (testabi/testctl_abi.h), through which the guest asks for irq
  * lines, doorbells and backends on the host side. Every test runs on the
  * kernel paths (default) or with the userspace fallbacks forced
  * (--userspace). Exit status as `fdvm run`.
@@ -27,7 +27,7 @@
 #include "fdvm/io.h"
 #include "fdvm/irq.h"
 #include "fdvm/pci.h"
-#include "fdvm/testctl.h"
+#include "testctl_abi.h"
 #include "fdvm/sandbox.h"
 #include "fdvm/vm.h"
 

@@ -1,12 +1,13 @@
 /*
  * The test-control device: the guest<->host contract between the bundled
- * test guests and the test harnesses in tests/ (not part of a normal VM).
+ * test guests and the test harnesses in tests/ (not part of a normal VM,
+ * not installed).
  * The guest writes arguments, then a command; the harness acts on the host
  * side (creates an irq line, starts a backend thread, ...) and leaves a
  * result. All registers are 64-bit.
  */
-#ifndef FDVM_TESTCTL_H
-#define FDVM_TESTCTL_H
+#ifndef FDVM_TESTCTL_ABI_H
+#define FDVM_TESTCTL_ABI_H
 
 #include <stdint.h>
 

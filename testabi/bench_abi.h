@@ -1,10 +1,10 @@
 /*
  * The benchmark's guest <-> host contract (guest/bench and bench/): the
  * bench device fdvm adds for `fdvm bench doorbell`, and the addresses the
- * bare-KVM floor loop answers on.
+ * bare-KVM floor loop answers on. Not installed.
  */
-#ifndef FDVM_BENCH_H
-#define FDVM_BENCH_H
+#ifndef FDVM_BENCH_ABI_H
+#define FDVM_BENCH_ABI_H
 
 /* The bench device: 4 KiB of MMIO. */
 #define FDVM_BENCH_MMIO 0xfe100000ull
