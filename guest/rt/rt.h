@@ -79,6 +79,18 @@ void rt_tap_plan(int n);
 bool rt_tap_ok(bool cond, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int rt_tap_done(void);
 
+/*
+ * For a bundled test guest run without what it tests: a TAP "Bail out!"
+ * naming what it needs and how to give it, then rt_exit(RT_EXIT_NEEDS), so
+ * fdvm run exits with RT_EXIT_NEEDS_STATUS (155).
+ */
+#define RT_EXIT_NEEDS 77
+#define RT_EXIT_NEEDS_STATUS ((RT_EXIT_NEEDS << 1) | 1)
+__attribute__((noreturn)) void rt_needs(const char *what, const char *how);
+/* Bails out (rt_needs) unless the test harness runs this guest: the
+ * harness's MSI-X test device is on its PCI bus. */
+void rt_need_harness(void);
+
 /* The PVH memory map: returns the number of entries and fills entry i
  * (if it exists). Type 1 is RAM. */
 unsigned rt_memmap(unsigned i, uint64_t *addr, uint64_t *size, uint32_t *type);

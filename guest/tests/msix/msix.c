@@ -242,6 +242,7 @@ int guest_main(const char *cmdline)
 	(void)cmdline;
 
 	rt_tap_plan(8);
+	rt_need_harness();
 	bool found = pci_find(FDVM_TEST_PCI_VENDOR, FDVM_TEST_PCI_MSIX_DEVICE, &dev);
 	rt_tap_ok(found && dev.msix_n == N, "MSI-X test device: %u vectors", dev.msix_n);
 	if (!found)

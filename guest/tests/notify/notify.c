@@ -286,6 +286,7 @@ int guest_main(const char *cmdline)
 	rt_irq_set_handler(V_LEVEL, level_isr, 0);
 
 	rt_tap_plan(28);
+	rt_need_harness();
 	rt_printf("# paths: %s\n", tc(TC_KERNEL_PATH, 0, 0, 0) ? "kernel (KVM_IRQFD, KVM_IOEVENTFD)"
 								: "userspace fallbacks");
 	rt_tap_ok(tc(TC_MAILBOX, (uint64_t)&mb, 0, 0) == 0, "mailbox registered");

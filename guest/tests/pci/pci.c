@@ -51,6 +51,7 @@ int guest_main(const char *cmdline)
 	(void)cmdline;
 
 	rt_tap_plan(17);
+	rt_need_harness();
 	rt_irq_set_handler(VEC, isr, 0);
 	rt_irq_set_handler(VEC_ALT, isr, 0);
 

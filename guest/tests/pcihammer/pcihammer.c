@@ -75,6 +75,7 @@ int guest_main(const char *cmdline)
 {
 	(void)cmdline;
 	rt_tap_plan(4);
+	rt_need_harness();
 	bool found = pci_find(FDVM_TEST_PCI_VENDOR, FDVM_TEST_PCI_MSIX_DEVICE, &d);
 	rt_tap_ok(found, "MSI-X test device found");
 	if (!found)

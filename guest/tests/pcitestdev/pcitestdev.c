@@ -60,6 +60,9 @@ int guest_main(const char *cmdline)
 	(void)cmdline;
 	rt_tap_plan(2 + 6 * 3);
 	bool found = pci_find(0x1b36, 0x0005, &dev);
+	if (!found)
+		rt_needs("QEMU's pci-testdev (1b36:0005)",
+			 "fdvm run --device pci-testdev GUEST.elf, or QEMU's -device pci-testdev");
 	rt_tap_ok(found, "pci-testdev found (slot %u)", dev.slot);
 	if (!found)
 		return rt_tap_done();

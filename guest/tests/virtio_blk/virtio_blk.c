@@ -182,6 +182,8 @@ int guest_main(const char *cmdline)
 	(void)cmdline;
 	rt_tap_plan(rt_cmdline_has("mq") ? 14 : 13);
 	bool found = virtio_find(2, 0, &dev);
+	if (!found)
+		rt_needs("a virtio-blk disk", "fdvm run --blk disk.img GUEST.elf (an 8 MiB raw image)");
 	rt_tap_ok(found, "virtio-blk found (slot %u, device %04x)", dev.pci.slot, dev.pci.device);
 	if (!found)
 		return rt_tap_done();

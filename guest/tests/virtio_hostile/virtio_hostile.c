@@ -124,6 +124,9 @@ int guest_main(const char *cmdline)
 	rt_tap_plan(15);
 	virtio_pool_reset();
 	bool found = virtio_find(2, 0, &a) && virtio_find(2, 1, &b);
+	if (!found)
+		rt_needs("two virtio-blk disks", "fdvm run --blk a.img --blk b.img GUEST.elf "
+			 "(8 MiB raw images)");
 	rt_tap_ok(found && up(&b, &qb, 64) && up(&a, &qa, 256), "two disks up");
 	if (!found)
 		return rt_tap_done();

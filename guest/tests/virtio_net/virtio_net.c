@@ -253,6 +253,10 @@ int guest_main(const char *cmdline)
 	if (rt_cmdline_has("smallbuf"))
 		cfg.mrg_buf_size = 512; /* a full-size frame spans several buffers */
 
+	struct vdev probe;
+	if (!virtio_find(1, 0, &probe))
+		rt_needs("a virtio-net device", "fdvm run --net tap=NAME GUEST.elf (as root), or "
+			 "--vhost-user net,socket=PATH with fdvm serve net");
 	bool up = vnet_init(&net, 0, &cfg);
 	uint64_t f = net.features;
 	rt_tap_ok(up, "virtio-net up: offered 0x%lx, negotiated 0x%lx (mrg %d csum %d guest-csum %d ctrl %d mq %d "

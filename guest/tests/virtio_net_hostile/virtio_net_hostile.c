@@ -245,6 +245,10 @@ static bool bring_up(unsigned rx_bufs)
 {
 	virtio_pool_reset();
 	cfg.rx_bufs = rx_bufs;
+	struct vdev probe;
+	if (!virtio_find(1, 0, &probe))
+		rt_needs("a virtio-net device", "fdvm run --net tap=NAME GUEST.elf (as root), or "
+			 "--vhost-user net,socket=PATH with fdvm serve net");
 	return vnet_init(&net, 0, &cfg);
 }
 

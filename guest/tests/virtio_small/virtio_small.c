@@ -26,6 +26,9 @@ int guest_main(const char *cmdline)
 	(void)cmdline;
 	rt_tap_plan(console ? 5 : 3);
 
+	if (!virtio_find(4, 0, &dev))
+		rt_needs("a virtio-rng device", "fdvm run --device virtio-rng GUEST.elf "
+			 "(and --device virtio-console with the argument console)");
 	bool ok = virtio_find(4, 0, &dev) && virtio_negotiate(&dev, 0) &&
 		  virtio_setup_vq(&dev, &q, 0, 16, 0xffff);
 	rt_tap_ok(ok, "virtio-rng up");
