@@ -210,8 +210,8 @@ int bench_run_fdvm(const struct bench_opts *o, const char *cmdline, char **out, 
 	struct fdvm_vu_frontend_config vc = { .socket = o->vhost_user_sock, .device_id = 2 };
 	if ((ret = fdvm_pci_testdev_create(vm, FDVM_DOORBELL_AUTO, &td)) ||
 	    (ret = benchdev_init(vm, &b)) ||
-	    (o->vhost_user_sock && (ret = fdvm_vhost_user_create(vm, &vc))) ||
-	    (o->blk_image && !o->vhost_user_sock && (ret = fdvm_virtio_blk_create(vm, &bc))) ||
+	    (o->vhost_user_sock && (ret = fdvm_vhost_user_create(vm, &vc, NULL))) ||
+	    (o->blk_image && !o->vhost_user_sock && (ret = fdvm_virtio_blk_create(vm, &bc, NULL))) ||
 	    (ret = fdvm_vm_load_pvh(vm, o->guest, cmdline)))
 		goto out_vm;
 

@@ -159,9 +159,9 @@ int fdvm_cmd_run(int argc, char **argv)
 		if (!strcmp(o.devices[i], "pci-testdev"))
 			ret = fdvm_pci_testdev_create(vm, o.notify, &td);
 		else if (!strcmp(o.devices[i], "virtio-rng"))
-			ret = fdvm_virtio_rng_create(vm, o.notify);
+			ret = fdvm_virtio_rng_create(vm, o.notify, NULL);
 		else
-			ret = fdvm_virtio_console_create(vm, 1, o.notify);
+			ret = fdvm_virtio_console_create(vm, 1, o.notify, NULL);
 	}
 	for (unsigned i = 0; i < o.nblk && !ret; i++) {
 		struct fdvm_virtio_blk_config bc;
@@ -171,7 +171,7 @@ int fdvm_cmd_run(int argc, char **argv)
 		bc.num_queues = o.blk[i].queues;
 		bc.poll_us = o.blk[i].poll_us;
 		bc.notify = o.notify;
-		ret = fdvm_virtio_blk_create(vm, &bc);
+		ret = fdvm_virtio_blk_create(vm, &bc, NULL);
 	}
 	for (unsigned i = 0; i < o.nnet && !ret; i++) {
 		struct fdvm_virtio_net_config nc;
@@ -182,7 +182,7 @@ int fdvm_cmd_run(int argc, char **argv)
 		nc.poll_us = o.net[i].poll_us;
 		nc.notify = o.notify;
 		memcpy(nc.mac, o.net[i].mac, 6);
-		ret = fdvm_virtio_net_create(vm, &nc);
+		ret = fdvm_virtio_net_create(vm, &nc, NULL);
 	}
 	for (unsigned i = 0; i < o.nvu && !ret; i++) {
 		struct fdvm_vu_frontend_config vc;
@@ -194,7 +194,7 @@ int fdvm_cmd_run(int argc, char **argv)
 		vc.notify = o.notify;
 		vc.mac_set = o.vu[i].mac_set;
 		memcpy(vc.mac, o.vu[i].mac, 6);
-		ret = fdvm_vhost_user_create(vm, &vc);
+		ret = fdvm_vhost_user_create(vm, &vc, NULL);
 	}
 	if (!ret)
 		ret = fdvm_vm_load_pvh(vm, o.guest, o.cmdline);

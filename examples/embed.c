@@ -17,6 +17,7 @@ int main(int argc, char **argv)
 {
 	struct fdvm_vm_config cfg;
 	struct fdvm_virtio_blk_config disk;
+	struct fdvm_virtio_pci *dev;
 	struct fdvm_stop stop;
 	struct fdvm_vm *vm;
 	char cmdline[1024] = "";
@@ -43,7 +44,8 @@ int main(int argc, char **argv)
 
 	fdvm_virtio_blk_config_init(&disk); /* fdvm run --blk's defaults */
 	disk.path = argv[2];
-	if ((ret = fdvm_virtio_blk_create(vm, &disk)) ||
+	/* dev could be taken out with fdvm_virtio_pci_destroy before the VM goes. */
+	if ((ret = fdvm_virtio_blk_create(vm, &disk, &dev)) ||
 	    (ret = fdvm_vm_load_pvh(vm, argv[1], cmdline))) {
 		fdvm_vm_destroy(vm); /* and the disk with it: the VM owns its devices */
 		return 2;

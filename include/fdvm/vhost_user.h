@@ -110,7 +110,8 @@ struct fdvm_vu_frontend_config {
  * doorbells auto (socket NULL and device_id 0: the caller sets them). */
 void fdvm_vu_frontend_config_init(struct fdvm_vu_frontend_config *cfg);
 /* Connects and plugs the device in; the VM owns it. -errno (logged). */
-int fdvm_vhost_user_create(struct fdvm_vm *vm, const struct fdvm_vu_frontend_config *cfg);
+int fdvm_vhost_user_create(struct fdvm_vm *vm, const struct fdvm_vu_frontend_config *cfg,
+			   struct fdvm_virtio_pci **out);
 /* The same, as a model to plug into a transport of the caller's choice. */
 int fdvm_vu_frontend_create(struct fdvm_vm *vm, const struct fdvm_vu_frontend_config *cfg,
 			    struct fdvm_virtio_model **out);

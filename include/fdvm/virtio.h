@@ -116,14 +116,17 @@ int fdvm_virtio_pci_create(struct fdvm_vm *vm, const struct fdvm_virtio_dev_ops 
 			   struct fdvm_virtio_pci **out);
 void fdvm_virtio_pci_destroy(struct fdvm_virtio_pci *t);
 /*
- * Plugs a device model in over virtio-pci. The VM owns the model from
- * here on, also when this fails (the model is destroyed then, or with the
- * VM after the transport).
+ * Plugs a device model in over virtio-pci; *out (if out is not NULL) is
+ * the device. The device owns the model from here on, also when this fails
+ * (the model is destroyed then). fdvm_virtio_pci_destroy takes the device
+ * out of the guest's reach, stops it and then destroys its model;
+ * fdvm_vm_destroy does that for the devices left.
  */
 int fdvm_virtio_pci_add_model(struct fdvm_vm *vm, struct fdvm_virtio_model *m,
-			      enum fdvm_doorbell_mode mode);
+			      enum fdvm_doorbell_mode mode, struct fdvm_virtio_pci **out);
 
-/* Devices (lib/dev/). Each belongs to the VM once created. */
+/* Devices (lib/dev/). Each belongs to the VM once created; *out (when out
+ * is not NULL) is the device, for fdvm_virtio_pci_destroy. */
 struct fdvm_virtio_blk_config {
 	const char *path;	/* a raw image */
 	bool read_only;
@@ -140,7 +143,8 @@ struct fdvm_virtio_blk_config {
 #define FDVM_VIRTIO_POLL_US_DEFAULT 50
 void fdvm_virtio_blk_config_init(struct fdvm_virtio_blk_config *cfg);
 /* An in-process virtio-blk-pci device, owned by the VM. */
-int fdvm_virtio_blk_create(struct fdvm_vm *vm, const struct fdvm_virtio_blk_config *cfg);
+int fdvm_virtio_blk_create(struct fdvm_vm *vm, const struct fdvm_virtio_blk_config *cfg,
+			   struct fdvm_virtio_pci **out);
 /*
  * The virtio-blk model alone (cfg->notify unused), for another transport:
  * *out is the caller's, freed by its destroy. Errors are reported through
@@ -160,12 +164,15 @@ struct fdvm_virtio_net_config {
  * polling, the MAC made from the tap's name (tap NULL: the caller sets it). */
 void fdvm_virtio_net_config_init(struct fdvm_virtio_net_config *cfg);
 /* An in-process virtio-net-pci device on a tap, owned by the VM. */
-int fdvm_virtio_net_create(struct fdvm_vm *vm, const struct fdvm_virtio_net_config *cfg);
+int fdvm_virtio_net_create(struct fdvm_vm *vm, const struct fdvm_virtio_net_config *cfg,
+			   struct fdvm_virtio_pci **out);
 /* The virtio-net model alone (cfg->notify unused), as for virtio-blk. */
 int fdvm_virtio_net_model_create(const struct fdvm_virtio_net_config *cfg, fdvm_log_fn log,
 				 void *log_opaque, struct fdvm_virtio_model **out);
-int fdvm_virtio_rng_create(struct fdvm_vm *vm, enum fdvm_doorbell_mode notify);
-int fdvm_virtio_console_create(struct fdvm_vm *vm, int out_fd, enum fdvm_doorbell_mode notify);
+int fdvm_virtio_rng_create(struct fdvm_vm *vm, enum fdvm_doorbell_mode notify,
+			   struct fdvm_virtio_pci **out);
+int fdvm_virtio_console_create(struct fdvm_vm *vm, int out_fd, enum fdvm_doorbell_mode notify,
+			       struct fdvm_virtio_pci **out);
 
 #ifdef __cplusplus
 }

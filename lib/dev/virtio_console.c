@@ -65,7 +65,8 @@ static void console_destroy(struct fdvm_virtio_model *m)
 	free(m->opaque);
 }
 
-int fdvm_virtio_console_create(struct fdvm_vm *vm, int out_fd, enum fdvm_doorbell_mode notify)
+int fdvm_virtio_console_create(struct fdvm_vm *vm, int out_fd, enum fdvm_doorbell_mode notify,
+			       struct fdvm_virtio_pci **out)
 {
 	struct console *c = calloc(1, sizeof(*c));
 
@@ -79,5 +80,5 @@ int fdvm_virtio_console_create(struct fdvm_vm *vm, int out_fd, enum fdvm_doorbel
 	};
 	c->be = (struct fdvm_virtio_backend){ .handle = handle, .opaque = c, .name = "virtio-console" };
 	c->model = (struct fdvm_virtio_model){ .ops = &c->ops, .opaque = c, .destroy = console_destroy };
-	return fdvm_virtio_pci_add_model(vm, &c->model, notify);
+	return fdvm_virtio_pci_add_model(vm, &c->model, notify, out);
 }

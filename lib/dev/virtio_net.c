@@ -851,11 +851,12 @@ void fdvm_virtio_net_config_init(struct fdvm_virtio_net_config *cfg)
 						.poll_us = FDVM_VIRTIO_POLL_US_DEFAULT };
 }
 
-int fdvm_virtio_net_create(struct fdvm_vm *vm, const struct fdvm_virtio_net_config *cfg)
+int fdvm_virtio_net_create(struct fdvm_vm *vm, const struct fdvm_virtio_net_config *cfg,
+			   struct fdvm_virtio_pci **out)
 {
 	struct fdvm_virtio_model *m;
 	int ret = fdvm_virtio_net_model_create(cfg, vm_log, vm, &m);
 	if (ret)
 		return ret;
-	return fdvm_virtio_pci_add_model(vm, m, cfg->notify);
+	return fdvm_virtio_pci_add_model(vm, m, cfg->notify, out);
 }

@@ -48,7 +48,8 @@ static void rng_destroy(struct fdvm_virtio_model *m)
 	free(m->opaque);
 }
 
-int fdvm_virtio_rng_create(struct fdvm_vm *vm, enum fdvm_doorbell_mode notify)
+int fdvm_virtio_rng_create(struct fdvm_vm *vm, enum fdvm_doorbell_mode notify,
+			   struct fdvm_virtio_pci **out)
 {
 	struct rng *r = calloc(1, sizeof(*r));
 
@@ -60,5 +61,5 @@ int fdvm_virtio_rng_create(struct fdvm_vm *vm, enum fdvm_doorbell_mode notify)
 	};
 	r->be = (struct fdvm_virtio_backend){ .handle = handle, .opaque = r, .name = "virtio-rng" };
 	r->model = (struct fdvm_virtio_model){ .ops = &r->ops, .opaque = r, .destroy = rng_destroy };
-	return fdvm_virtio_pci_add_model(vm, &r->model, notify);
+	return fdvm_virtio_pci_add_model(vm, &r->model, notify, out);
 }

@@ -803,11 +803,12 @@ err:
 	return ret;
 }
 
-int fdvm_vhost_user_create(struct fdvm_vm *vm, const struct fdvm_vu_frontend_config *cfg)
+int fdvm_vhost_user_create(struct fdvm_vm *vm, const struct fdvm_vu_frontend_config *cfg,
+			   struct fdvm_virtio_pci **out)
 {
 	struct fdvm_virtio_model *m;
 	int ret = fdvm_vu_frontend_create(vm, cfg, &m);
 	if (ret)
 		return ret;
-	return fdvm_virtio_pci_add_model(vm, m, cfg->notify);
+	return fdvm_virtio_pci_add_model(vm, m, cfg->notify, out);
 }

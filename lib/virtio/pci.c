@@ -54,6 +54,7 @@ struct fdvm_virtio_pci {
 	enum fdvm_doorbell_mode mode;
 	struct fdvm_pci_dev *pci;
 	struct fdvm_owned *owned;
+	struct fdvm_virtio_model *model; /* fdvm_virtio_pci_add_model's: destroyed after us */
 	unsigned nq;
 
 	/* Set by any thread (a backend that found a broken queue); read into
@@ -416,7 +417,11 @@ void fdvm_virtio_pci_destroy(struct fdvm_virtio_pci *t)
 	pthread_mutex_unlock(&t->lock);
 	fdvm_pci_dev_destroy(t->pci);
 	pthread_mutex_destroy(&t->lock);
+	struct fdvm_virtio_model *m = t->model;
 	free(t);
+	/* The device is stopped and unreachable: its model can go. */
+	if (m)
+		m->destroy(m);
 }
 
 static void destroy_owned(void *t) { fdvm_virtio_pci_destroy(t); }
@@ -488,35 +493,18 @@ err_free:
 	return ret;
 }
 
-/* A model the VM owns: destroyed with it, after its transport. */
-struct owned_model {
-	struct fdvm_vm *vm;
-	struct fdvm_owned *owned;
-	struct fdvm_virtio_model *m;
-};
-
-static void model_destroy_owned(void *obj)
-{
-	struct owned_model *om = obj;
-	fdvm_vm_disown(om->vm, om->owned);
-	om->m->destroy(om->m);
-	free(om);
-}
-
 int fdvm_virtio_pci_add_model(struct fdvm_vm *vm, struct fdvm_virtio_model *m,
-			      enum fdvm_doorbell_mode mode)
+			      enum fdvm_doorbell_mode mode, struct fdvm_virtio_pci **out)
 {
 	struct fdvm_virtio_pci *t;
-	struct owned_model *om = calloc(1, sizeof(*om));
-	int ret = om ? fdvm_vm_own(vm, model_destroy_owned, om, &om->owned) : -ENOMEM;
+	int ret = fdvm_virtio_pci_create(vm, m->ops, m->opaque, mode, &t);
+
 	if (ret) {
-		free(om);
 		m->destroy(m);
 		return ret;
 	}
-	om->vm = vm;
-	om->m = m;
-	/* Owned after the model, so destroyed before it (newest first): the
-	 * transport stops the device while the model still exists. */
-	return fdvm_virtio_pci_create(vm, m->ops, m->opaque, mode, &t);
+	t->model = m;
+	if (out)
+		*out = t;
+	return 0;
 }

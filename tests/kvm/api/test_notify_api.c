@@ -50,6 +50,7 @@
 #include "fdvm/io.h"
 #include "fdvm/irq.h"
 #include "fdvm/loop.h"
+#include "fdvm/virtio.h"
 #include "fdvm/vm.h"
 #include "vm_raw.h"
 
@@ -2188,6 +2189,43 @@ static void test_loop_external_service(void **state)
 	pthread_mutex_destroy(&c.log.lock);
 }
 
+/* ---- device handles --------------------------------------------------------- */
+
+/* Every device constructor gives a handle that takes the device (and its
+ * model, image fd and threads) out before the VM goes; the rest go with
+ * the VM (teardown checks no fd is left). */
+static void test_device_handles(void **state)
+{
+	struct ctx *c = *state;
+	struct fdvm_virtio_pci *blk, *rng, *con;
+	struct fdvm_virtio_blk_config bc;
+	char path[] = "/tmp/fdvm-api-disk-XXXXXX";
+	int img = mkstemp(path);
+
+	assert_true(img >= 0);
+	assert_int_equal(ftruncate(img, 1 << 20), 0);
+	close(img);
+	int fds0 = count_fds();
+	fdvm_virtio_blk_config_init(&bc);
+	assert_int_equal(bc.poll_us, FDVM_VIRTIO_POLL_US_DEFAULT);
+	assert_int_equal(bc.num_queues, 1);
+	bc.path = path;
+	for (int round = 0; round < 3; round++) { /* the slot and the fds come back */
+		assert_ok_quiet(c, fdvm_virtio_blk_create(c->vm, &bc, &blk));
+		assert_non_null(blk);
+		assert_true(count_fds() > fds0);
+		fdvm_virtio_pci_destroy(blk);
+		assert_int_equal(count_fds(), fds0);
+	}
+	assert_ok_quiet(c, fdvm_virtio_rng_create(c->vm, FDVM_DOORBELL_AUTO, &rng));
+	assert_ok_quiet(c, fdvm_virtio_console_create(c->vm, -1, FDVM_DOORBELL_AUTO, &con));
+	fdvm_virtio_pci_destroy(rng);
+	/* NULL out: the VM alone has it */
+	assert_ok_quiet(c, fdvm_virtio_blk_create(c->vm, &bc, NULL));
+	unlink(path);
+	(void)con; /* left to fdvm_vm_destroy */
+}
+
 /* ---- main ------------------------------------------------------------------ */
 
 #define VM_TEST(f) cmocka_unit_test_setup_teardown(f, vm_setup, vm_teardown)
@@ -2203,6 +2241,7 @@ int main(void)
 
 	const struct CMUnitTest tests[] = {
 		VM_TEST(test_gsi_batch),
+		VM_TEST(test_device_handles),
 		VM_TEST(test_gsi_nested),
 		VM_TEST(test_gsi_exhaustion),
 		VM_TEST(test_gsi_invalid),
