@@ -147,6 +147,13 @@ struct fdvm_owned {
 int fdvm_vm_own(struct fdvm_vm *vm, void (*destroy)(void *), void *obj, struct fdvm_owned **out);
 void fdvm_vm_disown(struct fdvm_vm *vm, struct fdvm_owned *o);
 
+/* The KVM VM alone (lib/kvm/vm.c), which fdvm_vm_create (lib/machine.c)
+ * builds the machine on: create, destroy (doorbells and lines left, the
+ * vCPU, buses, memory, routes, fds), run vCPU 0 on this thread. */
+int fdvm_kvm_vm_create(const struct fdvm_vm_config *cfg, struct fdvm_vm **vmp);
+void fdvm_kvm_vm_destroy(struct fdvm_vm *vm);
+int fdvm_kvm_vm_run(struct fdvm_vm *vm, struct fdvm_stop *stop);
+
 /* Records why the VM stops (first caller wins) and kicks the vCPUs out. */
 void fdvm_vm_set_stop(struct fdvm_vm *vm, enum fdvm_stop_reason reason, int status);
 

@@ -1,4 +1,6 @@
-/* The VM object: create/destroy, stop, and the guest-memory accessor. */
+/* The KVM VM: its fds, memory, buses, vCPU, interrupt routing; stop
+ * requests and the guest-memory accessor. The machine around it (COM1,
+ * power, PCI) is lib/machine.c's. */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -12,10 +14,8 @@
 
 #include "fdvm/abi.h"
 #include "fdvm/gsi.h"
-#include "fdvm/sandbox.h"
 
 #include "../vm_priv.h"
-#include "../pci/pci_priv.h"
 
 /* Where KVM on Intel keeps its real-mode TSS and identity map: in the
  * MMIO hole, below the IOAPIC, never RAM. */
@@ -139,7 +139,7 @@ static void kvm_close(struct fdvm_vm *vm)
 	close(vm->kvm_fd);
 }
 
-int fdvm_vm_create(const struct fdvm_vm_config *cfg, struct fdvm_vm **vmp)
+int fdvm_kvm_vm_create(const struct fdvm_vm_config *cfg, struct fdvm_vm **vmp)
 {
 	struct fdvm_vm *vm;
 	char err[256];
@@ -185,24 +185,9 @@ int fdvm_vm_create(const struct fdvm_vm_config *cfg, struct fdvm_vm **vmp)
 	ret = fdvm_vcpu_init(vm, &vm->vcpu0, 0);
 	if (ret)
 		goto err_mmio_bus;
-	ret = fdvm_uart_init(vm, FDVM_PORT_COM1, cfg->console_fd, &vm->uart);
-	if (ret)
-		goto err_vcpu;
-	ret = fdvm_power_init(vm, &vm->power);
-	if (ret)
-		goto err_uart;
-	ret = fdvm_pci_init(vm);
-	if (ret)
-		goto err_power;
 	*vmp = vm;
 	return 0;
 
-err_power:
-	fdvm_power_exit(vm, vm->power);
-err_uart:
-	fdvm_uart_exit(vm, vm->uart);
-err_vcpu:
-	fdvm_vcpu_exit(&vm->vcpu0);
 err_mmio_bus:
 	fdvm_iobus_exit(&vm->bus[FDVM_SPACE_MMIO]);
 err_pio_bus:
@@ -221,23 +206,11 @@ err_free:
 	return ret;
 }
 
-void fdvm_vm_destroy(struct fdvm_vm *vm)
+void fdvm_kvm_vm_destroy(struct fdvm_vm *vm)
 {
-	if (!vm)
-		return;
-	if (vm->run_started) {
-		struct fdvm_stop stop;
-		fdvm_vm_request_stop(vm);
-		fdvm_vm_join(vm, &stop);
-	}
-	/* What users created first, then what create made, in reverse. */
-	while (vm->owned)
-		vm->owned->destroy(vm->owned->obj); /* each disowns itself */
-	fdvm_pci_exit(vm);
+	/* Lines and doorbells left by their owners, then what create made. */
 	fdvm_doorbells_exit(vm);
 	fdvm_irq_lines_exit(vm);
-	fdvm_power_exit(vm, vm->power);
-	fdvm_uart_exit(vm, vm->uart);
 	fdvm_vcpu_exit(&vm->vcpu0);
 	fdvm_iobus_exit(&vm->bus[FDVM_SPACE_MMIO]);
 	fdvm_iobus_exit(&vm->bus[FDVM_SPACE_PIO]);
@@ -334,11 +307,10 @@ void fdvm_vm_request_stop(struct fdvm_vm *vm)
 		syscall(SYS_tgkill, getpid(), tid, vm->cfg.kick_signal);
 }
 
-int fdvm_vm_run(struct fdvm_vm *vm, struct fdvm_stop *stop)
+int fdvm_kvm_vm_run(struct fdvm_vm *vm, struct fdvm_stop *stop)
 {
 	int ret = fdvm_vcpu_run(&vm->vcpu0);
 
-	fdvm_uart_flush(vm->uart);
 	if (ret)
 		fdvm_vm_set_stop(vm, FDVM_STOP_HOST_ERROR, 0);
 	pthread_mutex_lock(&vm->stop_lock);
@@ -348,39 +320,6 @@ int fdvm_vm_run(struct fdvm_vm *vm, struct fdvm_stop *stop)
 	}
 	*stop = vm->stop;
 	pthread_mutex_unlock(&vm->stop_lock);
-	return 0;
-}
-
-static void *run_main(void *arg)
-{
-	struct fdvm_vm *vm = arg;
-
-	fdvm_vm_run(vm, &vm->run_stop);
-	return NULL;
-}
-
-int fdvm_vm_start(struct fdvm_vm *vm, const char *name)
-{
-	if (vm->run_started)
-		return -EBUSY;
-	/* So that fdvm_vm_destroy can kick a guest that idles in HLT. */
-	int ret = vm->cfg.kick_signal ? fdvm_vcpu_kick_handler(vm) : 0;
-	if (ret)
-		return ret;
-	ret = fdvm_thread_create(&vm->run_thread, FDVM_ROLE_VCPU, name, run_main, vm);
-	if (ret)
-		return fdvm_log_errno(vm, -ret, "vm: vCPU thread %s", name ? name : "");
-	vm->run_started = true;
-	return 0;
-}
-
-int fdvm_vm_join(struct fdvm_vm *vm, struct fdvm_stop *stop)
-{
-	if (!vm->run_started)
-		return -EINVAL;
-	pthread_join(vm->run_thread, NULL);
-	vm->run_started = false;
-	*stop = vm->run_stop;
 	return 0;
 }
 

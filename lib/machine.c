@@ -1,0 +1,103 @@
+/*
+ * The machine fdvm_vm_create assembles, one layer above the KVM VM
+ * (lib/kvm/vm.c): COM1 (lib/dev/uart.c), the exit and ACPI power ports
+ * (lib/dev/power.c) and the PCI host (lib/pci/host.c); and running vCPU 0,
+ * on the caller's thread or one of the vcpu role. lib/kvm/ imports nothing
+ * from here or above.
+ */
+#include <errno.h>
+#include <pthread.h>
+
+#include "fdvm/abi.h"
+#include "fdvm/sandbox.h"
+
+#include "vm_priv.h"
+#include "pci/pci_priv.h"
+
+int fdvm_vm_create(const struct fdvm_vm_config *cfg, struct fdvm_vm **vmp)
+{
+	struct fdvm_vm *vm;
+	int ret = fdvm_kvm_vm_create(cfg, &vm);
+
+	if (ret)
+		return ret;
+	ret = fdvm_uart_init(vm, FDVM_PORT_COM1, cfg->console_fd, &vm->uart);
+	if (ret)
+		goto err_vm;
+	ret = fdvm_power_init(vm, &vm->power);
+	if (ret)
+		goto err_uart;
+	ret = fdvm_pci_init(vm);
+	if (ret)
+		goto err_power;
+	*vmp = vm;
+	return 0;
+
+err_power:
+	fdvm_power_exit(vm, vm->power);
+err_uart:
+	fdvm_uart_exit(vm, vm->uart);
+err_vm:
+	fdvm_kvm_vm_destroy(vm);
+	return ret;
+}
+
+void fdvm_vm_destroy(struct fdvm_vm *vm)
+{
+	if (!vm)
+		return;
+	if (vm->run_started) {
+		struct fdvm_stop stop;
+		fdvm_vm_request_stop(vm);
+		fdvm_vm_join(vm, &stop);
+	}
+	/* What users created first (devices, newest first), then the machine
+	 * in reverse, then the KVM VM. */
+	while (vm->owned)
+		vm->owned->destroy(vm->owned->obj); /* each disowns itself */
+	fdvm_pci_exit(vm);
+	fdvm_power_exit(vm, vm->power);
+	fdvm_uart_exit(vm, vm->uart);
+	fdvm_kvm_vm_destroy(vm);
+}
+
+int fdvm_vm_run(struct fdvm_vm *vm, struct fdvm_stop *stop)
+{
+	int ret = fdvm_kvm_vm_run(vm, stop);
+
+	fdvm_uart_flush(vm->uart);
+	return ret;
+}
+
+static void *run_main(void *arg)
+{
+	struct fdvm_vm *vm = arg;
+
+	fdvm_vm_run(vm, &vm->run_stop);
+	return NULL;
+}
+
+int fdvm_vm_start(struct fdvm_vm *vm, const char *name)
+{
+	if (vm->run_started)
+		return -EBUSY;
+	/* So that a stop request can kick a guest that idles in HLT. */
+	int ret = vm->cfg.kick_signal ? fdvm_vcpu_kick_handler(vm) : 0;
+	if (ret)
+		return ret;
+	ret = fdvm_thread_create(&vm->run_thread, FDVM_ROLE_VCPU, name, run_main, vm);
+	if (ret)
+		return fdvm_log_errno(vm, -ret, "vm: vCPU thread %s", name ? name : "");
+	vm->run_started = true;
+	return 0;
+}
+
+int fdvm_vm_join(struct fdvm_vm *vm, struct fdvm_stop *stop)
+{
+	if (!vm->run_started)
+		return -EINVAL;
+	pthread_join(vm->run_thread, NULL);
+	vm->run_started = false;
+	*stop = vm->run_stop;
+	return 0;
+}
