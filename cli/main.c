@@ -34,7 +34,9 @@ static void usage(FILE *f)
 		"exit status: 0 when the guest powers off, the guest's odd status from the\n"
 		"exit port (QEMU isa-debug-exit: (value << 1) | 1), or one of fdvm's own\n"
 		"even codes: 2 bad usage or setup, 4 guest fault, 6 host failure,\n"
-		"8 stopped by a signal.\n");
+		"8 stopped by a signal, 10 a system call outside a thread's seccomp\n"
+		"filter (--seccomp). 155: a bundled test guest that lacks its device\n"
+		"(its last line says which).\n");
 }
 
 int main(int argc, char **argv)
