@@ -263,9 +263,19 @@ int guest_main(const char *cmdline)
 	uint16_t used_after_reset = ((volatile uint16_t *)vq.used)[1];
 	for (uint64_t t0 = rt_rdtsc(); rt_rdtsc() - t0 < 200000000ull;)
 		;
-	rt_tap_ok(virtio_status(&dev) == 0 && ((volatile uint16_t *)vq.used)[1] == used_after_reset,
-		  "reset mid-I/O: status 0, rings left alone (%u of 128 had completed)",
-		  (unsigned)(uint16_t)(used_after_reset - used_before));
+	uint16_t late = (uint16_t)(((volatile uint16_t *)vq.used)[1] - used_after_reset);
+	if (late && rt_cmdline_has("peer-completes-late"))
+		/* A reference peer that is not fdvm (QEMU 7.2 with
+		 * qemu-storage-daemon) may finish requests in flight into the
+		 * used ring after the reset returned: said, not failed. */
+		rt_tap_ok(virtio_status(&dev) == 0,
+			  "reset mid-I/O: status 0; the peer completed %u request(s) after the "
+			  "reset returned (%u of 128 before)", (unsigned)late,
+			  (unsigned)(uint16_t)(used_after_reset - used_before));
+	else
+		rt_tap_ok(virtio_status(&dev) == 0 && !late,
+			  "reset mid-I/O: status 0, rings left alone (%u of 128 had completed)",
+			  (unsigned)(uint16_t)(used_after_reset - used_before));
 	rt_tap_ok(bring_up() && one(T_IN, 8, SECTOR) == 0 && check(data[0], 8, 1, seed),
 		  "the device works again after the reset");
 	rt_tap_ok(one(T_OUT, 0, 0) == 0, "a write of no data succeeds");
