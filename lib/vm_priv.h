@@ -50,10 +50,9 @@ struct fdvm_vcpu {
 	int fd;			/* owned; closed by fdvm_vcpu_exit */
 	struct kvm_run *run;	/* mmap of fd, run_size bytes */
 	size_t run_size;
-	pthread_mutex_t kick_lock; /* guards thread and has_thread */
-	pthread_t thread;	/* the thread in fdvm_vcpu_run, if has_thread */
-	bool has_thread;
-	_Atomic pid_t tid;	/* the same thread's id, 0: none (for signal handlers) */
+	pthread_mutex_t kick_lock; /* guards has_thread, orders tid with it */
+	bool has_thread;	/* a thread is in fdvm_vcpu_run */
+	_Atomic pid_t tid;	/* that thread's id, 0: none (fdvm_vcpu_kick) */
 };
 
 /*
@@ -194,6 +193,10 @@ void fdvm_vcpu_dump(struct fdvm_vcpu *vcpu, enum fdvm_log_level level);
  * guest, kicking it out of the guest now if it is in. Any thread.
  */
 void fdvm_vcpu_request_work(struct fdvm_vm *vm);
+/* Signals the thread in fdvm_vcpu_run (if any) with the kick signal, so
+ * that KVM_RUN returns; only once the signal has a handler (kick_ready).
+ * Async-signal-safe, any thread. */
+void fdvm_vcpu_kick(struct fdvm_vm *vm);
 /* Installs an empty handler for the kick signal if it has none (then
  * kick_ready is set); -ENOTSUP for a config without one. irqfd.c. */
 int fdvm_vcpu_kick_handler(struct fdvm_vm *vm);

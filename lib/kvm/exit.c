@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "../vm_priv.h"
 
@@ -191,10 +193,17 @@ void fdvm_vcpu_request_work(struct fdvm_vm *vm)
 	 * always reaches it (see fdvm_vcpu_run). */
 	atomic_store(&vm->vcpu_work, true);
 	__atomic_store_n(&vcpu->run->immediate_exit, 1, __ATOMIC_SEQ_CST);
-	pthread_mutex_lock(&vcpu->kick_lock);
-	if (vcpu->has_thread && vm->cfg.kick_signal)
-		pthread_kill(vcpu->thread, vm->cfg.kick_signal);
-	pthread_mutex_unlock(&vcpu->kick_lock);
+	fdvm_vcpu_kick(vm);
+}
+
+void fdvm_vcpu_kick(struct fdvm_vm *vm)
+{
+	/* The raw tgkill on the thread's id: a stop request may come from a
+	 * signal handler. A thread that left fdvm_vcpu_run just now gets at
+	 * most an empty handler's EINTR. */
+	pid_t tid = atomic_load(&vm->vcpu0.tid);
+	if (tid && atomic_load(&vm->kick_ready))
+		syscall(SYS_tgkill, getpid(), tid, vm->cfg.kick_signal);
 }
 
 bool fdvm_vcpu_if_idle(struct fdvm_vm *vm, void (*fn)(void *), void *arg)
@@ -216,7 +225,6 @@ int fdvm_vcpu_run(struct fdvm_vcpu *vcpu)
 	int ret = 0;
 
 	pthread_mutex_lock(&vcpu->kick_lock);
-	vcpu->thread = pthread_self();
 	vcpu->has_thread = true;
 	atomic_store(&vcpu->tid, gettid());
 	pthread_mutex_unlock(&vcpu->kick_lock);

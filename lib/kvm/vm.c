@@ -8,7 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
-#include <sys/syscall.h>
 #include <sys/sysinfo.h>
 #include <unistd.h>
 
@@ -299,12 +298,8 @@ void fdvm_vm_request_stop(struct fdvm_vm *vm)
 	/* Makes the next (or a racing) KVM_RUN return at once with EINTR. */
 	if (vm->vcpu0.run)
 		__atomic_store_n(&vm->vcpu0.run->immediate_exit, 1, __ATOMIC_SEQ_CST);
-	/* And one in progress (a guest in HLT stays in it): the raw tgkill,
-	 * as a signal handler may be the caller. A thread that left
-	 * fdvm_vcpu_run just now gets at most an empty handler's EINTR. */
-	pid_t tid = atomic_load(&vm->vcpu0.tid);
-	if (tid && atomic_load(&vm->kick_ready))
-		syscall(SYS_tgkill, getpid(), tid, vm->cfg.kick_signal);
+	/* And one in progress: a guest in HLT stays in it. */
+	fdvm_vcpu_kick(vm);
 }
 
 int fdvm_kvm_vm_run(struct fdvm_vm *vm, struct fdvm_stop *stop)
