@@ -570,3 +570,21 @@ void fdvm_run_opts_free(struct fdvm_run_opts *o)
 	free(o->cmdline);
 	o->cmdline = NULL;
 }
+
+struct fdvm_virtio_blk_config fdvm_blk_opts_config(const struct fdvm_blk_opts *b,
+						   enum fdvm_doorbell_mode notify)
+{
+	return (struct fdvm_virtio_blk_config){ .path = b->path, .read_only = b->ro,
+						.num_queues = b->queues, .poll_us = b->poll_us,
+						.notify = notify };
+}
+
+struct fdvm_virtio_net_config fdvm_net_opts_config(const struct fdvm_net_opts *n,
+						   enum fdvm_doorbell_mode notify)
+{
+	struct fdvm_virtio_net_config c = { .tap = n->tap, .mac_set = n->mac_set,
+					    .num_pairs = n->queues, .poll_us = n->poll_us,
+					    .notify = notify };
+	memcpy(c.mac, n->mac, sizeof(c.mac));
+	return c;
+}

@@ -9,6 +9,7 @@
 
 #include "fdvm/doorbell.h"
 #include "fdvm/sandbox.h"
+#include "fdvm/virtio.h"
 #include "fdvm/vm.h"
 
 /* Parses "64M", "1G", "512K", "1048576B"; a bare number is MiB (as QEMU's
@@ -34,6 +35,11 @@ struct fdvm_blk_opts {
 int fdvm_parse_blk(const char *v, struct fdvm_blk_opts *b, const char *what, char *err,
 		   size_t errlen);
 
+/* The library's config for a parsed disk (path borrowed from b); notify as
+ * --notify gave it (fdvm serve: auto). */
+struct fdvm_virtio_blk_config fdvm_blk_opts_config(const struct fdvm_blk_opts *b,
+						   enum fdvm_doorbell_mode notify);
+
 /* A MAC address as 52:54:00:12:34:56; 0 or -EINVAL. */
 int fdvm_parse_mac(const char *s, size_t len, uint8_t mac[6]);
 
@@ -46,6 +52,9 @@ struct fdvm_net_opts {
 	unsigned queues; /* queue pairs */
 	unsigned poll_us;
 };
+/* The library's config for a parsed network device (tap borrowed from n). */
+struct fdvm_virtio_net_config fdvm_net_opts_config(const struct fdvm_net_opts *n,
+						   enum fdvm_doorbell_mode notify);
 /* bare_name: the first item may be the tap's name alone (--tap). */
 int fdvm_parse_net(const char *v, struct fdvm_net_opts *n, bool bare_name, const char *what,
 		   char *err, size_t errlen);

@@ -164,24 +164,11 @@ int fdvm_cmd_run(int argc, char **argv)
 			ret = fdvm_virtio_console_create(vm, 1, o.notify, NULL);
 	}
 	for (unsigned i = 0; i < o.nblk && !ret; i++) {
-		struct fdvm_virtio_blk_config bc;
-		fdvm_virtio_blk_config_init(&bc);
-		bc.path = o.blk[i].path;
-		bc.read_only = o.blk[i].ro;
-		bc.num_queues = o.blk[i].queues;
-		bc.poll_us = o.blk[i].poll_us;
-		bc.notify = o.notify;
+		struct fdvm_virtio_blk_config bc = fdvm_blk_opts_config(&o.blk[i], o.notify);
 		ret = fdvm_virtio_blk_create(vm, &bc, NULL);
 	}
 	for (unsigned i = 0; i < o.nnet && !ret; i++) {
-		struct fdvm_virtio_net_config nc;
-		fdvm_virtio_net_config_init(&nc);
-		nc.tap = o.net[i].tap;
-		nc.mac_set = o.net[i].mac_set;
-		nc.num_pairs = o.net[i].queues;
-		nc.poll_us = o.net[i].poll_us;
-		nc.notify = o.notify;
-		memcpy(nc.mac, o.net[i].mac, 6);
+		struct fdvm_virtio_net_config nc = fdvm_net_opts_config(&o.net[i], o.notify);
 		ret = fdvm_virtio_net_create(vm, &nc, NULL);
 	}
 	for (unsigned i = 0; i < o.nvu && !ret; i++) {

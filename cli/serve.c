@@ -403,8 +403,7 @@ static int serve_blk(int argc, char **argv)
 		return FDVM_EXIT_USAGE;
 	}
 	block_signals();
-	struct fdvm_virtio_blk_config bc = { .path = b.path, .read_only = b.ro,
-					     .num_queues = b.queues, .poll_us = b.poll_us };
+	struct fdvm_virtio_blk_config bc = fdvm_blk_opts_config(&b, FDVM_DOORBELL_AUTO);
 	int status = FDVM_EXIT_USAGE;
 	if (!fdvm_virtio_blk_model_create(&bc, serve_log, (void *)"blk", &model)) {
 		status = serve_model(&a, model, b.path);
@@ -429,9 +428,7 @@ static int serve_net(int argc, char **argv)
 		return FDVM_EXIT_USAGE;
 	}
 	block_signals();
-	struct fdvm_virtio_net_config nc = { .tap = n.tap, .mac_set = n.mac_set,
-					     .num_pairs = n.queues, .poll_us = n.poll_us };
-	memcpy(nc.mac, n.mac, 6);
+	struct fdvm_virtio_net_config nc = fdvm_net_opts_config(&n, FDVM_DOORBELL_AUTO);
 	int status = FDVM_EXIT_USAGE;
 	if (!fdvm_virtio_net_model_create(&nc, serve_log, (void *)"net", &model)) {
 		char what[64];

@@ -650,6 +650,12 @@ static void test_parse_blk(void **state)
 	assert_true(b.ro);
 	assert_int_equal(b.poll_us, 0);
 	assert_int_equal(b.queues, 1);
+	struct fdvm_virtio_blk_config bc = fdvm_blk_opts_config(&b, FDVM_DOORBELL_USERSPACE);
+	assert_string_equal(bc.path, "d.img");
+	assert_true(bc.read_only);
+	assert_int_equal(bc.poll_us, 0);
+	assert_int_equal(bc.num_queues, 1);
+	assert_int_equal(bc.notify, FDVM_DOORBELL_USERSPACE);
 	free(b.path);
 	assert_int_equal(fdvm_parse_blk("d.img,poll=10001", &b, "serve", err, sizeof(err)), -EINVAL);
 	assert_null(b.path);
