@@ -328,6 +328,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	uint8_t h = fin_u8(&in);
 	memset(ram, 0, DATA);
 	memset(&s, 0, sizeof(s));
+	static struct fdvm_queue_stats stats; /* counted as in a transport */
+	s.q.stats = &stats;
 	s.qsize = (uint16_t)(1u << (h % 9));
 	s.indirect = h & 0x10;
 	s.ro = h & 0x20;

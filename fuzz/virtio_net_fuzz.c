@@ -138,7 +138,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memset(ram, 0, RAM_SIZE);
 	if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0)
 		return 0;
+	static struct fdvm_queue_stats stats[NQ]; /* counted as in a transport */
 	for (unsigned q = 0; q < NQ; q++) {
+		qs[q].stats = &stats[q];
 		qs[q].kick_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 		qs[q].call_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	}

@@ -53,6 +53,10 @@ struct fdvm_vcpu {
 	pthread_mutex_t kick_lock; /* guards has_thread, orders tid with it */
 	bool has_thread;	/* a thread is in fdvm_vcpu_run */
 	_Atomic pid_t tid;	/* that thread's id, 0: none (fdvm_vcpu_kick) */
+	/* Pausing: written to wake a parked vCPU (resume, stop: the write is
+	 * async-signal-safe where a condition variable is not). */
+	int wake_fd;
+	bool in_run, parked;	/* vm->pause_lock */
 };
 
 /*
@@ -125,6 +129,11 @@ struct fdvm_vm {
 	atomic_bool stop_requested;
 	atomic_bool vcpu_work;		/* fdvm_vcpu_request_work() was called */
 	atomic_bool kick_ready;		/* the kick signal has a handler */
+
+	/* Pause (fdvm_vm_pause): vCPUs park outside the guest while set. */
+	atomic_bool pause_requested;
+	pthread_mutex_t pause_lock;	/* vcpu in_run, parked; pause_cond */
+	pthread_cond_t pause_cond;	/* a vCPU parked, woke or left its run */
 
 	/* fdvm_vm_start's thread, until fdvm_vm_join */
 	pthread_t run_thread;

@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "fdvm/gsi.h"
+#include "fdvm/stats.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -97,6 +98,9 @@ int fdvm_irq_line_unmask(struct fdvm_irq_line *line);
 /* The pending bit, first folding in signals that arrived while masked. */
 bool fdvm_irq_line_pending(struct fdvm_irq_line *line);
 bool fdvm_irq_line_masked(const struct fdvm_irq_line *line);
+/* MSI: its masking counters and state now, first folding in signals that
+ * arrived while masked, as fdvm_irq_line_pending does. Any thread. */
+void fdvm_irq_line_stats(struct fdvm_irq_line *line, struct fdvm_irq_stats *out);
 
 /*
  * Injects one MSI now with KVM_SIGNAL_MSI, from any thread (no line, no

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "fdvm/sandbox.h"
+#include "fdvm/vm.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -65,6 +66,16 @@ int fdvm_epoll_loop_start_as(struct fdvm_epoll_loop *loop, const char *thread_na
 void fdvm_epoll_loop_stop(struct fdvm_epoll_loop *loop);
 /* Stops and joins the thread (if started), drops every watch, frees. */
 void fdvm_epoll_loop_destroy(struct fdvm_epoll_loop *loop);
+
+/*
+ * A listening socket at path, for a server of kind what ("vhost-user",
+ * "api": it names the socket in messages). It is bound under a temporary
+ * name and renamed, so that path appears only once it accepts
+ * connections; a stale socket at path is replaced, any other kind of file
+ * is refused (-EEXIST). *out is the caller's; unlink path when done.
+ */
+int fdvm_unix_listen(const char *path, const char *what, fdvm_log_fn log, void *log_opaque,
+		     int *out);
 
 #ifdef __cplusplus
 }

@@ -68,18 +68,20 @@ bool fdvm_vu_backend_fault(struct fdvm_vu_backend *be, void *addr);
 /* Whether a frontend is connected now. */
 bool fdvm_vu_backend_connected(const struct fdvm_vu_backend *be);
 /*
+ * The counters of the device's rings (fdvm/stats.h), kept across
+ * connections, into out[0..max); returns how many rings the device has.
+ * From the loop's thread (ring state is the loop's).
+ */
+unsigned fdvm_vu_backend_stats(struct fdvm_vu_backend *be, struct fdvm_virtio_queue_stats *out,
+			       unsigned max);
+/*
  * Stops the device, drops the frontend, unmaps its memory and stops
  * watching every fd. When it returns no handler of this backend runs.
  * From the loop's thread, or once the loop has stopped.
  */
 void fdvm_vu_backend_destroy(struct fdvm_vu_backend *be);
 
-/*
- * A listening socket at path. It is bound under a temporary name and
- * renamed, so that path appears only once it accepts connections; a stale
- * socket at path is replaced, any other kind of file is refused (-EEXIST).
- * *out is the caller's; unlink path when done.
- */
+/* fdvm_unix_listen (fdvm/loop.h) for a vhost-user socket. */
 int fdvm_vu_listen_unix(const char *path, fdvm_log_fn log, void *log_opaque, int *out);
 
 /*

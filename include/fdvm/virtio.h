@@ -12,6 +12,7 @@
 
 #include "fdvm/doorbell.h"
 #include "fdvm/irq.h"
+#include "fdvm/stats.h"
 #include "fdvm/virtqueue.h"
 #include "fdvm/vm.h"
 
@@ -44,6 +45,10 @@ struct fdvm_virtio_queue {
 	struct fdvm_vq vq;	/* on guest memory, checked */
 	int kick_fd;		/* readable when the guest kicked */
 	int call_fd;		/* write 1 to interrupt the guest; -1: no vector */
+	/* The queue's counters, the transport's (they outlive a reset), for
+	 * the thread that serves the queue to add to (FDVM_STAT_ADD); NULL:
+	 * counting is off. */
+	struct fdvm_queue_stats *stats;
 };
 
 /*
@@ -80,6 +85,9 @@ struct fdvm_virtio_dev_ops {
 	 * (blk). A device that gives requests back (fdvm_vq_unpop) says false.
 	 */
 	bool resubmit;
+	/* The queues are served in another process (fdvm's vhost-user
+	 * frontend): their counters are that process's to report. */
+	bool remote;
 	/* Device configuration space; the transport bounds-checks off/len. */
 	void (*config_read)(void *opaque, uint32_t off, void *buf, uint32_t len);
 	void (*config_write)(void *opaque, uint32_t off, const void *buf, uint32_t len);
@@ -115,6 +123,48 @@ int fdvm_virtio_pci_create(struct fdvm_vm *vm, const struct fdvm_virtio_dev_ops 
 			   void *opaque, enum fdvm_doorbell_mode mode,
 			   struct fdvm_virtio_pci **out);
 void fdvm_virtio_pci_destroy(struct fdvm_virtio_pci *t);
+/* Counters and state of a virtio-pci device, as fdvm_virtio_pci_stats
+ * reads them. */
+enum fdvm_kick_path {
+	FDVM_KICK_NONE,		/* no doorbell now (not started, BAR unmapped) */
+	FDVM_KICK_IOEVENTFD,	/* KVM_IOEVENTFD: the vCPU stays in the kernel */
+	FDVM_KICK_EXIT,		/* the userspace exit dispatch */
+	FDVM_KICK_FRONTEND,	/* a vhost-user backend's view: the frontend's
+				 * eventfd, whichever path fills it */
+};
+#define FDVM_VIRTIO_MAX_QUEUES 64
+struct fdvm_virtio_queue_stats {
+	unsigned index;
+	bool enabled;		/* by the driver */
+	uint16_t size;
+	uint16_t vector;	/* MSI-X vector, 0xffff: none */
+	/* Doorbells take this path now; s.kicks counts them all, and these
+	 * by the path each took (kicks read while no doorbell was in place
+	 * are in neither). A vhost-user backend cannot tell: 0 there. */
+	enum fdvm_kick_path kick_path;
+	uint64_t doorbells_ioeventfd, doorbells_exit;
+	struct fdvm_queue_stats s;
+};
+struct fdvm_virtio_vector_stats {
+	unsigned vector;
+	struct fdvm_irq_stats s;
+};
+struct fdvm_virtio_pci_stats {
+	const char *name;	/* the device model's ("virtio-blk") */
+	unsigned slot;		/* PCI device number on bus 0 */
+	uint8_t status;		/* the driver's device status */
+	bool counting;		/* false: the VM counts nothing (fdvm_vm_config) */
+	bool remote;		/* queues served in another process, counted there */
+	unsigned nq, nvec;
+	struct fdvm_virtio_queue_stats q[FDVM_VIRTIO_MAX_QUEUES];
+	struct fdvm_virtio_vector_stats v[FDVM_VIRTIO_MAX_QUEUES + 1]; /* last: config */
+};
+/*
+ * Fills *out with the device's counters (queues, MSI-X vectors) now. Any
+ * thread; it takes the device's lock briefly, as a vCPU's access does.
+ */
+int fdvm_virtio_pci_stats(struct fdvm_virtio_pci *t, struct fdvm_virtio_pci_stats *out);
+
 /*
  * Plugs a device model in over virtio-pci; *out (if out is not NULL) is
  * the device. The device owns the model from here on, also when this fails

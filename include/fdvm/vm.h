@@ -54,6 +54,12 @@ struct fdvm_vm_config {
 	 * (userspace level lines are then refused).
 	 */
 	int kick_signal;
+	/*
+	 * Per-queue notification counters (fdvm/stats.h, read with
+	 * fdvm_virtio_pci_stats). Default true; false leaves them at 0, for
+	 * measuring what counting costs.
+	 */
+	bool counters;
 };
 
 /* Fills cfg with the defaults above. */
@@ -137,6 +143,31 @@ int fdvm_vm_join(struct fdvm_vm *vm, struct fdvm_stop *stop);
  * too. Async-signal-safe and callable from any thread.
  */
 void fdvm_vm_request_stop(struct fdvm_vm *vm);
+
+/*
+ * Pause: the vCPU leaves the guest and waits outside it; fdvm_vm_pause
+ * returns once it does (or at once if it is not running: it will not
+ * enter the guest until resumed). Devices go on answering requests the
+ * guest made before; nothing new comes, time in the guest stands still
+ * but for its clocks. A stop request ends a pause. -ESHUTDOWN if the VM
+ * is stopping. Any thread but the vCPU's own; not from signal handlers.
+ */
+int fdvm_vm_pause(struct fdvm_vm *vm);
+/* Stops the VM as the guest's own ACPI power-off would (FDVM_STOP_POWEROFF,
+ * status 0), without asking the guest. Any thread; not from signal
+ * handlers (fdvm_vm_request_stop is the one for those). */
+void fdvm_vm_power_off(struct fdvm_vm *vm);
+int fdvm_vm_resume(struct fdvm_vm *vm);
+
+enum fdvm_vm_state {
+	FDVM_VM_CREATED,	/* not run yet */
+	FDVM_VM_RUNNING,
+	FDVM_VM_PAUSED,
+	FDVM_VM_STOPPED,	/* stopped, or a stop requested */
+};
+/* Any thread. */
+enum fdvm_vm_state fdvm_vm_state(struct fdvm_vm *vm);
+const char *fdvm_vm_state_name(enum fdvm_vm_state st);
 
 /*
  * The one bounds-checked way to reach guest memory: a host pointer to

@@ -113,6 +113,9 @@ struct pair {
 	size_t pkt_len;
 	unsigned pkt_hdr_len, pkt_offloads; /* the format it was read in */
 	uint16_t rx_seen;	/* the avail index that held too few buffers */
+	/* Counting (fdvm/stats.h): transmit doorbells not yet matched with a
+	 * request; our own signals on the control queue's kick eventfd. */
+	uint64_t tx_kicked, ctrl_own_kicks;
 	struct fdvm_vq_elem *elem;
 	struct fdvm_vring_used_elem used[FDVM_VQ_MAX_SIZE];
 	struct iovec iov[FDVM_VQ_MAX_SEGS + 1];
@@ -164,8 +167,14 @@ static void queue_broken(struct pair *p, struct fdvm_virtio_queue *q, bool *dead
 
 static void notify(struct fdvm_virtio_queue *q)
 {
-	if (fdvm_vq_should_notify(&q->vq) && q->call_fd >= 0)
+	if (q->call_fd < 0)
+		return;
+	if (fdvm_vq_should_notify(&q->vq)) {
 		fdvm_eventfd_signal(q->call_fd);
+		FDVM_STAT_ADD(q->stats, irqs, 1);
+	} else {
+		FDVM_STAT_ADD(q->stats, irqs_suppressed, 1);
+	}
 }
 
 /* The tap failed for good (deleted under us): out of the epoll set, which
@@ -245,6 +254,8 @@ static int rx_deliver(struct pair *p)
 	}
 	fdvm_vq_push_batch(vq, p->used, k);
 	p->c.rx_packets++;
+	FDVM_STAT_ADD(p->rx->stats, requests, k);
+	FDVM_STAT_ADD(p->rx->stats, in_bytes, p->pkt_len);
 	p->pkt_len = 0;
 	return 1;
 }
@@ -420,6 +431,12 @@ static void do_tx(struct pair *p)
 		tx_one(p, p->elem);
 		fdvm_vq_push(vq, p->elem->head, 0);
 		pushed = true;
+		FDVM_STAT_ADD(p->tx->stats, requests, 1);
+		FDVM_STAT_ADD(p->tx->stats, out_bytes, p->elem->out_len);
+		if (p->tx_kicked)
+			p->tx_kicked--;
+		else
+			FDVM_STAT_ADD(p->tx->stats, kicks_suppressed, 1);
 	}
 	if (r < 0)
 		queue_broken(p, p->tx, &p->tx_dead);
@@ -477,11 +494,16 @@ static void do_ctrl(struct pair *p)
 		}
 		fdvm_vq_push(vq, e->head, written);
 		pushed = true;
+		FDVM_STAT_ADD(p->ctrl->stats, requests, 1);
+		FDVM_STAT_ADD(p->ctrl->stats, out_bytes, e->out_len);
+		FDVM_STAT_ADD(p->ctrl->stats, in_bytes, written);
 	}
-	if (r < 0)
+	if (r < 0) {
 		queue_broken(p, p->ctrl, &p->ctrl_dead);
-	else if (r == 1)
+	} else if (r == 1) {
 		fdvm_eventfd_signal(p->ctrl->kick_fd); /* more: after the rest */
+		p->ctrl_own_kicks++;
+	}
 	if (pushed)
 		notify(p->ctrl);
 }
@@ -506,13 +528,21 @@ static bool handle_events(struct pair *p, const struct epoll_event *ev, int nev)
 				return false;
 			break;
 		case W_RX:
-			fdvm_eventfd_drain(p->rx->kick_fd, &cnt);
+			if (!fdvm_eventfd_drain(p->rx->kick_fd, &cnt))
+				FDVM_STAT_ADD(p->rx->stats, kicks, cnt);
 			break;
 		case W_TX:
-			fdvm_eventfd_drain(p->tx->kick_fd, &cnt);
+			if (!fdvm_eventfd_drain(p->tx->kick_fd, &cnt)) {
+				FDVM_STAT_ADD(p->tx->stats, kicks, cnt);
+				p->tx_kicked += cnt;
+			}
 			break;
 		case W_CTRL:
-			fdvm_eventfd_drain(p->ctrl->kick_fd, &cnt);
+			if (!fdvm_eventfd_drain(p->ctrl->kick_fd, &cnt)) {
+				uint64_t own = p->ctrl_own_kicks < cnt ? p->ctrl_own_kicks : cnt;
+				p->ctrl_own_kicks -= own;
+				FDVM_STAT_ADD(p->ctrl->stats, kicks, cnt - own);
+			}
 			do_ctrl(p);
 			break;
 		case W_TAP:
@@ -556,6 +586,14 @@ static void *pair_thread(void *arg)
 					work = nev > 0;
 				}
 				__builtin_ia32_pause();
+			}
+			/* The pair polls as one: its rounds count on its
+			 * transmit queue. */
+			if (p->tx) {
+				if (work)
+					FDVM_STAT_ADD(p->tx->stats, poll_hits, 1);
+				else
+					FDVM_STAT_ADD(p->tx->stats, poll_misses, 1);
 			}
 			if (work)
 				continue;

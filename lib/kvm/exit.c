@@ -4,6 +4,7 @@
  * guest does here can crash fdvm.
  */
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -219,6 +220,28 @@ bool fdvm_vcpu_if_idle(struct fdvm_vm *vm, void (*fn)(void *), void *arg)
 	return idle;
 }
 
+/* Out of the guest until resumed or stopped (fdvm_vm_pause). Work a
+ * userspace level line asks for meanwhile waits: the guest runs nothing. */
+static void park(struct fdvm_vcpu *vcpu)
+{
+	struct fdvm_vm *vm = vcpu->vm;
+	uint64_t n;
+
+	pthread_mutex_lock(&vm->pause_lock);
+	vcpu->parked = true;
+	pthread_cond_broadcast(&vm->pause_cond);
+	pthread_mutex_unlock(&vm->pause_lock);
+	while (atomic_load(&vm->pause_requested) && !atomic_load(&vm->stop_requested)) {
+		struct pollfd p = { .fd = vcpu->wake_fd, .events = POLLIN };
+		if (poll(&p, 1, -1) > 0)
+			fdvm_eventfd_drain(vcpu->wake_fd, &n);
+	}
+	pthread_mutex_lock(&vm->pause_lock);
+	vcpu->parked = false;
+	pthread_cond_broadcast(&vm->pause_cond);
+	pthread_mutex_unlock(&vm->pause_lock);
+}
+
 int fdvm_vcpu_run(struct fdvm_vcpu *vcpu)
 {
 	struct fdvm_vm *vm = vcpu->vm;
@@ -228,6 +251,9 @@ int fdvm_vcpu_run(struct fdvm_vcpu *vcpu)
 	vcpu->has_thread = true;
 	atomic_store(&vcpu->tid, gettid());
 	pthread_mutex_unlock(&vcpu->kick_lock);
+	pthread_mutex_lock(&vm->pause_lock);
+	vcpu->in_run = true;
+	pthread_mutex_unlock(&vm->pause_lock);
 	for (;;) {
 		/* Cleared first, then the flags read: a stop or a work request
 		 * made after this point sets immediate_exit again, so KVM_RUN
@@ -235,6 +261,10 @@ int fdvm_vcpu_run(struct fdvm_vcpu *vcpu)
 		__atomic_store_n(&vcpu->run->immediate_exit, 0, __ATOMIC_SEQ_CST);
 		if (atomic_load(&vm->stop_requested))
 			break;
+		if (atomic_load(&vm->pause_requested)) {
+			park(vcpu);
+			continue;
+		}
 		if (atomic_exchange(&vm->vcpu_work, false))
 			fdvm_irq_vcpu_work(vm);
 		if (ioctl(vcpu->fd, KVM_RUN, 0) < 0) {
@@ -246,6 +276,10 @@ int fdvm_vcpu_run(struct fdvm_vcpu *vcpu)
 		if (!handle_exit(vcpu))
 			break;
 	}
+	pthread_mutex_lock(&vm->pause_lock);
+	vcpu->in_run = false;
+	pthread_cond_broadcast(&vm->pause_cond);
+	pthread_mutex_unlock(&vm->pause_lock);
 	pthread_mutex_lock(&vcpu->kick_lock);
 	vcpu->has_thread = false;
 	atomic_store(&vcpu->tid, 0);

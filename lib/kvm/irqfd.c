@@ -60,6 +60,8 @@ struct fdvm_irq_line {
 	struct fdvm_msi msi;
 	bool masked, pending, assigned;
 	enum level_state level;		/* userspace LEVEL only */
+	uint64_t masked_signals;	/* MSI: counts drained while masked */
+	uint64_t unmask_deliveries;	/* MSI: unmasks that found pending set */
 };
 
 void fdvm_irq_line_config_init(struct fdvm_irq_line_config *cfg)
@@ -247,9 +249,10 @@ static void line_signalled(void *opaque, int fd, uint32_t events)
 		 * before (and injects it) or after (and makes it pending). */
 		pthread_mutex_lock(&l->lock);
 		if (!fdvm_eventfd_drain(fd, &count) && count) {
-			if (l->masked)
+			if (l->masked) {
 				l->pending = true;
-			else
+				l->masked_signals += count;
+			} else
 				inject_msi(l);
 		}
 		pthread_mutex_unlock(&l->lock);
@@ -552,8 +555,10 @@ static void fold_pending(struct fdvm_irq_line *l)
 {
 	uint64_t count;
 
-	if (l->masked && !fdvm_eventfd_drain(l->fd, &count) && count)
+	if (l->masked && !fdvm_eventfd_drain(l->fd, &count) && count) {
 		l->pending = true;
+		l->masked_signals += count;
+	}
 }
 
 int fdvm_irq_line_mask(struct fdvm_irq_line *l)
@@ -588,18 +593,20 @@ int fdvm_irq_line_unmask(struct fdvm_irq_line *l)
 		return not_msi(l, "unmask");
 	pthread_mutex_lock(&l->lock);
 	if (l->masked) {
+		/* Signals since the last look become the pending bit (and are
+		 * counted) before it is delivered. */
+		fold_pending(l);
 		if (l->kernel) {
 			/* One count for the pending bit: KVM injects it at assign,
 			 * coalesced with whatever the backend wrote meanwhile. */
 			if (l->pending)
 				fdvm_eventfd_signal(l->fd);
 			ret = irqfd_assign(l);
-		} else {
-			fold_pending(l);
-			if (l->pending)
-				inject_msi(l);
+		} else if (l->pending) {
+			inject_msi(l);
 		}
 		if (!ret) {
+			l->unmask_deliveries += l->pending;
 			l->masked = false;
 			l->pending = false;
 		}
@@ -615,6 +622,16 @@ bool fdvm_irq_line_pending(struct fdvm_irq_line *l)
 	bool p = l->pending;
 	pthread_mutex_unlock(&l->lock);
 	return p;
+}
+
+void fdvm_irq_line_stats(struct fdvm_irq_line *l, struct fdvm_irq_stats *out)
+{
+	pthread_mutex_lock(&l->lock);
+	fold_pending(l);
+	*out = (struct fdvm_irq_stats){ .kernel = l->kernel, .masked = l->masked,
+					.pending = l->pending, .masked_signals = l->masked_signals,
+					.unmask_deliveries = l->unmask_deliveries };
+	pthread_mutex_unlock(&l->lock);
 }
 
 bool fdvm_irq_line_masked(const struct fdvm_irq_line *l)

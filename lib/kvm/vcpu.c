@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -51,10 +52,18 @@ int fdvm_vcpu_init(struct fdvm_vm *vm, struct fdvm_vcpu *vcpu, int id)
 	memset(vcpu, 0, sizeof(*vcpu));
 	vcpu->vm = vm;
 	vcpu->id = id;
+	vcpu->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (vcpu->wake_fd < 0)
+		return fdvm_log_errno(vm, errno, "vcpu %d: eventfd (wake)", id);
 	pthread_mutex_init(&vcpu->kick_lock, NULL);
 	vcpu->fd = ioctl(vm->vm_fd, KVM_CREATE_VCPU, (unsigned long)id);
-	if (vcpu->fd < 0)
-		return fdvm_log_errno(vm, errno, "vcpu %d: KVM_CREATE_VCPU", id);
+	if (vcpu->fd < 0) {
+		ret = fdvm_log_errno(vm, errno, "vcpu %d: KVM_CREATE_VCPU", id);
+		pthread_mutex_destroy(&vcpu->kick_lock);
+		close(vcpu->wake_fd);
+		vcpu->wake_fd = -1;
+		return ret;
+	}
 	size = ioctl(vm->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
 	if (size < (int)sizeof(struct kvm_run)) {
 		ret = fdvm_log_errno(vm, size < 0 ? errno : EINVAL,
@@ -80,6 +89,8 @@ err_close:
 	close(vcpu->fd);
 	vcpu->fd = -1;
 	pthread_mutex_destroy(&vcpu->kick_lock);
+	close(vcpu->wake_fd);
+	vcpu->wake_fd = -1;
 	return ret;
 }
 
@@ -93,6 +104,9 @@ void fdvm_vcpu_exit(struct fdvm_vcpu *vcpu)
 		pthread_mutex_destroy(&vcpu->kick_lock);
 	}
 	vcpu->fd = -1;
+	if (vcpu->wake_fd >= 0)
+		close(vcpu->wake_fd);
+	vcpu->wake_fd = -1;
 }
 
 /*

@@ -31,6 +31,7 @@ void fdvm_vm_config_init(struct fdvm_vm_config *cfg)
 		.kvm_path = "/dev/kvm",
 		.log_level = FDVM_LOG_WARN,
 		.kick_signal = SIGUSR2,
+		.counters = true,
 	};
 }
 
@@ -158,6 +159,8 @@ int fdvm_kvm_vm_create(const struct fdvm_vm_config *cfg, struct fdvm_vm **vmp)
 		vm->cfg.kvm_path = "/dev/kvm";
 	pthread_mutex_init(&vm->stop_lock, NULL);
 	pthread_mutex_init(&vm->irq_lock, NULL);
+	pthread_mutex_init(&vm->pause_lock, NULL);
+	pthread_cond_init(&vm->pause_cond, NULL);
 	pthread_rwlock_init(&vm->doorbell_lock, NULL);
 	atomic_init(&vm->stop_requested, false);
 	atomic_init(&vm->user_doorbells, 0);
@@ -199,6 +202,8 @@ err_kvm:
 	kvm_close(vm);
 err_free:
 	pthread_rwlock_destroy(&vm->doorbell_lock);
+	pthread_cond_destroy(&vm->pause_cond);
+	pthread_mutex_destroy(&vm->pause_lock);
 	pthread_mutex_destroy(&vm->irq_lock);
 	pthread_mutex_destroy(&vm->stop_lock);
 	free(vm);
@@ -217,6 +222,8 @@ void fdvm_kvm_vm_destroy(struct fdvm_vm *vm)
 	fdvm_gsi_exit(vm);
 	kvm_close(vm);
 	pthread_rwlock_destroy(&vm->doorbell_lock);
+	pthread_cond_destroy(&vm->pause_cond);
+	pthread_mutex_destroy(&vm->pause_lock);
 	pthread_mutex_destroy(&vm->irq_lock);
 	pthread_mutex_destroy(&vm->stop_lock);
 	free(vm);
@@ -300,6 +307,69 @@ void fdvm_vm_request_stop(struct fdvm_vm *vm)
 		__atomic_store_n(&vm->vcpu0.run->immediate_exit, 1, __ATOMIC_SEQ_CST);
 	/* And one in progress: a guest in HLT stays in it. */
 	fdvm_vcpu_kick(vm);
+	/* And a parked one. */
+	if (vm->vcpu0.wake_fd >= 0)
+		fdvm_eventfd_signal(vm->vcpu0.wake_fd);
+}
+
+void fdvm_vm_power_off(struct fdvm_vm *vm)
+{
+	fdvm_vm_set_stop(vm, FDVM_STOP_POWEROFF, 0);
+}
+
+int fdvm_vm_pause(struct fdvm_vm *vm)
+{
+	struct fdvm_vcpu *vcpu = &vm->vcpu0;
+
+	pthread_mutex_lock(&vm->pause_lock);
+	atomic_store(&vm->pause_requested, true);
+	if (vcpu->run)
+		__atomic_store_n(&vcpu->run->immediate_exit, 1, __ATOMIC_SEQ_CST);
+	fdvm_vcpu_kick(vm);
+	/* Back once the vCPU is parked, or is not running at all (it parks
+	 * before entering the guest if it starts). */
+	while (vcpu->in_run && !vcpu->parked && !atomic_load(&vm->stop_requested))
+		pthread_cond_wait(&vm->pause_cond, &vm->pause_lock);
+	pthread_mutex_unlock(&vm->pause_lock);
+	return atomic_load(&vm->stop_requested) ? -ESHUTDOWN : 0;
+}
+
+int fdvm_vm_resume(struct fdvm_vm *vm)
+{
+	pthread_mutex_lock(&vm->pause_lock);
+	atomic_store(&vm->pause_requested, false);
+	pthread_mutex_unlock(&vm->pause_lock);
+	fdvm_eventfd_signal(vm->vcpu0.wake_fd);
+	return atomic_load(&vm->stop_requested) ? -ESHUTDOWN : 0;
+}
+
+enum fdvm_vm_state fdvm_vm_state(struct fdvm_vm *vm)
+{
+	enum fdvm_vm_state st;
+
+	pthread_mutex_lock(&vm->stop_lock);
+	bool stopped = vm->stopped || atomic_load(&vm->stop_requested);
+	pthread_mutex_unlock(&vm->stop_lock);
+	if (stopped)
+		return FDVM_VM_STOPPED;
+	pthread_mutex_lock(&vm->pause_lock);
+	if (atomic_load(&vm->pause_requested))
+		st = FDVM_VM_PAUSED;
+	else
+		st = vm->vcpu0.in_run ? FDVM_VM_RUNNING : FDVM_VM_CREATED;
+	pthread_mutex_unlock(&vm->pause_lock);
+	return st;
+}
+
+const char *fdvm_vm_state_name(enum fdvm_vm_state st)
+{
+	switch (st) {
+	case FDVM_VM_CREATED: return "created";
+	case FDVM_VM_RUNNING: return "running";
+	case FDVM_VM_PAUSED: return "paused";
+	case FDVM_VM_STOPPED: return "stopped";
+	}
+	return "?";
 }
 
 int fdvm_kvm_vm_run(struct fdvm_vm *vm, struct fdvm_stop *stop)

@@ -74,6 +74,10 @@ struct fdvm_vu_backend {
 	unsigned nrun;
 	struct fdvm_virtio_queue dq[MAX_RINGS];
 
+	/* Ring i's counters: written by the device's threads, kept across
+	 * connections (fdvm/stats.h). */
+	struct fdvm_queue_stats stats[MAX_RINGS];
+
 	pthread_mutex_t err_lock;	/* err fds: written by device threads */
 	int fault_fd;			/* eventfd: a mapping faulted (SIGBUS) */
 	atomic_bool faulted;
@@ -176,6 +180,7 @@ static bool queue_setup(struct fdvm_vu_backend *be, unsigned i, struct fdvm_virt
 	q->index = i;
 	q->kick_fd = r->kick_fd;
 	q->call_fd = r->call_fd;
+	q->stats = &be->stats[i];
 	q->vq.last_avail = r->last_avail;
 	q->vq.used_idx = __atomic_load_n(&q->vq.used->idx, __ATOMIC_ACQUIRE);
 	volatile struct fdvm_vq_inflight *fl = inflight_of(be, i);
@@ -1115,9 +1120,10 @@ int fdvm_vu_backend_create(const struct fdvm_vu_backend_config *cfg, struct fdvm
 	if (!ops || !cfg->loop || !ops->num_queues || ops->num_queues > MAX_RINGS ||
 	    ops->config_size > VU_MAX_CONFIG)
 		return -EINVAL;
-	struct fdvm_vu_backend *be = calloc(1, sizeof(*be));
+	struct fdvm_vu_backend *be = aligned_alloc(_Alignof(struct fdvm_vu_backend), sizeof(*be));
 	if (!be)
 		return -ENOMEM;
+	memset(be, 0, sizeof(*be));
 	be->cfg = *cfg;
 	if (!be->cfg.name)
 		be->cfg.name = ops->name;
@@ -1139,6 +1145,20 @@ int fdvm_vu_backend_create(const struct fdvm_vu_backend_config *cfg, struct fdvm
 	return 0;
 }
 
+unsigned fdvm_vu_backend_stats(struct fdvm_vu_backend *be, struct fdvm_virtio_queue_stats *out,
+			       unsigned max)
+{
+	unsigned n = be->nrings < max ? be->nrings : max;
+	for (unsigned i = 0; i < n; i++) {
+		const struct ring *r = &be->rings[i];
+		out[i] = (struct fdvm_virtio_queue_stats){
+			.index = i, .enabled = r->enabled && r->started, .size = r->num,
+			.vector = 0xffff, .kick_path = FDVM_KICK_FRONTEND };
+		fdvm_queue_stats_read(&be->stats[i], &out[i].s);
+	}
+	return be->nrings;
+}
+
 void fdvm_vu_backend_destroy(struct fdvm_vu_backend *be)
 {
 	if (!be)
@@ -1157,45 +1177,5 @@ void fdvm_vu_backend_destroy(struct fdvm_vu_backend *be)
 
 int fdvm_vu_listen_unix(const char *path, fdvm_log_fn log, void *log_opaque, int *out)
 {
-	struct sockaddr_un a = { .sun_family = AF_UNIX };
-	struct stat st;
-	char tmp[sizeof(a.sun_path)];
-	int fd, ret;
-
-	if (snprintf(tmp, sizeof(tmp), "%s.%d.tmp", path, (int)getpid()) >= (int)sizeof(tmp)) {
-		fdvm_log_to(log, log_opaque, FDVM_LOG_ERROR,
-			    "vhost-user %s: the socket path is longer than %zu bytes", path,
-			    sizeof(a.sun_path) - 16);
-		return -ENAMETOOLONG;
-	}
-	if (lstat(path, &st) == 0 && !S_ISSOCK(st.st_mode)) {
-		fdvm_log_to(log, log_opaque, FDVM_LOG_ERROR,
-			    "vhost-user %s: exists and is not a socket; not replacing it", path);
-		return -EEXIST;
-	}
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return fdvm_log_to_errno(log, log_opaque, errno, "vhost-user %s: socket", path);
-	memcpy(a.sun_path, tmp, strlen(tmp) + 1);
-	unlink(tmp);
-	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
-		ret = fdvm_log_to_errno(log, log_opaque, errno, "vhost-user %s: bind", tmp);
-		goto err_close;
-	}
-	if (listen(fd, 4) < 0) {
-		ret = fdvm_log_to_errno(log, log_opaque, errno, "vhost-user %s: listen", path);
-		goto err_unlink;
-	}
-	if (rename(tmp, path) < 0) {
-		ret = fdvm_log_to_errno(log, log_opaque, errno, "vhost-user %s: rename from %s", path, tmp);
-		goto err_unlink;
-	}
-	*out = fd;
-	return 0;
-
-err_unlink:
-	unlink(tmp);
-err_close:
-	close(fd);
-	return ret;
+	return fdvm_unix_listen(path, "vhost-user", log, log_opaque, out);
 }

@@ -791,6 +791,7 @@ int fdvm_vu_frontend_create(struct fdvm_vm *vm, const struct fdvm_vu_frontend_co
 		.config_write = config_write,
 		.start = start,
 		.stop = stop,
+		.remote = true,
 	};
 	fdvm_log(vm, FDVM_LOG_INFO, "vhost-user %s: %s, %u queues, features 0x%llx, protocol features 0x%llx",
 		 fe->path, type->name, fe->nq, (unsigned long long)fe->ops.features,

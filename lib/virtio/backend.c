@@ -32,9 +32,12 @@ static bool poll_ring(struct fdvm_backend_queue *bq)
 	return false;
 }
 
-static void serve(struct fdvm_backend_queue *bq)
+/* Serves the queue until it runs dry; kicked: the doorbells that woke us
+ * (requests beyond them came with kicks off, see fdvm/stats.h). */
+static void serve(struct fdvm_backend_queue *bq, uint64_t kicked)
 {
 	struct fdvm_vq *vq = &bq->q->vq;
+	struct fdvm_queue_stats *st = bq->q->stats;
 	bool pushed = false;
 
 	for (;;) {
@@ -45,17 +48,36 @@ static void serve(struct fdvm_backend_queue *bq)
 			bq->be->handle(bq->be->opaque, bq->q->index, bq->elem, &written);
 			fdvm_vq_push(vq, bq->elem->head, written);
 			pushed = true;
+			FDVM_STAT_ADD(st, requests, 1);
+			FDVM_STAT_ADD(st, out_bytes, bq->elem->out_len);
+			FDVM_STAT_ADD(st, in_bytes, written);
+			if (kicked)
+				kicked--;
+			else
+				FDVM_STAT_ADD(st, kicks_suppressed, 1);
 		}
 		if (r < 0) {
 			bq->dead = true;
 			bq->be->broken(bq->be->broken_ctx, bq->q->index);
 			return;
 		}
-		if (pushed && fdvm_vq_should_notify(vq) && bq->q->call_fd >= 0)
-			fdvm_eventfd_signal(bq->q->call_fd);
+		if (pushed && bq->q->call_fd >= 0) {
+			if (fdvm_vq_should_notify(vq)) {
+				fdvm_eventfd_signal(bq->q->call_fd);
+				FDVM_STAT_ADD(st, irqs, 1);
+			} else {
+				FDVM_STAT_ADD(st, irqs_suppressed, 1);
+			}
+		}
 		pushed = false;
-		if (poll_ring(bq))
-			continue;
+		if (bq->be->poll_ns) {
+			bool hit = poll_ring(bq);
+			if (hit) {
+				FDVM_STAT_ADD(st, poll_hits, 1);
+				continue;
+			}
+			FDVM_STAT_ADD(st, poll_misses, 1);
+		}
 		if (!fdvm_vq_enable_kicks(vq, true))
 			return;
 	}
@@ -64,12 +86,17 @@ static void serve(struct fdvm_backend_queue *bq)
 static void on_kick(void *opaque, int fd, uint32_t events)
 {
 	struct fdvm_backend_queue *bq = opaque;
-	uint64_t n;
+	uint64_t n = 0;
 
 	(void)events;
 	fdvm_eventfd_drain(fd, &n);
+	/* The look we asked for at start is not the guest's doorbell. */
+	uint64_t own = bq->own_kicks < n ? bq->own_kicks : n;
+	bq->own_kicks -= own;
+	n -= own;
+	FDVM_STAT_ADD(bq->q->stats, kicks, n);
 	if (!bq->dead)
-		serve(bq);
+		serve(bq, n);
 }
 
 int fdvm_virtio_backend_start(struct fdvm_virtio_backend *be, const struct fdvm_virtio_start *s)
@@ -101,6 +128,7 @@ int fdvm_virtio_backend_start(struct fdvm_virtio_backend *be, const struct fdvm_
 		/* Only this thread reads the kick eventfd: one more count is one
 		 * more look at the ring, nothing else. */
 		fdvm_eventfd_signal(bq->q->kick_fd);
+		bq->own_kicks = 1;
 	}
 	ret = fdvm_epoll_loop_start(be->loop, be->name);
 	if (ret)

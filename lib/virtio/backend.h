@@ -23,6 +23,7 @@ struct fdvm_backend_queue {
 	struct fdvm_virtio_backend *be;
 	struct fdvm_virtio_queue *q;	/* the transport's, worked on in place */
 	struct fdvm_vq_elem *elem;
+	uint64_t own_kicks;		/* our own signals on kick_fd, not yet read */
 	bool dead;
 };
 

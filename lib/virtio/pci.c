@@ -72,6 +72,14 @@ struct fdvm_virtio_pci {
 	bool started;
 	struct queue q[MAX_QUEUES];
 	struct fdvm_virtio_queue started_q[MAX_QUEUES];
+
+	/* Queue i's counters: written by the thread that serves it, kept
+	 * across resets (fdvm/stats.h). */
+	struct fdvm_queue_stats stats[MAX_QUEUES];
+	/* Under lock: kicks already put down to a doorbell path (as each
+	 * doorbell goes), and how many went by each. */
+	uint64_t kicks_placed[MAX_QUEUES];
+	uint64_t kicks_by[MAX_QUEUES][2]; /* [0] ioeventfd, [1] exit */
 };
 
 static uint64_t offered(const struct fdvm_virtio_pci *t)
@@ -129,9 +137,20 @@ static void doorbells_create(struct fdvm_virtio_pci *t)
 	}
 }
 
+/* Lock held: the kicks read since the last call went by the path of the
+ * doorbell queue i has now. */
+static void place_kicks(struct fdvm_virtio_pci *t, unsigned i)
+{
+	uint64_t k = __atomic_load_n(&t->stats[i].kicks, __ATOMIC_RELAXED);
+	if (t->q[i].db)
+		t->kicks_by[i][!fdvm_doorbell_in_kernel(t->q[i].db)] += k - t->kicks_placed[i];
+	t->kicks_placed[i] = k;
+}
+
 static void doorbells_destroy(struct fdvm_virtio_pci *t)
 {
 	for (unsigned i = 0; i < t->nq; i++) {
+		place_kicks(t, i);
 		fdvm_doorbell_destroy(t->q[i].db);
 		t->q[i].db = NULL;
 	}
@@ -164,6 +183,7 @@ static void start(struct fdvm_virtio_pci *t)
 		}
 		sq->kick_fd = q->kick_fd;
 		sq->call_fd = q->vector == NO_VECTOR ? -1 : fdvm_pci_msix_fd(t->pci, q->vector);
+		sq->stats = t->vm->cfg.counters ? &t->stats[i] : NULL;
 		n++;
 	}
 	doorbells_create(t);
@@ -426,6 +446,42 @@ void fdvm_virtio_pci_destroy(struct fdvm_virtio_pci *t)
 
 static void destroy_owned(void *t) { fdvm_virtio_pci_destroy(t); }
 
+int fdvm_virtio_pci_stats(struct fdvm_virtio_pci *t, struct fdvm_virtio_pci_stats *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->name = t->ops->name;
+	out->slot = fdvm_pci_dev_slot(t->pci);
+	out->counting = t->vm->cfg.counters;
+	out->remote = t->ops->remote;
+	pthread_mutex_lock(&t->lock);
+	out->status = t->status;
+	out->nq = t->nq;
+	for (unsigned i = 0; i < t->nq; i++) {
+		struct fdvm_virtio_queue_stats *q = &out->q[i];
+		q->index = i;
+		q->enabled = t->q[i].enabled;
+		q->size = t->q[i].size;
+		q->vector = t->q[i].vector;
+		q->kick_path = !t->q[i].db ? FDVM_KICK_NONE
+			       : fdvm_doorbell_in_kernel(t->q[i].db) ? FDVM_KICK_IOEVENTFD
+								      : FDVM_KICK_EXIT;
+		fdvm_queue_stats_read(&t->stats[i], &q->s);
+		place_kicks(t, i);
+		q->doorbells_ioeventfd = t->kicks_by[i][0];
+		q->doorbells_exit = t->kicks_by[i][1];
+	}
+	pthread_mutex_unlock(&t->lock);
+	/* Lines are the PCI device's, alive as long as it is. */
+	out->nvec = t->nq + 1;
+	for (unsigned v = 0; v < out->nvec; v++) {
+		out->v[v].vector = v;
+		struct fdvm_irq_line *l = fdvm_pci_msix_line(t->pci, v);
+		if (l)
+			fdvm_irq_line_stats(l, &out->v[v].s);
+	}
+	return 0;
+}
+
 int fdvm_virtio_pci_create(struct fdvm_vm *vm, const struct fdvm_virtio_dev_ops *ops,
 			   void *opaque, enum fdvm_doorbell_mode mode, struct fdvm_virtio_pci **out)
 {
@@ -436,9 +492,10 @@ int fdvm_virtio_pci_create(struct fdvm_vm *vm, const struct fdvm_virtio_dev_ops 
 	    (ops->queue_max_size & (ops->queue_max_size - 1)) ||
 	    ops->queue_max_size > FDVM_VQ_MAX_SIZE || ops->config_size > DEVICE_LEN)
 		return -EINVAL;
-	t = calloc(1, sizeof(*t));
+	t = aligned_alloc(_Alignof(struct fdvm_virtio_pci), sizeof(*t));
 	if (!t)
 		return -ENOMEM;
+	memset(t, 0, sizeof(*t));
 	t->vm = vm;
 	t->ops = ops;
 	t->opaque = opaque;

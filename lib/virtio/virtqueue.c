@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include "fdvm/stats.h"
 #include "fdvm/virtqueue.h"
 
 #define LOAD_ACQ(p) __atomic_load_n(p, __ATOMIC_ACQUIRE)
@@ -308,4 +309,19 @@ size_t fdvm_iov_from_buf(const struct iovec *iov, unsigned n, size_t skip, const
 			 size_t len)
 {
 	return iov_copy(iov, n, skip, (void *)buf, len, false);
+}
+
+void fdvm_queue_stats_read(const struct fdvm_queue_stats *s, struct fdvm_queue_stats *out)
+{
+#define READ(f) out->f = __atomic_load_n(&s->f, __ATOMIC_RELAXED)
+	READ(kicks);
+	READ(kicks_suppressed);
+	READ(requests);
+	READ(out_bytes);
+	READ(in_bytes);
+	READ(irqs);
+	READ(irqs_suppressed);
+	READ(poll_hits);
+	READ(poll_misses);
+#undef READ
 }
