@@ -9,5 +9,7 @@
 int fdvm_cmd_run(int argc, char **argv);
 int fdvm_cmd_bench(int argc, char **argv); /* bench/doorbell.c */
 int fdvm_cmd_serve(int argc, char **argv);
+int fdvm_cmd_stat(int argc, char **argv); /* stat.c */
+int fdvm_cmd_api(int argc, char **argv);  /* stat.c */
 
 #endif

@@ -2,6 +2,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "cli.h"
 #include "fdvm/version.h"
 
@@ -12,6 +14,8 @@ static const struct {
 } commands[] = {
 	{ "run", fdvm_cmd_run, "boot a PVH ELF64 guest and exit with its status" },
 	{ "serve", fdvm_cmd_serve, "serve a device to vhost-user frontends: 'fdvm serve blk'" },
+	{ "stat", fdvm_cmd_stat, "a running fdvm's notification counters: 'fdvm stat SOCKET'" },
+	{ "api", fdvm_cmd_api, "one command to a running fdvm: 'fdvm api SOCKET pause'" },
 	{ "bench", fdvm_cmd_bench, "benchmarks: 'fdvm bench doorbell', 'fdvm bench blk', 'fdvm bench net'" },
 };
 
@@ -41,6 +45,9 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
+	/* jansson seeds its hash tables from /dev/urandom on first use: here,
+	 * before any thread is confined (no role may open files). */
+	json_object_seed(0);
 	if (argc < 2) {
 		usage(stderr);
 		return FDVM_EXIT_USAGE;
@@ -57,10 +64,10 @@ int main(int argc, char **argv)
 		if (!strcmp(argv[1], commands[i].name))
 			return commands[i].fn(argc - 2, argv + 2);
 	if (argv[1][0] == '-')
-		fprintf(stderr, "fdvm: unknown option %s: a command comes first (run, serve, bench; "
+		fprintf(stderr, "fdvm: unknown option %s: a command comes first (run, serve, stat, api, bench; "
 			"fdvm --help)\n", argv[1]);
 	else
-		fprintf(stderr, "fdvm: unknown command '%s': expected run, serve or bench (fdvm --help)\n",
+		fprintf(stderr, "fdvm: unknown command '%s': expected run, serve, stat, api or bench (fdvm --help)\n",
 			argv[1]);
 	return FDVM_EXIT_USAGE;
 }

@@ -330,6 +330,7 @@ static int once(unsigned *seen, unsigned bit, const char *name, char *err, size_
 enum {
 	SEEN_MEM = 1 << 0, SEEN_PIO = 1 << 1, SEEN_MMIO = 1 << 2, SEEN_NOTIFY = 1 << 3,
 	SEEN_SECCOMP = 1 << 4, SEEN_KVM = 1 << 5, SEEN_SERIAL = 1 << 6, SEEN_CMDLINE = 1 << 7,
+	SEEN_API = 1 << 8,
 };
 
 int fdvm_parse_serial(const char *v, struct fdvm_run_opts *o)
@@ -504,6 +505,16 @@ int fdvm_parse_run(int argc, char **argv, struct fdvm_run_opts *o, char *err,
 				snprintf(err, errlen, "--serial %s: expected stdio, none or file:PATH", v);
 				return -EINVAL;
 			}
+			continue;
+		}
+		if ((r = take_value(argc, argv, &i, "--api-socket", NULL, &v, err, errlen))) {
+			if (r < 0 || (r = once(&seen, SEEN_API, "--api-socket", err, errlen)))
+				return r;
+			if (!*v) {
+				snprintf(err, errlen, "--api-socket needs a path");
+				return -EINVAL;
+			}
+			o->api_socket = v;
 			continue;
 		}
 		if ((r = take_value(argc, argv, &i, "--cmdline", NULL, &v, err, errlen))) {

@@ -93,6 +93,7 @@ struct fdvm_run_opts {
 	unsigned nnet;
 	enum fdvm_serial serial;
 	const char *serial_path; /* FDVM_SERIAL_FILE */
+	const char *api_socket;	/* --api-socket PATH, or NULL */
 	int verbose;
 	int quiet;
 	int help;

@@ -3,14 +3,18 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "api.h"
 #include "cli.h"
 #include "fdvm/devices.h"
 #include "fdvm/sandbox.h"
 #include "fdvm/vhost_user.h"
 #include "fdvm/virtio.h"
+#include "fdvm/version.h"
 #include "fdvm/vm.h"
 #include "opts.h"
 
@@ -20,6 +24,64 @@ static void close_console(int fd)
 {
 	if (fd > 2)
 		close(fd);
+}
+
+/* What the control socket reaches (--api-socket). */
+struct run_ctl {
+	struct fdvm_vm *vm;
+	struct fdvm_virtio_pci *dev[40];
+	unsigned ndev;
+};
+
+static uint64_t mono_ns(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+/* The commands of fdvm run's control socket (api.h), on its thread. */
+static json_t *run_api(void *opaque, const char *cmd, json_t *args, const char **cls, char *err,
+		       size_t errlen)
+{
+	struct run_ctl *c = opaque;
+	int ret;
+
+	(void)args;
+	if (!strcmp(cmd, "status"))
+		return json_pack("{s:s,s:i,s:I,s:s}", "state",
+				 fdvm_vm_state_name(fdvm_vm_state(c->vm)), "vcpus", 1, "mem_bytes",
+				 (json_int_t)fdvm_vm_mem_size(c->vm), "version", fdvm_version());
+	if (!strcmp(cmd, "pause") || !strcmp(cmd, "resume")) {
+		ret = cmd[0] == 'p' ? fdvm_vm_pause(c->vm) : fdvm_vm_resume(c->vm);
+		if (ret) {
+			snprintf(err, errlen, "the guest is stopping");
+			return NULL;
+		}
+		return json_pack("{s:s}", "state", fdvm_vm_state_name(fdvm_vm_state(c->vm)));
+	}
+	if (!strcmp(cmd, "power-off")) {
+		fdvm_vm_power_off(c->vm);
+		return json_object();
+	}
+	if (!strcmp(cmd, "counters")) {
+		struct fdvm_virtio_pci_stats *st = malloc(sizeof(*st));
+		json_t *devs = json_array();
+		if (!st) {
+			snprintf(err, errlen, "out of memory");
+			json_decref(devs);
+			return NULL;
+		}
+		for (unsigned i = 0; i < c->ndev; i++) {
+			fdvm_virtio_pci_stats(c->dev[i], st);
+			json_array_append_new(devs, api_device_json(st));
+		}
+		free(st);
+		return json_pack("{s:I,s:o}", "time_ns", (json_int_t)mono_ns(), "devices", devs);
+	}
+	*cls = "CommandNotFound";
+	snprintf(err, errlen, "unknown command '%s' (status, pause, resume, power-off, counters)", cmd);
+	return NULL;
 }
 
 static void on_signal(int sig)
@@ -90,6 +152,10 @@ static void run_usage(FILE *f)
 		"                           file:PATH (made or truncated), or none\n"
 		"  --cmdline ARGS           the guest's command line, as one argument (or give\n"
 		"                           the arguments after --)\n"
+		"  --api-socket PATH        a control socket at PATH: JSON, one request per\n"
+		"                           line ({\"execute\": \"status\"}): status, pause,\n"
+		"                           resume, power-off, counters (fdvm stat PATH shows\n"
+		"                           them); removed at exit\n"
 		"  -v, --verbose            more messages from fdvm\n"
 		"  -q, --quiet              errors only\n"
 		"  -h, --help               this text\n");
@@ -153,23 +219,26 @@ int fdvm_cmd_run(int argc, char **argv)
 		close_console(console);
 		return FDVM_EXIT_USAGE;
 	}
-	/* Devices belong to the VM: fdvm_vm_destroy removes them. */
+	/* Devices belong to the VM: fdvm_vm_destroy removes them. The
+	 * control socket keeps the virtio ones' handles for their counters. */
+	struct run_ctl ctl = { .vm = vm };
+	struct fdvm_virtio_pci **next = ctl.dev;
 	for (unsigned i = 0; i < o.ndevices && !ret; i++) {
 		struct fdvm_pci_testdev *td;
 		if (!strcmp(o.devices[i], "pci-testdev"))
 			ret = fdvm_pci_testdev_create(vm, o.notify, &td);
 		else if (!strcmp(o.devices[i], "virtio-rng"))
-			ret = fdvm_virtio_rng_create(vm, o.notify, NULL);
+			ret = fdvm_virtio_rng_create(vm, o.notify, next++);
 		else
-			ret = fdvm_virtio_console_create(vm, 1, o.notify, NULL);
+			ret = fdvm_virtio_console_create(vm, 1, o.notify, next++);
 	}
 	for (unsigned i = 0; i < o.nblk && !ret; i++) {
 		struct fdvm_virtio_blk_config bc = fdvm_blk_opts_config(&o.blk[i], o.notify);
-		ret = fdvm_virtio_blk_create(vm, &bc, NULL);
+		ret = fdvm_virtio_blk_create(vm, &bc, next++);
 	}
 	for (unsigned i = 0; i < o.nnet && !ret; i++) {
 		struct fdvm_virtio_net_config nc = fdvm_net_opts_config(&o.net[i], o.notify);
-		ret = fdvm_virtio_net_create(vm, &nc, NULL);
+		ret = fdvm_virtio_net_create(vm, &nc, next++);
 	}
 	for (unsigned i = 0; i < o.nvu && !ret; i++) {
 		struct fdvm_vu_frontend_config vc;
@@ -181,10 +250,23 @@ int fdvm_cmd_run(int argc, char **argv)
 		vc.notify = o.notify;
 		vc.mac_set = o.vu[i].mac_set;
 		memcpy(vc.mac, o.vu[i].mac, 6);
-		ret = fdvm_vhost_user_create(vm, &vc, NULL);
+		ret = fdvm_vhost_user_create(vm, &vc, next++);
 	}
+	ctl.ndev = (unsigned)(next - ctl.dev);
 	if (!ret)
 		ret = fdvm_vm_load_pvh(vm, o.guest, o.cmdline);
+	/* The control socket: served on a thread of its own (the serve role:
+	 * connections on a listening socket), opened before the filters. */
+	struct fdvm_epoll_loop *api_loop = NULL;
+	struct api *api = NULL;
+	if (!ret && o.api_socket) {
+		ret = fdvm_epoll_loop_create(&api_loop);
+		if (ret)
+			fprintf(stderr, "fdvm run: --api-socket: event loop: %s\n", strerror(-ret));
+		else
+			ret = api_create(o.api_socket, fdvm_epoll_loop_handle(api_loop), run_api, &ctl,
+					 &api);
+	}
 	fdvm_run_opts_free(&o);
 	if (ret) {
 		status = FDVM_EXIT_USAGE;
@@ -204,6 +286,10 @@ int fdvm_cmd_run(int argc, char **argv)
 		status = 6;
 		goto out;
 	}
+	if (api_loop && (ret = fdvm_epoll_loop_start_as(api_loop, "fdvm-api", FDVM_ROLE_SERVE))) {
+		fprintf(stderr, "fdvm run: --api-socket: starting its thread: %s\n", strerror(-ret));
+		fdvm_vm_request_stop(vm);
+	}
 	if ((ret = fdvm_sandbox_enter(FDVM_ROLE_CONTROL, NULL)))
 		fprintf(stderr, "fdvm run: --seccomp: main thread: %s\n", strerror(-ret));
 	fdvm_vm_join(vm, &stop);
@@ -216,6 +302,9 @@ int fdvm_cmd_run(int argc, char **argv)
 	fdvm_log(vm, FDVM_LOG_INFO, "guest stopped: %s, exit status %d",
 		 fdvm_stop_reason_name(stop.reason), status);
 out:
+	/* The socket's thread first: it reaches into the VM. */
+	fdvm_epoll_loop_destroy(api_loop);
+	api_destroy(api, false);
 	fdvm_vm_destroy(vm);
 	close_console(console);
 	return status;

@@ -16,8 +16,10 @@
 #include <sys/epoll.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "api.h"
 #include "cli.h"
 #include "fdvm/loop.h"
 #include "fdvm/vhost_user.h"
@@ -58,6 +60,8 @@ static void serve_usage(FILE *f)
 		"                  where the directory allows (a sticky /tmp does)\n"
 		"  --group NAME|GID  the group to run as; with --group alone, no\n"
 		"                  supplementary groups and the same user\n"
+		"  --api-socket PATH  a control socket (JSON, as fdvm run's): status, and\n"
+		"                  the rings' counters (fdvm stat PATH); removed at exit\n"
 		"  --seccomp MODE  system call filters for the daemon's threads, on\n"
 		"                  once the files are open: kill (default: a call outside\n"
 		"                  a thread's list ends the daemon with a line naming the\n"
@@ -122,6 +126,7 @@ struct serve_args {
 	const char *user, *group; /* --user, --group as given */
 	struct serve_privs privs;
 	enum fdvm_seccomp_mode seccomp;
+	const char *api_socket;	/* --api-socket PATH, or NULL */
 };
 
 /* A whole decimal number below max, or false. */
@@ -262,6 +267,17 @@ static int parse_args(int argc, char **argv, const char *dev, struct serve_args 
 				return FDVM_EXIT_USAGE;
 			}
 			*(user ? &a->user : &a->group) = v;
+		} else if (!strcmp(s, "--api-socket") || !strncmp(s, "--api-socket=", 13)) {
+			const char *v = s[12] == '=' ? s + 13 : i + 1 < argc ? argv[++i] : NULL;
+			if (!v || !*v) {
+				fprintf(stderr, "fdvm serve %s: --api-socket needs a path\n", dev);
+				return FDVM_EXIT_USAGE;
+			}
+			if (a->api_socket) {
+				fprintf(stderr, "fdvm serve %s: --api-socket given twice\n", dev);
+				return FDVM_EXIT_USAGE;
+			}
+			a->api_socket = v;
 		} else if (!strcmp(s, "--seccomp") || !strncmp(s, "--seccomp=", 10)) {
 			const char *v = s[9] == '=' ? s + 10 : i + 1 < argc ? argv[++i] : NULL;
 			if (!v) {
@@ -294,6 +310,42 @@ static int parse_args(int argc, char **argv, const char *dev, struct serve_args 
 	return resolve_privs(a);
 }
 
+/* The control socket's view of the daemon (--api-socket). */
+struct serve_ctl {
+	const struct serve_args *a;
+	struct fdvm_vu_backend *be;
+	const char *name;	/* the model's ("virtio-blk") */
+};
+
+/* The commands of fdvm serve's control socket (api.h), on the loop. */
+static json_t *serve_api(void *opaque, const char *cmd, json_t *args, const char **cls, char *err,
+			 size_t errlen)
+{
+	struct serve_ctl *c = opaque;
+
+	(void)args;
+	if (!strcmp(cmd, "status"))
+		return json_pack("{s:s,s:s,s:s,s:b}", "state", "serving", "device", c->name,
+				 "socket", c->a->socket_path, "connected",
+				 fdvm_vu_backend_connected(c->be));
+	if (!strcmp(cmd, "counters")) {
+		struct fdvm_virtio_queue_stats q[FDVM_VIRTIO_MAX_QUEUES];
+		unsigned n = fdvm_vu_backend_stats(c->be, q, FDVM_VIRTIO_MAX_QUEUES);
+		json_t *qs = json_array();
+		for (unsigned i = 0; i < n && i < FDVM_VIRTIO_MAX_QUEUES; i++)
+			json_array_append_new(qs, api_queue_json(&q[i]));
+		struct timespec t;
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		return json_pack("{s:I,s:[{s:s,s:s,s:b,s:o,s:[]}]}", "time_ns",
+				 (json_int_t)t.tv_sec * 1000000000 + t.tv_nsec, "devices", "name",
+				 c->name, "backend", "vhost-user", "connected",
+				 fdvm_vu_backend_connected(c->be), "queues", qs, "vectors");
+	}
+	*cls = "CommandNotFound";
+	snprintf(err, errlen, "unknown command '%s' (status, counters)", cmd);
+	return NULL;
+}
+
 /* Serves model on the socket until SIGINT or SIGTERM; the exit status. */
 static int serve_model(const struct serve_args *a, struct fdvm_virtio_model *model,
 		       const char *what)
@@ -301,6 +353,7 @@ static int serve_model(const struct serve_args *a, struct fdvm_virtio_model *mod
 	const char *dev = a->dev;
 	int status = 6, ret;
 
+	struct api *api = NULL;
 	struct fdvm_epoll_loop *loop;
 	if ((ret = fdvm_epoll_loop_create(&loop))) {
 		fprintf(stderr, "fdvm serve %s: event loop: %s\n", dev, strerror(-ret));
@@ -337,6 +390,9 @@ static int serve_model(const struct serve_args *a, struct fdvm_virtio_model *mod
 		fprintf(stderr, "fdvm serve %s: %s: %s\n", dev, a->socket_path, strerror(-ret));
 		goto out_listen;
 	}
+	struct serve_ctl ctl = { .a = a, .be = be, .name = model->ops->name };
+	if (a->api_socket && api_create(a->api_socket, l, serve_api, &ctl, &api))
+		goto out_listen;
 	/* Everything that needs privilege is open: the image or tap, the socket. */
 	if (drop_privs(dev, &a->privs, a->socket_path))
 		goto out_listen;
@@ -359,6 +415,7 @@ static int serve_model(const struct serve_args *a, struct fdvm_virtio_model *mod
 	else
 		status = 0;
 out_listen:
+	api_destroy(api, true);
 	/* After a drop, the directory may not let the new user remove it. */
 	if (unlink(a->socket_path) < 0 && errno != ENOENT)
 		fprintf(stderr, "fdvm serve %s: warning: cannot remove %s: %s\n", dev,

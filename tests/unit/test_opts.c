@@ -439,6 +439,14 @@ static void test_run_repeated_and_attached(void **state)
 	RUN_BAD("--unhandled-pio given twice", "--unhandled-pio=warn", "--unhandled-pio", "stop",
 		"g.elf");
 	RUN_BAD("--serial given twice", "--serial=none", "--serial=stdio", "g.elf");
+	RUN_BAD("--api-socket given twice", "--api-socket", "/a", "--api-socket=/b", "g.elf");
+	RUN_BAD("--api-socket needs a path", "--api-socket=", "g.elf");
+	RUN_OK(&o, "--api-socket", "/run/vm.sock", "g.elf");
+	assert_string_equal(o.api_socket, "/run/vm.sock");
+	fdvm_run_opts_free(&o);
+	RUN_OK(&o, "g.elf");
+	assert_null(o.api_socket);
+	fdvm_run_opts_free(&o);
 	/* Repeatable ones stay repeatable. */
 	RUN_OK(&o, "-m128M", "-dpci-testdev", "-d", "virtio-rng", "g.elf");
 	assert_int_equal(o.mem_size, 128 * MiB);
