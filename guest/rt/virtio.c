@@ -177,7 +177,7 @@ bool vq_add(struct vq *q, const struct vbuf *b, unsigned n, void *cookie)
 	return true;
 }
 
-void vq_kick(struct vq *q)
+bool vq_kick(struct vq *q)
 {
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
 	bool kick;
@@ -191,6 +191,7 @@ void vq_kick(struct vq *q)
 	q->kicked_at = q->avail_idx;
 	if (kick)
 		mmio_write16(q->notify_addr, q->index);
+	return kick;
 }
 
 void *vq_get(struct vq *q, uint32_t *len)

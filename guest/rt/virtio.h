@@ -68,8 +68,9 @@ struct vbuf {
 };
 /* Adds a request; false if the ring is full. */
 bool vq_add(struct vq *q, const struct vbuf *b, unsigned n, void *cookie);
-/* Notifies the device if it asked for it (event index / NO_NOTIFY). */
-void vq_kick(struct vq *q);
+/* Notifies the device if it asked for it (event index / NO_NOTIFY);
+ * whether it did. */
+bool vq_kick(struct vq *q);
 /* A completed request's cookie (and written length), or NULL. */
 void *vq_get(struct vq *q, uint32_t *len);
 /* Tells the device whether to interrupt on completions. */
