@@ -24,6 +24,7 @@ struct bench_opts {
 	/* QEMU (its process group) is killed, fdvm's guest stopped, after this
 	 * long (0: never) */
 	unsigned timeout_s;
+	bool no_counters;	/* fdvm: the VM counts nothing (fdvm_vm_config) */
 };
 
 /* One VMM's figures for one row: cycles per repetition. */

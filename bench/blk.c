@@ -222,6 +222,99 @@ static int backend_stop(struct backend *b, int v, bool frontend_failed)
 	return ret;
 }
 
+/*
+ * --counters-cost: what the notification counters cost. fdvm+poll with
+ * counters on and off, one boot each per round, the order alternating
+ * (on-off, off-on, ...) so that a drift of the host's speed weighs on both;
+ * per kind, the median over the rounds of each round's on/off IOPS ratio,
+ * with the lowest and highest.
+ */
+static int counters_cost(struct bench_opts *o, unsigned rounds, unsigned poll_us, double hz,
+			 const char *json, const char *const *names)
+{
+	double ratio[KINDS][BENCH_MAX_REPS], iops[2][KINDS][BENCH_MAX_REPS];
+	unsigned n[KINDS] = { 0 };
+	char cmdline[256];
+
+	snprintf(cmdline, sizeof(cmdline), "blk reps=1 bops=%lu", (unsigned long)o->ops);
+	o->blk_poll_us = poll_us;
+	for (unsigned r = 0; r < rounds; r++) {
+		struct blk_fig fig[2][KINDS];
+		memset(fig, 0, sizeof(fig));
+		for (unsigned i = 0; i < 2; i++) {
+			unsigned off = (i + r) % 2; /* 0: counters on */
+			char *out = NULL;
+			size_t len = 0;
+			o->no_counters = off;
+			int ret = bench_run_fdvm(o, cmdline, &out, &len);
+			if (ret) {
+				fprintf(stderr, "fdvm bench blk: counters %s, round %u: %s\n",
+					off ? "off" : "on", r + 1, strerror(-ret));
+				return 6;
+			}
+			parse(out, hz, fig[off]);
+			free(out);
+		}
+		for (int k = 0; k < KINDS; k++) {
+			if (!fig[0][k].n || !fig[1][k].n || fig[1][k].iops[0] <= 0 ||
+			    fig[0][k].errors || fig[1][k].errors)
+				continue;
+			iops[0][k][n[k]] = fig[0][k].iops[0];
+			iops[1][k][n[k]] = fig[1][k].iops[0];
+			ratio[k][n[k]] = fig[0][k].iops[0] / fig[1][k].iops[0];
+			n[k]++;
+		}
+	}
+	o->no_counters = false;
+
+	FILE *j = fopen(json, "w");
+	if (j)
+		fprintf(j, "{\n  \"mode\": \"counters-cost\",\n  \"ops\": %lu,\n  \"rounds\": %u,\n"
+			   "  \"poll_us\": %u,\n  \"rows\": [\n",
+			(unsigned long)o->ops, rounds, poll_us);
+	printf("fdvm bench blk --counters-cost: fdvm+poll (%u us), 4 KiB, %lu ops a boot, %u rounds\n"
+	       "of one boot with the notification counters on and one with them off, in\n"
+	       "alternating order; on/off: the median of the rounds' IOPS ratios\n\n",
+	       poll_us, (unsigned long)o->ops, rounds);
+	printf("%-15s %10s %10s %8s %8s %8s %8s\n", "", "IOPS on", "IOPS off", "on/off", "min",
+	       "max", "cost");
+	bool met = true, any32 = false;
+	for (int k = 0; k < KINDS; k++) {
+		if (!n[k]) {
+			printf("%-15s (no figures)\n", names[k]);
+			met = false;
+			continue;
+		}
+		double lo = ratio[k][0], hi = ratio[k][0];
+		for (unsigned i = 1; i < n[k]; i++) {
+			lo = ratio[k][i] < lo ? ratio[k][i] : lo;
+			hi = ratio[k][i] > hi ? ratio[k][i] : hi;
+		}
+		double med = median(ratio[k], n[k]), on = median(iops[0][k], n[k]),
+		       offv = median(iops[1][k], n[k]), cost = (1 - med) * 100;
+		printf("%-15s %10.0f %10.0f %8.3f %8.3f %8.3f %7.1f%%\n", names[k], on, offv, med, lo,
+		       hi, cost);
+		if (k % 2) { /* depth 32 */
+			any32 = true;
+			met = met && cost < 2;
+		}
+		if (j)
+			fprintf(j, "%s    {\"test\": \"%s\", \"iops_on\": %.0f, \"iops_off\": %.0f, "
+				   "\"ratio\": %.4f, \"ratio_min\": %.4f, \"ratio_max\": %.4f, "
+				   "\"rounds\": %u}",
+				k ? ",\n" : "", names[k], on, offv, med, lo, hi, n[k]);
+	}
+	printf("\ncost: 1 - on/off (negative: counting was not measurably slower). Goal: under\n"
+	       "2%% at depth 32: %s\n", any32 && met ? "met" : "NOT met");
+	if (j) {
+		fprintf(j, "\n  ],\n  \"goal\": \"cost < 2%% at depth 32\", \"met\": %s\n}\n",
+			any32 && met ? "true" : "false");
+		fclose(j);
+		printf("figures: %s\n", json);
+	}
+	return 0;
+}
+
 static bool have_qsd(void)
 {
 	return system("command -v qemu-storage-daemon >/dev/null 2>&1") == 0;
@@ -231,14 +324,15 @@ int fdvm_cmd_bench_blk(int argc, char **argv)
 {
 	struct bench_opts o = { .reps = 3, .ops = 5000, .qemu = -1 };
 	const char *dir = "/dev/shm", *json = "fdvm-bench-blk.json";
-	unsigned long size_mb = 256, poll_us = 50;
-	bool vhost_user = true;
+	unsigned long size_mb = 256, poll_us = 50, cost_rounds = 0;
+	bool vhost_user = true, ops_given = false;
 
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
 			printf("usage: fdvm bench blk [--reps N] [--ops N] [--size MiB] [--dir DIR] "
 			       "[--poll-us N] [--json FILE] [--no-qemu] [--no-vhost-user] [--guest FILE]\n"
+			       "       fdvm bench blk --counters-cost ROUNDS [--ops N] [--poll-us N] ...\n"
 			       "4 KiB random reads and writes at queue depths 1 and 32 on a raw image\n"
 			       "made in DIR (default /dev/shm, RAM-backed), under fdvm, QEMU, and fdvm\n"
 			       "with its backend polling a dry queue for --poll-us (default 50) first;\n"
@@ -246,7 +340,11 @@ int fdvm_cmd_bench_blk(int argc, char **argv)
 			       "blk' (this executable, polling as fdvm+poll) and by qemu-storage-daemon,\n"
 			       "with QEMU's vhost-user-blk-pci and with fdvm's vhost-user frontend as\n"
 			       "the frontend. --no-vhost-user leaves those four rows out, --no-qemu\n"
-			       "every row that needs QEMU (not fdvm + qemu-storage-daemon).\n");
+			       "every row that needs QEMU (not fdvm + qemu-storage-daemon).\n"
+			       "--counters-cost ROUNDS: instead, fdvm+poll with its notification\n"
+			       "counters on and off, ROUNDS boots of each in alternating order, and the\n"
+			       "median of the rounds' IOPS ratios: what counting costs (--ops defaults\n"
+			       "to 50000 there).\n");
 			return 0;
 		}
 		if (!strcmp(a, "--no-qemu")) {
@@ -268,9 +366,11 @@ int fdvm_cmd_bench_blk(int argc, char **argv)
 		if (!strcmp(a, "--reps") && num && n <= BENCH_MAX_REPS)
 			o.reps = (unsigned)n;
 		else if (!strcmp(a, "--ops") && num && n <= 50000)
-			o.ops = n;
+			o.ops = n, ops_given = true;
 		else if (!strcmp(a, "--poll-us") && !*end && n <= 10000)
 			poll_us = n;
+		else if (!strcmp(a, "--counters-cost") && num && n <= BENCH_MAX_REPS)
+			cost_rounds = n;
 		else if (!strcmp(a, "--size") && num && n >= 4)
 			size_mb = n;
 		else if (!strcmp(a, "--dir"))
@@ -310,6 +410,21 @@ int fdvm_cmd_bench_blk(int argc, char **argv)
 	o.timeout_s = (unsigned)(60 + (uint64_t)o.reps * o.ops * KINDS / 2000);
 
 	double hz = bench_tsc_hz();
+	static const char *const names[KINDS] = { "randread qd1", "randread qd32", "randwrite qd1",
+						  "randwrite qd32" };
+	if (cost_rounds) {
+		/* Short boots make noisy ratios: the most a boot allows, unless
+		 * asked otherwise. */
+		if (!ops_given)
+			o.ops = 50000;
+		o.timeout_s = (unsigned)(60 + (uint64_t)o.ops * KINDS / 2000);
+		int st = counters_cost(&o, (unsigned)cost_rounds, (unsigned)poll_us, hz,
+				       strcmp(json, "fdvm-bench-blk.json") ? json
+								   : "fdvm-bench-blk-counters.json",
+				       names);
+		unlink(image);
+		return st;
+	}
 	char cmdline[256];
 	snprintf(cmdline, sizeof(cmdline), "blk reps=%u bops=%lu", o.reps, (unsigned long)o.ops);
 	struct blk_fig fig[NV][KINDS] = { 0 };
@@ -366,8 +481,6 @@ int fdvm_cmd_bench_blk(int argc, char **argv)
 	}
 	unlink(image);
 
-	static const char *const names[KINDS] = { "randread qd1", "randread qd32", "randwrite qd1",
-						  "randwrite qd32" };
 	double m[KINDS][NV][3];
 	for (int k = 0; k < KINDS; k++)
 		for (int v = 0; v < NV; v++) {

@@ -204,6 +204,7 @@ int bench_run_fdvm(const struct bench_opts *o, const char *cmdline, char **out, 
 		return -errno;
 	fdvm_vm_config_init(&cfg);
 	cfg.console_fd = console;
+	cfg.counters = !o->no_counters;
 	if ((ret = fdvm_vm_create(&cfg, &vm)))
 		goto out_close;
 	struct fdvm_virtio_blk_config bc = { .path = o->blk_image, .poll_us = o->blk_poll_us };
