@@ -111,45 +111,106 @@ static char *join(int argc, char **argv)
 	return s;
 }
 
+/*
+ * The next item of a comma-separated option value, from *p on: up to a
+ * comma that is not doubled (",," is a comma inside the item, as in QEMU's
+ * syntax), unescaped into a new string. *p moves past it (NULL after the
+ * last). NULL when there is none left, or with errno ENOMEM.
+ */
+static char *next_item(const char **p)
+{
+	const char *s = *p;
+	if (!s)
+		return NULL;
+	char *item = malloc(strlen(s) + 1), *o = item;
+	if (!item)
+		return NULL;
+	for (;;) {
+		if (*s == ',' && s[1] == ',') {
+			*o++ = ',';
+			s += 2;
+		} else if (*s == ',' || !*s) {
+			*p = *s ? s + 1 : NULL;
+			*o = 0;
+			return item;
+		} else {
+			*o++ = *s++;
+		}
+	}
+}
+
+/* item is name=VALUE: VALUE, else NULL. */
+static const char *value_of(const char *item, const char *name)
+{
+	size_t n = strlen(name);
+	return !strncmp(item, name, n) && item[n] == '=' ? item + n + 1 : NULL;
+}
+
+/* Parses N in [lo, hi] from the whole of s; false if it is not that. */
+static bool parse_num(const char *s, unsigned long lo, unsigned long hi, unsigned *out)
+{
+	char *end;
+	if (!isdigit((unsigned char)*s))
+		return false;
+	errno = 0;
+	unsigned long v = strtoul(s, &end, 10);
+	if (*end || errno || v < lo || v > hi)
+		return false;
+	*out = (unsigned)v;
+	return true;
+}
+
 int fdvm_parse_blk(const char *v, struct fdvm_blk_opts *b, const char *what, char *err,
 		   size_t errlen)
 {
-	char *spec = strdup(v), *opt;
-	if (!spec)
+	static const char usage[] = "FILE[,ro][,queues=N][,poll=US][,lock=on|off][,discard=on|off]";
+	const char *p = v, *val;
+	char *item;
+
+	*b = (struct fdvm_blk_opts){ .queues = 1, .poll_us = FDVM_VIRTIO_POLL_US_DEFAULT,
+				     .lock = true, .discard = true };
+	b->path = next_item(&p);
+	if (!b->path)
 		return -ENOMEM;
-	*b = (struct fdvm_blk_opts){ .path = spec, .queues = 1, .poll_us = FDVM_VIRTIO_POLL_US_DEFAULT };
-	for (opt = strchr(spec, ','); opt; opt = strchr(opt, ',')) {
-		*opt++ = '\0';
-		if (!strncmp(opt, "ro", 2) && (opt[2] == ',' || !opt[2])) {
+	while ((item = next_item(&p))) {
+		bool ok = true;
+		if (!strcmp(item, "ro"))
 			b->ro = true;
-		} else if (!strncmp(opt, "poll=", 5)) {
-			char *end;
-			unsigned long us = strtoul(opt + 5, &end, 10);
-			if (us > 10000 || end == opt + 5 || (*end && *end != ',')) {
-				snprintf(err, errlen, "%s %s: poll must be 0..10000 (us)", what, v);
-				goto err;
-			}
-			b->poll_us = (unsigned)us;
-		} else if (!strncmp(opt, "queues=", 7)) {
-			char *end;
-			unsigned long q = strtoul(opt + 7, &end, 10);
-			if (!q || q > 16 || (*end && *end != ',')) {
-				snprintf(err, errlen, "%s %s: queues must be 1..16", what, v);
-				goto err;
-			}
-			b->queues = (unsigned)q;
+		else if ((val = value_of(item, "poll")))
+			ok = parse_num(val, 0, 10000, &b->poll_us);
+		else if ((val = value_of(item, "queues")))
+			ok = parse_num(val, 1, 16, &b->queues);
+		else if ((val = value_of(item, "lock")) || (val = value_of(item, "discard"))) {
+			bool on = !strcmp(val, "on"), *field = item[0] == 'l' ? &b->lock : &b->discard;
+			ok = on || !strcmp(val, "off");
+			*field = on;
 		} else {
-			snprintf(err, errlen, "%s %s: unknown option (FILE[,ro][,queues=N][,poll=US])", what, v);
+			snprintf(err, errlen, "%s %s: unknown option %s (%s; ,, for a comma in FILE)",
+				 what, v, item, usage);
+			free(item);
 			goto err;
 		}
+		if (!ok) {
+			snprintf(err, errlen, "%s %s: %s", what, v,
+				 item[0] == 'p' ? "poll must be 0..10000 (us)"
+				 : item[0] == 'q' ? "queues must be 1..16"
+				 : item[0] == 'l' ? "lock must be on or off" : "discard must be on or off");
+			free(item);
+			goto err;
+		}
+		free(item);
 	}
-	if (!*spec) {
+	if (p) {
+		snprintf(err, errlen, "%s: out of memory", v);
+		goto err;
+	}
+	if (!*b->path) {
 		snprintf(err, errlen, "%s %s: no file", what, v);
 		goto err;
 	}
 	return 0;
 err:
-	free(spec);
+	free(b->path);
 	b->path = NULL;
 	return -EINVAL;
 }
@@ -171,61 +232,48 @@ int fdvm_parse_mac(const char *s, size_t len, uint8_t mac[6])
 	return mac[0] & 1 ? -EINVAL : 0;
 }
 
-/* Parses N in [lo, hi] from p (len characters); false if it is not. */
-static bool parse_uint(const char *p, size_t len, unsigned long lo, unsigned long hi,
-		       unsigned *out)
-{
-	char *end;
-	if (!len || !isdigit((unsigned char)*p))
-		return false;
-	unsigned long v = strtoul(p, &end, 10);
-	if (end != p + len || v < lo || v > hi)
-		return false;
-	*out = (unsigned)v;
-	return true;
-}
-
 int fdvm_parse_net(const char *v, struct fdvm_net_opts *n, bool bare_name, const char *what,
 		   char *err, size_t errlen)
 {
 	const char *usage = bare_name ? "NAME[,mac=MAC][,queues=N][,poll=US]"
 				      : "tap=NAME[,mac=MAC][,queues=N][,poll=US]";
+	const char *p = v, *val;
+	char *item;
+
 	*n = (struct fdvm_net_opts){ .queues = 1, .poll_us = FDVM_VIRTIO_POLL_US_DEFAULT };
-	for (const char *p = v; p; ) {
-		const char *end = strchr(p, ',');
-		size_t len = end ? (size_t)(end - p) : strlen(p);
-		const char *eq = memchr(p, '=', len);
-		if (!strncmp(p, "tap=", 4) || (bare_name && p == v && !eq)) {
-			size_t off = eq ? 4 : 0;
-			if (len == off || len - off >= 16) {
-				snprintf(err, errlen, "%s %s: a tap name has 1..15 characters", what, v);
-				goto err;
-			}
-			free(n->tap);
-			n->tap = strndup(p + off, len - off);
-			if (!n->tap)
-				return -ENOMEM;
-		} else if (!strncmp(p, "mac=", 4)) {
-			if (fdvm_parse_mac(p + 4, len - 4, n->mac)) {
-				snprintf(err, errlen, "%s %s: mac must look like 52:54:00:12:34:56 (not multicast)", what, v);
-				goto err;
-			}
+	for (bool first = true; (item = next_item(&p)); first = false) {
+		const char *msg = NULL;
+		if ((val = value_of(item, "tap")) || (bare_name && first && !strchr(item, '='))) {
+			if (!val)
+				val = item;
+			if (!*val || strlen(val) >= 16)
+				msg = "a tap name has 1..15 characters";
+			else if (!(free(n->tap), n->tap = strdup(val)))
+				msg = "out of memory";
+		} else if ((val = value_of(item, "mac"))) {
+			if (fdvm_parse_mac(val, strlen(val), n->mac))
+				msg = "mac must look like 52:54:00:12:34:56 (not multicast)";
 			n->mac_set = true;
-		} else if (!strncmp(p, "queues=", 7)) {
-			if (!parse_uint(p + 7, len - 7, 1, 16, &n->queues)) {
-				snprintf(err, errlen, "%s %s: queues (pairs) must be 1..16", what, v);
-				goto err;
-			}
-		} else if (!strncmp(p, "poll=", 5)) {
-			if (!parse_uint(p + 5, len - 5, 0, 10000, &n->poll_us)) {
-				snprintf(err, errlen, "%s %s: poll must be 0..10000 (us)", what, v);
-				goto err;
-			}
+		} else if ((val = value_of(item, "queues"))) {
+			if (!parse_num(val, 1, 16, &n->queues))
+				msg = "queues (pairs) must be 1..16";
+		} else if ((val = value_of(item, "poll"))) {
+			if (!parse_num(val, 0, 10000, &n->poll_us))
+				msg = "poll must be 0..10000 (us)";
 		} else {
-			snprintf(err, errlen, "%s %s: unknown option (%s)", what, v, usage);
+			snprintf(err, errlen, "%s %s: unknown option %s (%s)", what, v, item, usage);
+			free(item);
 			goto err;
 		}
-		p = end ? end + 1 : NULL;
+		free(item);
+		if (msg) {
+			snprintf(err, errlen, "%s %s: %s", what, v, msg);
+			goto err;
+		}
+	}
+	if (p) {
+		snprintf(err, errlen, "%s: out of memory", v);
+		goto err;
 	}
 	if (!n->tap) {
 		snprintf(err, errlen, "%s %s: no tap (%s)", what, v, usage);
@@ -243,54 +291,50 @@ int fdvm_parse_vhost_user(const char *v, struct fdvm_vhost_user_opts *o, char *e
 {
 	static const char usage[] = "blk,socket=PATH[,queues=N][,reconnect=SECONDS] or "
 				    "net,socket=PATH[,mac=MAC][,reconnect=SECONDS]";
-	const char *p = v;
+	const char *p = v, *val;
+	char *item = next_item(&p);
+
 	*o = (struct fdvm_vhost_user_opts){ 0 };
-	if (!strncmp(p, "blk", 3) && (!p[3] || p[3] == ','))
+	if (item && !strcmp(item, "blk"))
 		o->device_id = 2;
-	else if (!strncmp(p, "net", 3) && (!p[3] || p[3] == ','))
+	else if (item && !strcmp(item, "net"))
 		o->device_id = 1;
-	else {
+	free(item);
+	if (!o->device_id) {
 		snprintf(err, errlen, "--vhost-user %s: unknown device type (%s)", v, usage);
 		return -EINVAL;
 	}
-	for (p = strchr(p, ','); p; p = strchr(p, ',')) {
-		p++;
-		const char *end = strchr(p, ',');
-		size_t len = end ? (size_t)(end - p) : strlen(p);
-		char *num_end;
-		if (!strncmp(p, "socket=", 7)) {
-			if (len == 7) {
-				snprintf(err, errlen, "--vhost-user %s: no socket=PATH", v);
-				goto err;
-			}
-			free(o->socket);
-			o->socket = strndup(p + 7, len - 7);
-			if (!o->socket)
-				return -ENOMEM;
-		} else if (!strncmp(p, "mac=", 4) && o->device_id == 1) {
-			if (fdvm_parse_mac(p + 4, len - 4, o->mac)) {
-				snprintf(err, errlen, "--vhost-user %s: mac must look like 52:54:00:12:34:56 (not multicast)", v);
-				goto err;
-			}
+	while ((item = next_item(&p))) {
+		const char *msg = NULL;
+		if ((val = value_of(item, "socket"))) {
+			if (!*val)
+				msg = "no socket=PATH";
+			else if (!(free(o->socket), o->socket = strdup(val)))
+				msg = "out of memory";
+		} else if ((val = value_of(item, "mac")) && o->device_id == 1) {
+			if (fdvm_parse_mac(val, strlen(val), o->mac))
+				msg = "mac must look like 52:54:00:12:34:56 (not multicast)";
 			o->mac_set = true;
-		} else if (!strncmp(p, "queues=", 7) && o->device_id == 2) {
-			unsigned long q = strtoul(p + 7, &num_end, 10);
-			if (!q || q > 16 || num_end != p + len) {
-				snprintf(err, errlen, "--vhost-user %s: queues must be 1..16", v);
-				goto err;
-			}
-			o->queues = (unsigned)q;
-		} else if (!strncmp(p, "reconnect=", 10)) {
-			unsigned long r = strtoul(p + 10, &num_end, 10);
-			if (r > 3600 || num_end == p + 10 || num_end != p + len) {
-				snprintf(err, errlen, "--vhost-user %s: reconnect must be 0..3600 (seconds)", v);
-				goto err;
-			}
-			o->reconnect_s = (unsigned)r;
+		} else if ((val = value_of(item, "queues")) && o->device_id == 2) {
+			if (!parse_num(val, 1, 16, &o->queues))
+				msg = "queues must be 1..16";
+		} else if ((val = value_of(item, "reconnect"))) {
+			if (!parse_num(val, 0, 3600, &o->reconnect_s))
+				msg = "reconnect must be 0..3600 (seconds)";
 		} else {
-			snprintf(err, errlen, "--vhost-user %s: unknown option (%s)", v, usage);
+			snprintf(err, errlen, "--vhost-user %s: unknown option %s (%s)", v, item, usage);
+			free(item);
 			goto err;
 		}
+		free(item);
+		if (msg) {
+			snprintf(err, errlen, "--vhost-user %s: %s", v, msg);
+			goto err;
+		}
+	}
+	if (p) {
+		snprintf(err, errlen, "%s: out of memory", v);
+		goto err;
 	}
 	if (!o->socket) {
 		snprintf(err, errlen, "--vhost-user %s: no socket=PATH", v);
@@ -585,9 +629,12 @@ void fdvm_run_opts_free(struct fdvm_run_opts *o)
 struct fdvm_virtio_blk_config fdvm_blk_opts_config(const struct fdvm_blk_opts *b,
 						   enum fdvm_doorbell_mode notify)
 {
+	/* Every field from the spec: nothing left to a default (this file
+	 * stays free of libfdvm for its unit test). */
 	return (struct fdvm_virtio_blk_config){ .path = b->path, .read_only = b->ro,
 						.num_queues = b->queues, .poll_us = b->poll_us,
-						.notify = notify };
+						.notify = notify, .no_lock = !b->lock,
+						.no_discard = !b->discard };
 }
 
 struct fdvm_virtio_net_config fdvm_net_opts_config(const struct fdvm_net_opts *n,

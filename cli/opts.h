@@ -24,10 +24,12 @@ int fdvm_parse_unhandled(const char *s, enum fdvm_unhandled *out);
 
 /* A disk as --blk and fdvm serve blk take it: FILE[,ro][,queues=N][,poll=US]. */
 struct fdvm_blk_opts {
-	char *path; /* owned */
+	char *path; /* owned, unescaped (",," in the spec is a comma) */
 	bool ro;
 	unsigned queues;
 	unsigned poll_us;
+	bool lock;	/* lock=on (default) | off */
+	bool discard;	/* discard=on (default) | off */
 };
 
 /* Parses a disk spec (what: the option, for messages). 0, or -EINVAL with

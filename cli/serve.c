@@ -29,7 +29,8 @@
 static void serve_usage(FILE *f)
 {
 	fprintf(f,
-		"usage: fdvm serve blk --socket PATH IMAGE[,ro][,queues=N][,poll=US] [-q|-v]\n"
+		"usage: fdvm serve blk --socket PATH IMAGE[,ro][,queues=N][,poll=US][,lock=on|off]\n"
+		"                      [,discard=on|off] [-q|-v]\n"
 		"       fdvm serve net --socket PATH --tap NAME[,mac=MAC][,queues=N][,poll=US] [-q|-v]\n"
 		"       either with [--user NAME|UID] [--group NAME|GID] [--seccomp MODE]\n"
 		"\n"
@@ -39,8 +40,12 @@ static void serve_usage(FILE *f)
 		"socket there is replaced. SIGINT or SIGTERM stop it cleanly: the device\n"
 		"stops, PATH is removed, the exit status is 0.\n"
 		"\n"
-		"blk: IMAGE (a raw disk image) as a vhost-user-blk device.\n"
+		"blk: IMAGE (a raw disk image or a block device; ,, for a comma in its name)\n"
+		"  as a vhost-user-blk device.\n"
 		"  ro              read-only disk\n"
+		"  lock=on|off     lock the image as QEMU does (default on: a writer alone,\n"
+		"                  readers together)\n"
+		"  discard=on|off  offer discard and write-zeroes (default on, not with ro)\n"
 		"  queues=N        request queues, 1..16 (default 1)\n"
 		"net: the tap NAME as a vhost-user-net device (opened by name; created,\n"
 		"  down and without an address, if missing, and gone when the daemon exits).\n"

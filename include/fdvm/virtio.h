@@ -187,12 +187,25 @@ struct fdvm_virtio_blk_config {
 	/* Microseconds the backend keeps polling a queue that ran dry before
 	 * it sleeps on the kick eventfd (0: never polls). */
 	unsigned poll_us;
+	/*
+	 * The image is locked as QEMU locks its images (OFD locks, which QEMU
+	 * sees too): a writer alone, readers together; no_lock: not at all.
+	 */
+	bool no_lock;
+	/* Offer discard and write-zeroes (punching holes, zeroing ranges);
+	 * no_discard: neither. */
+	bool no_discard;
 };
 /* The defaults fdvm run uses: one queue, doorbells auto, 50 us of polling
  * (path NULL: the caller sets it). */
 #define FDVM_VIRTIO_POLL_US_DEFAULT 50
 void fdvm_virtio_blk_config_init(struct fdvm_virtio_blk_config *cfg);
-/* An in-process virtio-blk-pci device, owned by the VM. */
+/*
+ * An in-process virtio-blk-pci device, owned by the VM. path is a raw image
+ * (a regular file whose size is a multiple of 512 bytes) or a block device
+ * (its size and logical block size from the kernel). -EBUSY when another
+ * process holds a lock that conflicts (see no_lock).
+ */
 int fdvm_virtio_blk_create(struct fdvm_vm *vm, const struct fdvm_virtio_blk_config *cfg,
 			   struct fdvm_virtio_pci **out);
 /*

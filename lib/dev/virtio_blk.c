@@ -1,14 +1,19 @@
 /*
- * virtio-blk (virtio 1.x, 5.2) on a raw image file: read, write, flush and
- * get-id, served by the device's backend thread with preadv/pwritev (the
- * image is usually in the page cache or on tmpfs, where a synchronous call
- * costs less than an io_uring round trip would save).
+ * virtio-blk (virtio 1.x, 5.2) on a raw image file or a block device: read,
+ * write, flush, get-id, discard and write-zeroes, served by the device's
+ * backend thread with preadv/pwritev and fallocate (the image is usually in
+ * the page cache or on tmpfs, where a synchronous call costs less than an
+ * io_uring round trip would save). The image is locked as QEMU locks its
+ * own, so neither starts a second writer on it.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/falloc.h>
+#include <linux/fs.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -22,10 +27,18 @@
 #define F_BLK_SIZE 6
 #define F_FLUSH 9
 #define F_MQ 12
+#define F_DISCARD 13
+#define F_WRITE_ZEROES 14
 #define T_IN 0
 #define T_OUT 1
 #define T_FLUSH 4
 #define T_GET_ID 8
+#define T_DISCARD 11
+#define T_WRITE_ZEROES 13
+#define WZ_UNMAP 1
+/* Discard and write-zeroes: segments a request, sectors a segment. */
+#define RANGE_SEGS 16
+#define RANGE_SECTORS (1u << 22)
 #define S_OK 0
 #define S_IOERR 1
 #define S_UNSUPP 2
@@ -43,6 +56,9 @@ struct blk_config {
 	uint32_t opt_io_size;
 	uint8_t writeback, unused0;
 	uint16_t num_queues;
+	uint32_t max_discard_sectors, max_discard_seg, discard_sector_alignment;
+	uint32_t max_write_zeroes_sectors, max_write_zeroes_seg;
+	uint8_t write_zeroes_may_unmap, unused1[3];
 } __attribute__((packed));
 
 struct blk {
@@ -53,6 +69,12 @@ struct blk {
 	int fd;
 	bool ro;
 	char id[ID_BYTES];
+};
+
+/* A discard or write-zeroes segment (5.2.6). */
+struct range {
+	uint64_t sector;
+	uint32_t num_sectors, flags;
 };
 
 static void config_read(void *opaque, uint32_t off, void *buf, uint32_t len)
@@ -103,6 +125,71 @@ static uint8_t do_rw(struct blk *b, bool write, uint64_t sector, const struct io
 	return S_OK;
 }
 
+/* Zeroes [off, off + len) by writing zeroes: where the file system can do
+ * neither a zero range nor a hole. */
+static int write_zeroes(int fd, uint64_t off, uint64_t len)
+{
+	static const uint8_t zero[65536];
+	while (len) {
+		size_t n = len < sizeof(zero) ? (size_t)len : sizeof(zero);
+		ssize_t r = pwrite(fd, zero, n, (off_t)off);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return -1;
+		off += (uint64_t)r;
+		len -= (uint64_t)r;
+	}
+	return 0;
+}
+
+/* Discard or write-zeroes: the segments in data (len bytes), each checked
+ * before any is done. */
+static uint8_t do_ranges(struct blk *b, uint32_t type, const struct iovec *iov, unsigned n,
+			 uint64_t len)
+{
+	struct range r[RANGE_SEGS];
+	bool discard = type == T_DISCARD;
+
+	if (!len || len % sizeof(r[0]) || len / sizeof(r[0]) > RANGE_SEGS)
+		return S_IOERR;
+	unsigned nr = (unsigned)(len / sizeof(r[0]));
+	fdvm_iov_to_buf(iov, n, 0, r, len);
+	for (unsigned i = 0; i < nr; i++) {
+		if (r[i].flags & ~(uint32_t)(discard ? 0 : WZ_UNMAP))
+			return S_UNSUPP; /* discard's unmap bit, reserved bits */
+		if (r[i].num_sectors > RANGE_SECTORS || r[i].sector > b->config.capacity ||
+		    r[i].num_sectors > b->config.capacity - r[i].sector)
+			return S_IOERR;
+	}
+	if (b->ro)
+		return S_IOERR;
+	for (unsigned i = 0; i < nr; i++) {
+		off_t off = (off_t)(r[i].sector * SECTOR), l = (off_t)r[i].num_sectors * SECTOR;
+		if (!l)
+			continue;
+		if (discard) {
+			/* Advisory: a file system without holes keeps the data. */
+			if (fallocate(b->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, l) &&
+			    errno != EOPNOTSUPP)
+				return S_IOERR;
+			continue;
+		}
+		/* Unmap: a hole reads as zeroes and frees the blocks; else keep
+		 * them allocated, zeroed. Each falls back to the next. */
+		if (r[i].flags & WZ_UNMAP &&
+		    !fallocate(b->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, l))
+			continue;
+		if (!fallocate(b->fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, off, l))
+			continue;
+		if (errno != EOPNOTSUPP && errno != EINVAL && errno != ENODEV)
+			return S_IOERR;
+		if (write_zeroes(b->fd, (uint64_t)off, (uint64_t)l))
+			return S_IOERR;
+	}
+	return S_OK;
+}
+
 static void handle(void *opaque, unsigned queue, struct fdvm_vq_elem *e, uint32_t *written)
 {
 	struct blk *b = opaque;
@@ -138,6 +225,17 @@ static void handle(void *opaque, unsigned queue, struct fdvm_vq_elem *e, uint32_
 	case T_FLUSH:
 		status = fdatasync(b->fd) ? S_IOERR : S_OK;
 		break;
+	case T_DISCARD:
+	case T_WRITE_ZEROES: {
+		if (!(b->ops.features >> (hdr.type == T_DISCARD ? F_DISCARD : F_WRITE_ZEROES) & 1)) {
+			status = S_UNSUPP;
+			break;
+		}
+		uint64_t len = e->out_len - sizeof(hdr);
+		unsigned k = carve(e->out, e->nout, sizeof(hdr), len, data);
+		status = do_ranges(b, hdr.type, data, k, len);
+		break;
+	}
 	case T_GET_ID: {
 		size_t n = in_data < ID_BYTES ? in_data : ID_BYTES;
 		fdvm_iov_from_buf(e->in, e->nin, 0, b->id, n);
@@ -151,6 +249,60 @@ static void handle(void *opaque, unsigned queue, struct fdvm_vq_elem *e, uint32_
 answer:
 	fdvm_iov_from_buf(e->in, e->nin, in_data, &status, 1);
 	*written += 1;
+}
+
+/*
+ * Locks the image as QEMU's file driver does (block/file-posix.c), so that
+ * fdvm and QEMU see each other's locks: OFD locks on byte 100 + n for "I
+ * use permission n" and 200 + n for "I let nobody else have it", n = 0
+ * (consistent read) or 1 (write). A writer holds byte 100 exclusively
+ * (every other user, QEMU's or fdvm's, reads consistently and takes it
+ * shared) and 101 shared (what QEMU users that want nobody writing test).
+ * A reader shares byte 100, holds 201 (QEMU's writers test it) and first
+ * makes sure nobody holds 101 (a QEMU writer). The locks belong to
+ * the open file description: they go when the image is closed.
+ */
+static int lock_image(int fd, bool ro, const char *path, fdvm_log_fn log, void *log_opaque)
+{
+	struct flock l = { .l_type = ro ? F_RDLCK : F_WRLCK, .l_whence = SEEK_SET, .l_start = 100,
+			   .l_len = 1 };
+	const char *why = NULL;
+
+	if (fcntl(fd, F_OFD_SETLK, &l) < 0) {
+		if (errno != EAGAIN && errno != EACCES)
+			goto no_locks;
+		why = ro ? "writes to it" : "uses it";
+	} else if (!ro) {
+		/* "I write": what QEMU users that need a stable image test for,
+		 * also those that take no read lock (qemu-img info). */
+		struct flock w = { .l_type = F_RDLCK, .l_whence = SEEK_SET, .l_start = 101, .l_len = 1 };
+		if (fcntl(fd, F_OFD_SETLK, &w) < 0 && errno != EAGAIN && errno != EACCES)
+			goto no_locks;
+	} else {
+		struct flock w = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 101, .l_len = 1 };
+		struct flock u = { .l_type = F_RDLCK, .l_whence = SEEK_SET, .l_start = 201, .l_len = 1 };
+		if (fcntl(fd, F_OFD_GETLK, &w) < 0)
+			goto no_locks;
+		if (w.l_type != F_UNLCK)
+			why = "writes to it";
+		else if (fcntl(fd, F_OFD_SETLK, &u) < 0) {
+			if (errno != EAGAIN && errno != EACCES)
+				goto no_locks;
+			why = "writes to it";
+		}
+	}
+	if (why) {
+		fdvm_log_to(log, log_opaque, FDVM_LOG_ERROR,
+			    "virtio-blk %s: in use: another process (fdvm or QEMU) %s%s; lock=off overrides this",
+			    path, why, ro ? "" : " (ro shares it with other readers)");
+		return -EBUSY;
+	}
+	return 0;
+no_locks:
+	/* A file system without OFD locks (some network ones): go on, said. */
+	fdvm_log_to(log, log_opaque, FDVM_LOG_WARN, "virtio-blk %s: cannot lock the image (%s); not locked",
+		    path, strerror(errno));
+	return 0;
 }
 
 static int start(void *opaque, const struct fdvm_virtio_start *s)
@@ -199,16 +351,51 @@ int fdvm_virtio_blk_model_create(const struct fdvm_virtio_blk_config *cfg, fdvm_
 		ret = fdvm_log_to_errno(log, log_opaque, errno, "virtio-blk %s: fstat", cfg->path);
 		goto err_close;
 	}
-	if (!S_ISREG(st.st_mode) || st.st_size < SECTOR) {
+	uint64_t size;
+	unsigned lbs = SECTOR, pbs = 0;
+	if (S_ISBLK(st.st_mode)) {
+		int l = 0, p = 0;
+		if (ioctl(b->fd, BLKGETSIZE64, &size) < 0 || ioctl(b->fd, BLKSSZGET, &l) < 0) {
+			ret = fdvm_log_to_errno(log, log_opaque, errno,
+						"virtio-blk %s: the block device's size", cfg->path);
+			goto err_close;
+		}
+		if (l >= SECTOR && l <= 65536 && !(l & (l - 1)))
+			lbs = (unsigned)l;
+		if (!ioctl(b->fd, BLKPBSZGET, &p) && p > (int)lbs && p <= 65536 && !(p & (p - 1)))
+			pbs = (unsigned)p;
+	} else if (S_ISREG(st.st_mode)) {
+		size = (uint64_t)st.st_size;
+	} else {
 		fdvm_log_to(log, log_opaque, FDVM_LOG_ERROR,
-			    "virtio-blk %s: not a regular file of at least %d bytes", cfg->path, SECTOR);
+			    "virtio-blk %s: not a regular file or a block device", cfg->path);
 		ret = -EINVAL;
 		goto err_close;
 	}
-	b->config.capacity = (uint64_t)st.st_size / SECTOR;
+	if (size < lbs || size % lbs) {
+		fdvm_log_to(log, log_opaque, FDVM_LOG_ERROR,
+			    "virtio-blk %s: %llu bytes, not a whole number of %u-byte sectors (at least one): a disk has no partial sector; resize it (truncate -s) to a multiple of %u",
+			    cfg->path, (unsigned long long)size, lbs, lbs);
+		ret = -EINVAL;
+		goto err_close;
+	}
+	if (!cfg->no_lock && (ret = lock_image(b->fd, b->ro, cfg->path, log, log_opaque)))
+		goto err_close;
+	b->config.capacity = size / SECTOR;
 	b->config.seg_max = SEG_MAX;
-	b->config.blk_size = SECTOR;
+	b->config.blk_size = lbs;
+	for (unsigned x = lbs; x < pbs; x <<= 1)
+		b->config.physical_block_exp++;
 	b->config.num_queues = (uint16_t)nq;
+	bool ranges = !cfg->no_discard && !b->ro;
+	if (ranges) {
+		b->config.max_discard_sectors = RANGE_SECTORS;
+		b->config.max_discard_seg = RANGE_SEGS;
+		b->config.discard_sector_alignment = lbs / SECTOR;
+		b->config.max_write_zeroes_sectors = RANGE_SECTORS;
+		b->config.max_write_zeroes_seg = RANGE_SEGS;
+		b->config.write_zeroes_may_unmap = 1;
+	}
 	snprintf(b->id, sizeof(b->id), "fdvm-%llx", (unsigned long long)st.st_ino);
 	b->ops = (struct fdvm_virtio_dev_ops){
 		.name = "virtio-blk",
@@ -218,6 +405,7 @@ int fdvm_virtio_blk_model_create(const struct fdvm_virtio_blk_config *cfg, fdvm_
 		.queue_max_size = 256,
 		.features = 1ull << F_SEG_MAX | 1ull << F_BLK_SIZE | 1ull << F_FLUSH |
 			    (b->ro ? 1ull << F_RO : 0) | (nq > 1 ? 1ull << F_MQ : 0) |
+			    (ranges ? 1ull << F_DISCARD | 1ull << F_WRITE_ZEROES : 0) |
 			    FDVM_VIRTIO_VQ_FEATURES,
 		.config_size = sizeof(struct blk_config),
 		.resubmit = true,

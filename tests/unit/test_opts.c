@@ -575,6 +575,9 @@ static void test_run_vhost_user(void **state)
 	RUN_BAD("unknown option", "--vhost-user", "blk,socket=x,poll=3", "g.elf");
 	/* What was parsed before the error is freed (ASan/LSan would tell). */
 	RUN_BAD("unknown option", "--vhost-user", "blk,socket=a", "--vhost-user", "blk,socket=b,x", "g.elf");
+	RUN_OK(&o, "--vhost-user", "blk,socket=/run/a,,b.sock,queues=1", "g.elf");
+	assert_string_equal(o.vu[0].socket, "/run/a,b.sock");
+	fdvm_run_opts_free(&o);
 }
 
 static void test_run_vhost_user_net(void **state)
@@ -668,6 +671,25 @@ static void test_parse_blk(void **state)
 	assert_int_equal(fdvm_parse_blk("d.img,poll=10001", &b, "serve", err, sizeof(err)), -EINVAL);
 	assert_null(b.path);
 	assert_contains(err, "serve d.img,poll=10001: poll must be 0..10000");
+
+	/* ",," is a comma in the file's name, as in QEMU; defaults: locked,
+	 * discard offered. */
+	assert_int_equal(fdvm_parse_blk("a,,b,,.img,ro", &b, "serve", err, sizeof(err)), 0);
+	assert_string_equal(b.path, "a,b,.img");
+	assert_true(b.ro && b.lock && b.discard);
+	free(b.path);
+	assert_int_equal(fdvm_parse_blk("d.img,lock=off,discard=off", &b, "serve", err, sizeof(err)), 0);
+	assert_false(b.lock || b.discard);
+	bc = fdvm_blk_opts_config(&b, FDVM_DOORBELL_AUTO);
+	assert_true(bc.no_lock && bc.no_discard);
+	free(b.path);
+	assert_int_equal(fdvm_parse_blk("d.img,lock=maybe", &b, "serve", err, sizeof(err)), -EINVAL);
+	assert_contains(err, "lock must be on or off");
+	assert_int_equal(fdvm_parse_blk("d.img,,", &b, "serve", err, sizeof(err)), 0);
+	assert_string_equal(b.path, "d.img,");
+	free(b.path);
+	assert_int_equal(fdvm_parse_blk("d.img,", &b, "serve", err, sizeof(err)), -EINVAL);
+	assert_null(b.path);
 }
 
 static void test_run_no_guest(void **state)
