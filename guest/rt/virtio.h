@@ -66,6 +66,22 @@ struct vbuf {
 	uint32_t len;
 	bool write;
 };
+/* virtio-blk (5.2.6): what a request starts with, its types and the
+ * status the device writes into its last byte. */
+struct vblk_hdr {
+	uint32_t type, ioprio;
+	uint64_t sector;
+};
+#define VBLK_T_IN 0
+#define VBLK_T_OUT 1
+#define VBLK_T_FLUSH 4
+#define VBLK_T_GET_ID 8
+#define VBLK_T_DISCARD 11
+#define VBLK_T_WRITE_ZEROES 13
+#define VBLK_S_OK 0
+#define VBLK_S_IOERR 1
+#define VBLK_S_UNSUPP 2
+
 /* Adds a request; false if the ring is full. */
 bool vq_add(struct vq *q, const struct vbuf *b, unsigned n, void *cookie);
 /* Notifies the device if it asked for it (event index / NO_NOTIFY);

@@ -11,13 +11,9 @@ import sys
 import tempfile
 import time
 
+from clitest import check, done, wait_path
+
 fdvm, discard_guest, blk_guest, hello = sys.argv[1:5]
-results = []
-
-
-def check(ok, desc):
-    results.append((bool(ok), desc))
-    return ok
 
 
 def run(args, timeout=120):
@@ -66,20 +62,11 @@ def bad_size_and_comma(tmp):
           f"the same name unescaped is an unknown option: {r.stderr.strip()!r}")
 
 
-def wait_for(path, proc, secs=20):
-    deadline = time.monotonic() + secs
-    while not os.path.exists(path):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
 def serve(tmp, spec):
     sock = os.path.join(tmp, "vu.sock")
     p = subprocess.Popen([fdvm, "serve", "blk", "--socket", sock, "-q", spec],
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    if not wait_for(sock, p):
+    if not wait_path(sock, p):
         p.kill()
         p.wait()
         return None
@@ -178,6 +165,4 @@ with tempfile.TemporaryDirectory(dir=os.environ.get("FDVM_TEST_DIR", "/var/tmp")
     bad_size_and_comma(tmp)
     locking(tmp)
     block_device(tmp)
-for i, (ok, desc) in enumerate(results, 1):
-    print(f"{'ok' if ok else 'not ok'} {i} - {desc}")
-print(f"1..{len(results)}")
+done()

@@ -14,20 +14,15 @@ reports the rings' counters, fdvm run's reports the MSI-X side."""
 import json
 import os
 import re
-import select
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 
+from clitest import check, done, read_until, wait_path
+
 fdvm, guest = sys.argv[1], sys.argv[2]
-results = []
-
-
-def check(ok, desc):
-    results.append((bool(ok), desc))
-    return ok
 
 
 class Api:
@@ -50,26 +45,9 @@ class Api:
         self.s.close()
 
 
-def wait_socket(path, proc, secs=20):
-    deadline = time.monotonic() + secs
-    while not os.path.exists(path):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
 def wait_ready(p, secs=120):
     """Reads the guest's output until '# ready'; returns (text, tally dict or None)."""
-    out, deadline = b"", time.monotonic() + secs
-    while b"# ready" not in out and time.monotonic() < deadline:
-        r, _, _ = select.select([p.stdout], [], [], 0.5)
-        if r:
-            chunk = os.read(p.stdout.fileno(), 4096)
-            if not chunk:
-                break
-            out += chunk
-    text = out.decode(errors="replace")
+    text = read_until(p, b"# ready", secs).decode(errors="replace")
     m = re.search(r"# tally (.*)", text)
     tally = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", m.group(1))} if m else None
     return text, tally if "# ready" in text else None
@@ -191,7 +169,7 @@ def vhost_user(tmp):
     vu, dapi, fapi = (os.path.join(tmp, n) for n in ("vu.sock", "serve-api.sock", "run-api.sock"))
     d = subprocess.Popen([fdvm, "serve", "blk", "--socket", vu, "--api-socket", dapi, "-q", img],
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    if not check(wait_socket(vu, d) and wait_socket(dapi, d), f"{where}: fdvm serve blk listens on both sockets"):
+    if not check(wait_path(vu, d) and wait_path(dapi, d), f"{where}: fdvm serve blk listens on both sockets"):
         d.kill()
         d.wait()
         return
@@ -244,6 +222,4 @@ with tempfile.TemporaryDirectory() as tmp:
     in_process(tmp, "userspace")
     vhost_user(tmp)
     bad_input(tmp)
-for i, (ok, desc) in enumerate(results, 1):
-    print(f"{'ok' if ok else 'not ok'} {i} - {desc}")
-print(f"1..{len(results)}")
+done()

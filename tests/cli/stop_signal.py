@@ -4,11 +4,12 @@ the signal reaches whichever thread the kernel picks, and the stop request must 
 the vCPU thread out of KVM_RUN. Each mode of --seccomp, as the main thread and the
 vCPU thread are confined differently in each."""
 import os
-import select
 import signal
 import subprocess
 import sys
 import time
+
+from clitest import read_until
 
 fdvm, guest = sys.argv[1], sys.argv[2]
 results = []
@@ -21,14 +22,7 @@ def case(sig, seccomp):
         return
     p = subprocess.Popen([fdvm, "run", f"--seccomp={seccomp}", guest, "--", "hang"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    out, deadline = b"", time.monotonic() + 30
-    while b"exitcode: hanging" not in out and time.monotonic() < deadline:
-        r, _, _ = select.select([p.stdout], [], [], 0.5)
-        if r:
-            chunk = os.read(p.stdout.fileno(), 4096)
-            if not chunk:
-                break
-            out += chunk
+    out = read_until(p, b"exitcode: hanging", 30)
     if b"exitcode: hanging" not in out:
         p.kill()
         p.wait()

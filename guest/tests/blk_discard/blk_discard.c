@@ -21,23 +21,11 @@
 #define F_FLUSH 9
 #define F_DISCARD 13
 #define F_WRITE_ZEROES 14
-#define T_IN 0
-#define T_OUT 1
-#define T_FLUSH 4
-#define T_DISCARD 11
-#define T_WRITE_ZEROES 13
-#define S_OK 0
-#define S_IOERR 1
-#define S_UNSUPP 2
 #define SECTOR 512
 #define AREA 8192
 #define AREA_SECTORS 4096
 #define CHUNK 65536
 
-struct hdr {
-	uint32_t type, ioprio;
-	uint64_t sector;
-};
 struct seg {
 	uint64_t sector;
 	uint32_t num_sectors, flags;
@@ -45,7 +33,7 @@ struct seg {
 
 static struct vdev dev;
 static struct vq vq;
-static struct hdr hdr;
+static struct vblk_hdr hdr;
 static volatile uint8_t status;
 static uint8_t buf[CHUNK] __attribute__((aligned(4096)));
 static struct seg segs[20];
@@ -54,7 +42,7 @@ static struct seg segs[20];
  * in), then the status byte. */
 static uint8_t request(uint32_t type, uint64_t sector, void *data, uint32_t len, bool in)
 {
-	hdr = (struct hdr){ type, 0, sector };
+	hdr = (struct vblk_hdr){ type, 0, sector };
 	status = 0xff;
 	struct vbuf b[3] = { { (uint64_t)&hdr, sizeof(hdr), false } };
 	unsigned n = 1;
@@ -88,7 +76,7 @@ static unsigned write_pattern(uint64_t s, unsigned n)
 		for (unsigned k = 0; k < CHUNK / SECTOR; k++)
 			for (unsigned w = 0; w < SECTOR / 4; w++)
 				((uint32_t *)buf)[k * SECTOR / 4 + w] = pattern(s + done + k, w);
-		bad += request(T_OUT, s + done, buf, CHUNK, false) != S_OK;
+		bad += request(VBLK_T_OUT, s + done, buf, CHUNK, false) != VBLK_S_OK;
 	}
 	return bad;
 }
@@ -99,7 +87,7 @@ static unsigned check(uint64_t s, unsigned n, bool zero)
 {
 	unsigned bad = 0;
 	for (unsigned done = 0; done < n; done += CHUNK / SECTOR) {
-		if (request(T_IN, s + done, buf, CHUNK, true) != S_OK) {
+		if (request(VBLK_T_IN, s + done, buf, CHUNK, true) != VBLK_S_OK) {
 			bad += CHUNK / SECTOR;
 			continue;
 		}
@@ -145,12 +133,12 @@ int guest_main(const char *cmdline)
 			  "%s: read-only %d, no discard, no write-zeroes offered", ro ? "ro" : "nodiscard",
 			  (int)(f >> F_RO & 1));
 		seg(0, AREA, 8, 0);
-		uint8_t d = ranges(T_DISCARD, 1, 0), z = ranges(T_WRITE_ZEROES, 1, 0);
-		rt_tap_ok(d == S_UNSUPP && z == S_UNSUPP, "discard and write-zeroes are UNSUPP (%u, %u)", d, z);
+		uint8_t d = ranges(VBLK_T_DISCARD, 1, 0), z = ranges(VBLK_T_WRITE_ZEROES, 1, 0);
+		rt_tap_ok(d == VBLK_S_UNSUPP && z == VBLK_S_UNSUPP, "discard and write-zeroes are UNSUPP (%u, %u)", d, z);
 		if (ro) {
-			uint8_t r = request(T_IN, AREA, buf, CHUNK, true);
-			uint8_t w = request(T_OUT, AREA, buf, CHUNK, false);
-			rt_tap_ok(r == S_OK && w == S_IOERR, "a read works (%u), a write fails with IOERR (%u)", r, w);
+			uint8_t r = request(VBLK_T_IN, AREA, buf, CHUNK, true);
+			uint8_t w = request(VBLK_T_OUT, AREA, buf, CHUNK, false);
+			rt_tap_ok(r == VBLK_S_OK && w == VBLK_S_IOERR, "a read works (%u), a write fails with IOERR (%u)", r, w);
 		} else {
 			rt_tap_ok(write_pattern(AREA, 256) == 0 && check(AREA, 256, false) == 0,
 				  "reads and writes work");
@@ -167,45 +155,45 @@ int guest_main(const char *cmdline)
 		  max_dsec, max_dseg, max_zsec, max_zseg, may_unmap);
 
 	unsigned bad = write_pattern(AREA, AREA_SECTORS);
-	uint8_t fl = request(T_FLUSH, 0, 0, 0, false);
-	rt_tap_ok(!bad && fl == S_OK && check(AREA, AREA_SECTORS, false) == 0,
+	uint8_t fl = request(VBLK_T_FLUSH, 0, 0, 0, false);
+	rt_tap_ok(!bad && fl == VBLK_S_OK && check(AREA, AREA_SECTORS, false) == 0,
 		  "2 MiB written with a pattern and read back");
 
 	seg(0, AREA, AREA_SECTORS / 2, 0);
-	uint8_t z = ranges(T_WRITE_ZEROES, 1, 0);
+	uint8_t z = ranges(VBLK_T_WRITE_ZEROES, 1, 0);
 	unsigned zbad = check(AREA, AREA_SECTORS / 2, true),
 		 pbad = check(AREA + AREA_SECTORS / 2, AREA_SECTORS / 2, false);
-	rt_tap_ok(z == S_OK && !zbad && !pbad,
+	rt_tap_ok(z == VBLK_S_OK && !zbad && !pbad,
 		  "write-zeroes on the first MiB: status %u, %u sectors not zero, %u of the rest changed",
 		  z, zbad, pbad);
 
 	seg(0, AREA + AREA_SECTORS / 2, AREA_SECTORS / 2, 0);
-	uint8_t d = ranges(T_DISCARD, 1, 0);
-	rt_tap_ok(d == S_OK, "discard of the second MiB: status %u", d);
+	uint8_t d = ranges(VBLK_T_DISCARD, 1, 0);
+	rt_tap_ok(d == VBLK_S_OK, "discard of the second MiB: status %u", d);
 
 	seg(0, AREA, AREA_SECTORS / 2, 1);
 	seg(1, AREA + AREA_SECTORS / 2, AREA_SECTORS / 2, 1);
-	z = ranges(T_WRITE_ZEROES, 2, 0);
+	z = ranges(VBLK_T_WRITE_ZEROES, 2, 0);
 	zbad = check(AREA, AREA_SECTORS, true);
-	rt_tap_ok(z == S_OK && !zbad, "write-zeroes with unmap, two segments, the whole area: status %u, %u sectors not zero",
+	rt_tap_ok(z == VBLK_S_OK && !zbad, "write-zeroes with unmap, two segments, the whole area: status %u, %u sectors not zero",
 		  z, zbad);
 
 	seg(0, AREA, 8, 1);
-	uint8_t a = ranges(T_DISCARD, 1, 0);
+	uint8_t a = ranges(VBLK_T_DISCARD, 1, 0);
 	seg(0, cap - 4, 8, 0);
-	uint8_t b = ranges(T_WRITE_ZEROES, 1, 0);
+	uint8_t b = ranges(VBLK_T_WRITE_ZEROES, 1, 0);
 	for (unsigned i = 0; i < 20; i++)
 		seg(i, AREA, 1, 0);
-	uint8_t c = ranges(T_DISCARD, max_dseg + 1 <= 20 ? max_dseg + 1 : 20, 0);
-	uint8_t e = ranges(T_WRITE_ZEROES, 1, 8);
+	uint8_t c = ranges(VBLK_T_DISCARD, max_dseg + 1 <= 20 ? max_dseg + 1 : 20, 0);
+	uint8_t e = ranges(VBLK_T_WRITE_ZEROES, 1, 8);
 	seg(0, AREA, 8, 4);
-	uint8_t g = ranges(T_WRITE_ZEROES, 1, 0);
-	rt_tap_ok(a == S_UNSUPP && b == S_IOERR && (max_dseg >= 20 || c == S_IOERR) && e == S_IOERR &&
-		  g == S_UNSUPP,
+	uint8_t g = ranges(VBLK_T_WRITE_ZEROES, 1, 0);
+	rt_tap_ok(a == VBLK_S_UNSUPP && b == VBLK_S_IOERR && (max_dseg >= 20 || c == VBLK_S_IOERR) && e == VBLK_S_IOERR &&
+		  g == VBLK_S_UNSUPP,
 		  "bad ranges: discard with unmap UNSUPP (%u), past the end IOERR (%u), too many segments IOERR (%u), a partial segment IOERR (%u), a reserved flag UNSUPP (%u)",
 		  a, b, c, e, g);
 	rt_tap_ok(check(AREA, AREA_SECTORS, true) == 0, "the area still reads zeroes");
-	rt_tap_ok(request(T_FLUSH, 0, 0, 0, false) == S_OK, "flush");
+	rt_tap_ok(request(VBLK_T_FLUSH, 0, 0, 0, false) == VBLK_S_OK, "flush");
 	rt_printf("# area: sectors %u..%u written, then zeroed with unmap\n", AREA, AREA + AREA_SECTORS - 1);
 	return rt_tap_done();
 }

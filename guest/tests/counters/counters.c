@@ -20,7 +20,6 @@
 #include "rt.h"
 #include "virtio.h"
 
-#define T_OUT 1
 #define VEC 0x61
 #define SECTOR 512
 #define N_A 100
@@ -28,15 +27,13 @@
 #define N_C 20
 #define N_D 64
 
-struct req {
-	uint32_t type, ioprio;
-	uint64_t sector;
+/* A request: its header, and the status byte after its data. */
+static struct req {
+	struct vblk_hdr h;
 	uint8_t status;
-};
-
+} reqs[N_D];
 static struct vdev dev;
 static struct vq vq;
-static struct req reqs[N_D];
 static uint8_t data[N_D][4096] __attribute__((aligned(4096)));
 static volatile uint64_t irqs;
 static unsigned kicks, requests;
@@ -51,11 +48,9 @@ static void isr(struct rt_frame *f, void *o)
 static void submit(unsigned i, uint64_t sector)
 {
 	struct req *r = &reqs[i];
-	r->type = T_OUT;
-	r->ioprio = 0;
-	r->sector = sector;
+	r->h = (struct vblk_hdr){ VBLK_T_OUT, 0, sector };
 	r->status = 0xff;
-	struct vbuf b[3] = { { (uint64_t)r, 16, false },
+	struct vbuf b[3] = { { (uint64_t)&r->h, sizeof(r->h), false },
 			     { (uint64_t)data[i], 4096, false },
 			     { (uint64_t)&r->status, 1, true } };
 	vq_add(&vq, b, 3, r);
@@ -78,7 +73,7 @@ static unsigned complete(unsigned n)
 			continue;
 		}
 		got++;
-		ok += r->status == 0;
+		ok += r->status == VBLK_S_OK;
 	}
 	return ok;
 }
@@ -168,7 +163,7 @@ int guest_main(const char *cmdline)
 	rt_tap_ok(kicks <= requests, "%u doorbells for %u requests", kicks, requests);
 	rt_printf("# tally requests=%u kicks=%u out_bytes=%lu in_bytes=%u masked_rounds=%u "
 		  "pending_seen=%u irqs_seen=%lu a=%u b=%u c=%u d=%u\n",
-		  requests, kicks, (unsigned long)requests * (16 + 4096), requests, N_C, seen,
+		  requests, kicks, (unsigned long)requests * (sizeof(struct vblk_hdr) + 4096), requests, N_C, seen,
 		  (unsigned long)irqs, N_A, N_B, N_C, N_D);
 	if (rt_cmdline_has("noready"))
 		return rt_tap_done();
