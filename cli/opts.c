@@ -163,7 +163,8 @@ static bool parse_num(const char *s, unsigned long lo, unsigned long hi, unsigne
 int fdvm_parse_blk(const char *v, struct fdvm_blk_opts *b, const char *what, char *err,
 		   size_t errlen)
 {
-	static const char usage[] = "FILE[,ro][,queues=N][,poll=US][,lock=on|off][,discard=on|off]";
+	static const char usage[] =
+		"FILE[,ro][,queues=N][,poll=US][,lock=on|off][,discard=on|off][,cache=writeback|none]";
 	const char *p = v, *val;
 	char *item;
 
@@ -184,6 +185,9 @@ int fdvm_parse_blk(const char *v, struct fdvm_blk_opts *b, const char *what, cha
 			bool on = !strcmp(val, "on"), *field = item[0] == 'l' ? &b->lock : &b->discard;
 			ok = on || !strcmp(val, "off");
 			*field = on;
+		} else if ((val = value_of(item, "cache"))) {
+			b->cache_none = !strcmp(val, "none");
+			ok = b->cache_none || !strcmp(val, "writeback");
 		} else {
 			snprintf(err, errlen, "%s %s: unknown option %s (%s; ,, for a comma in FILE)",
 				 what, v, item, usage);
@@ -194,7 +198,9 @@ int fdvm_parse_blk(const char *v, struct fdvm_blk_opts *b, const char *what, cha
 			snprintf(err, errlen, "%s %s: %s", what, v,
 				 item[0] == 'p' ? "poll must be 0..10000 (us)"
 				 : item[0] == 'q' ? "queues must be 1..16"
-				 : item[0] == 'l' ? "lock must be on or off" : "discard must be on or off");
+				 : item[0] == 'l' ? "lock must be on or off"
+				 : item[0] == 'c' ? "cache must be writeback or none"
+				 : "discard must be on or off");
 			free(item);
 			goto err;
 		}
@@ -634,7 +640,9 @@ struct fdvm_virtio_blk_config fdvm_blk_opts_config(const struct fdvm_blk_opts *b
 	return (struct fdvm_virtio_blk_config){ .path = b->path, .read_only = b->ro,
 						.num_queues = b->queues, .poll_us = b->poll_us,
 						.notify = notify, .no_lock = !b->lock,
-						.no_discard = !b->discard };
+						.no_discard = !b->discard,
+						.cache = b->cache_none ? FDVM_BLK_CACHE_NONE
+								       : FDVM_BLK_CACHE_WRITEBACK };
 }
 
 struct fdvm_virtio_net_config fdvm_net_opts_config(const struct fdvm_net_opts *n,

@@ -30,6 +30,7 @@ struct fdvm_blk_opts {
 	unsigned poll_us;
 	bool lock;	/* lock=on (default) | off */
 	bool discard;	/* discard=on (default) | off */
+	bool cache_none; /* cache=none | writeback (default) */
 };
 
 /* Parses a disk spec (what: the option, for messages). 0, or -EINVAL with

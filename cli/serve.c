@@ -30,7 +30,7 @@ static void serve_usage(FILE *f)
 {
 	fprintf(f,
 		"usage: fdvm serve blk --socket PATH IMAGE[,ro][,queues=N][,poll=US][,lock=on|off]\n"
-		"                      [,discard=on|off] [-q|-v]\n"
+		"                      [,discard=on|off][,cache=writeback|none] [-q|-v]\n"
 		"       fdvm serve net --socket PATH --tap NAME[,mac=MAC][,queues=N][,poll=US] [-q|-v]\n"
 		"       either with [--user NAME|UID] [--group NAME|GID] [--seccomp MODE]\n"
 		"\n"
@@ -46,6 +46,7 @@ static void serve_usage(FILE *f)
 		"  lock=on|off     lock the image as QEMU does (default on: a writer alone,\n"
 		"                  readers together)\n"
 		"  discard=on|off  offer discard and write-zeroes (default on, not with ro)\n"
+		"  cache=none      O_DIRECT, around the host's page cache (default writeback)\n"
 		"  queues=N        request queues, 1..16 (default 1)\n"
 		"net: the tap NAME as a vhost-user-net device (opened by name; created,\n"
 		"  down and without an address, if missing, and gone when the daemon exits).\n"

@@ -195,6 +195,11 @@ struct fdvm_virtio_blk_config {
 	/* Offer discard and write-zeroes (punching holes, zeroing ranges);
 	 * no_discard: neither. */
 	bool no_discard;
+	/* Through the host's page cache (writeback, the default) or around it
+	 * (none: O_DIRECT, as QEMU's cache=none; the guest is told the block
+	 * size direct I/O needs, and requests that do not keep to it are
+	 * bounced). Flushes are fdatasync either way. */
+	enum fdvm_blk_cache { FDVM_BLK_CACHE_WRITEBACK, FDVM_BLK_CACHE_NONE } cache;
 };
 /* The defaults fdvm run uses: one queue, doorbells auto, 50 us of polling
  * (path NULL: the caller sets it). */

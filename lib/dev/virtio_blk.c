@@ -69,7 +69,15 @@ struct blk {
 	int fd;
 	bool ro;
 	char id[ID_BYTES];
+	/* cache=none: the image is open with O_DIRECT; requests whose
+	 * offset, length or buffers are not multiples of align go through
+	 * bounce (BOUNCE bytes, aligned), read-modify-write where needed.
+	 * Backend thread only. */
+	bool direct;
+	unsigned align;
+	uint8_t *bounce;
 };
+#define BOUNCE (1u << 20)
 
 /* A discard or write-zeroes segment (5.2.6). */
 struct range {
@@ -102,6 +110,58 @@ static unsigned carve(const struct iovec *iov, unsigned n, size_t skip, size_t k
 	return k;
 }
 
+/* Whole reads or writes of [off, off + len) at buf. */
+static int rw_full(int fd, bool write, uint8_t *buf, uint64_t len, uint64_t off)
+{
+	for (uint64_t done = 0; done < len;) {
+		ssize_t r = write ? pwrite(fd, buf + done, len - done, (off_t)(off + done))
+				  : pread(fd, buf + done, len - done, (off_t)(off + done));
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return -1;
+		done += (uint64_t)r;
+	}
+	return 0;
+}
+
+/* cache=none, a request O_DIRECT cannot take as it is: through the bounce
+ * buffer, a window of whole aligned blocks at a time (read first where a
+ * write covers a block in part). */
+static uint8_t bounce_rw(struct blk *b, bool write, uint64_t off, const struct iovec *iov,
+			 unsigned n, uint64_t len)
+{
+	uint64_t a = b->align;
+	for (uint64_t done = 0; done < len;) {
+		uint64_t start = off + done, w0 = start / a * a;
+		uint64_t chunk = len - done < BOUNCE - (start - w0) - a ? len - done
+									: BOUNCE - (start - w0) - a;
+		uint64_t w1 = (start + chunk + a - 1) / a * a;
+		bool partial = w0 != start || w1 != start + chunk;
+		if ((!write || partial) && rw_full(b->fd, false, b->bounce, w1 - w0, w0))
+			return S_IOERR;
+		if (write) {
+			fdvm_iov_to_buf(iov, n, done, b->bounce + (start - w0), chunk);
+			if (rw_full(b->fd, true, b->bounce, w1 - w0, w0))
+				return S_IOERR;
+		} else {
+			fdvm_iov_from_buf(iov, n, done, b->bounce + (start - w0), chunk);
+		}
+		done += chunk;
+	}
+	return S_OK;
+}
+
+static bool dio_ok(const struct blk *b, uint64_t off, const struct iovec *iov, unsigned n)
+{
+	if (off % b->align)
+		return false;
+	for (unsigned i = 0; i < n; i++)
+		if ((uintptr_t)iov[i].iov_base % b->align || iov[i].iov_len % b->align)
+			return false;
+	return true;
+}
+
 static uint8_t do_rw(struct blk *b, bool write, uint64_t sector, const struct iovec *iov,
 		     unsigned n, uint64_t len)
 {
@@ -110,6 +170,8 @@ static uint8_t do_rw(struct blk *b, bool write, uint64_t sector, const struct io
 	if (write && b->ro)
 		return S_IOERR;
 	off_t off = (off_t)(sector * SECTOR);
+	if (b->direct && !dio_ok(b, (uint64_t)off, iov, n))
+		return bounce_rw(b, write, (uint64_t)off, iov, n, len);
 	uint64_t done = 0;
 	while (done < len) {
 		struct iovec rest[FDVM_VQ_MAX_SEGS];
@@ -129,7 +191,9 @@ static uint8_t do_rw(struct blk *b, bool write, uint64_t sector, const struct io
  * neither a zero range nor a hole. */
 static int write_zeroes(int fd, uint64_t off, uint64_t len)
 {
-	static const uint8_t zero[65536];
+	/* Aligned for O_DIRECT (cache=none); the range is whole blocks there
+	 * (discard_sector_alignment). */
+	static const uint8_t zero[65536] __attribute__((aligned(65536)));
 	while (len) {
 		size_t n = len < sizeof(zero) ? (size_t)len : sizeof(zero);
 		ssize_t r = pwrite(fd, zero, n, (off_t)off);
@@ -252,6 +316,36 @@ answer:
 }
 
 /*
+ * cache=none: the alignment O_DIRECT wants here, found by trying (a 512-byte
+ * read, else 4096), which is also what the guest is told its logical
+ * block is; and the bounce buffer for requests that do not keep to it.
+ */
+static int direct_setup(struct blk *b, uint64_t size, unsigned *lbs, const char *path,
+			fdvm_log_fn log, void *log_opaque)
+{
+	if (posix_memalign((void **)&b->bounce, 65536, BOUNCE))
+		return -ENOMEM;
+	b->align = 0;
+	for (unsigned a = *lbs; a <= 4096 && !b->align; a *= 2) {
+		ssize_t r = pread(b->fd, b->bounce, a, 0);
+		if (r == (ssize_t)a)
+			b->align = a;
+		else if (r >= 0 || errno != EINVAL)
+			return fdvm_log_to_errno(log, log_opaque, r < 0 ? errno : EIO,
+						 "virtio-blk %s: cache=none: reading the first block", path);
+	}
+	if (!b->align || size % b->align) {
+		fdvm_log_to(log, log_opaque, FDVM_LOG_ERROR,
+			    "virtio-blk %s: cache=none: %s",
+			    path, b->align ? "the size is not a whole number of the device's blocks"
+					   : "no direct read of up to 4096 bytes works here");
+		return -EINVAL;
+	}
+	*lbs = b->align;
+	return 0;
+}
+
+/*
  * Locks the image as QEMU's file driver does (block/file-posix.c), so that
  * fdvm and QEMU see each other's locks: OFD locks on byte 100 + n for "I
  * use permission n" and 200 + n for "I let nobody else have it", n = 0
@@ -322,6 +416,7 @@ static void blk_destroy(struct fdvm_virtio_model *m)
 	struct blk *b = m->opaque;
 	/* Whoever started it stopped it first (the transport's teardown). */
 	close(b->fd);
+	free(b->bounce);
 	free(b);
 }
 
@@ -342,7 +437,15 @@ int fdvm_virtio_blk_model_create(const struct fdvm_virtio_blk_config *cfg, fdvm_
 	if (!b)
 		return -ENOMEM;
 	b->ro = cfg->read_only;
-	b->fd = open(cfg->path, (b->ro ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+	b->direct = cfg->cache == FDVM_BLK_CACHE_NONE;
+	b->fd = open(cfg->path, (b->ro ? O_RDONLY : O_RDWR) | O_CLOEXEC | (b->direct ? O_DIRECT : 0));
+	if (b->fd < 0 && b->direct && errno == EINVAL) {
+		fdvm_log_to(log, log_opaque, FDVM_LOG_ERROR,
+			    "virtio-blk %s: cache=none: its file system does not do direct I/O (O_DIRECT; tmpfs does not): use cache=writeback",
+			    cfg->path);
+		ret = -EINVAL;
+		goto err_free;
+	}
 	if (b->fd < 0) {
 		ret = fdvm_log_to_errno(log, log_opaque, errno, "virtio-blk %s: open", cfg->path);
 		goto err_free;
@@ -380,6 +483,8 @@ int fdvm_virtio_blk_model_create(const struct fdvm_virtio_blk_config *cfg, fdvm_
 		goto err_close;
 	}
 	if (!cfg->no_lock && (ret = lock_image(b->fd, b->ro, cfg->path, log, log_opaque)))
+		goto err_close;
+	if (b->direct && (ret = direct_setup(b, size, &lbs, cfg->path, log, log_opaque)))
 		goto err_close;
 	b->config.capacity = size / SECTOR;
 	b->config.seg_max = SEG_MAX;

@@ -32,7 +32,9 @@ def allocated(path):
 
 
 def tail(r):
-    return (r.stdout + r.stderr).strip().splitlines()[-3:]
+    """What to show of a run: its failed checks, else its last lines."""
+    lines = (r.stdout + r.stderr).strip().splitlines()
+    return [l for l in lines if l.startswith("not ok")] or lines[-3:]
 
 
 def ranges(tmp):
@@ -45,6 +47,30 @@ def ranges(tmp):
     check(r.returncode == 0, f"discard=off: no range commands offered, both UNSUPP (status {r.returncode}): {tail(r)}")
     r = run(["--blk", img + ",ro", discard_guest, "--", "ro"])
     check(r.returncode == 0, f"ro: read-only offered, writes fail with IOERR (status {r.returncode}): {tail(r)}")
+    # cache=none: O_DIRECT where the file system has it (this directory), bounced where the
+    # guest's buffers keep to no alignment; refused, with the reason, where it has not.
+    r = run(["--blk", img + ",cache=none", discard_guest])
+    check(r.returncode == 0 and allocated(img) < 256 << 10,
+          f"cache=none: the same, through O_DIRECT (status {r.returncode}): {tail(r)}")
+    big = image(tmp, "direct.img", 8)
+    r = run(["--blk", big + ",cache=none", blk_guest])
+    check(r.returncode == 0, f"cache=none: the virtio_blk guest's checks and 70000 reads (status {r.returncode}): {tail(r)}")
+    if os.path.isdir("/dev/shm"):
+        shm = image("/dev/shm", f"fdvm-test-{os.getpid()}.img", 1)
+        try:
+            try:  # tmpfs has O_DIRECT since Linux 6.6
+                os.close(os.open(shm, os.O_RDWR | os.O_DIRECT))
+                direct = True
+            except OSError:
+                direct = False
+            r = run(["--blk", shm + ",cache=none", hello])
+            if direct:
+                check(r.returncode == 0, f"cache=none on a tmpfs with O_DIRECT: {r.returncode}, {r.stderr.strip()!r}")
+            else:
+                check(r.returncode == 2 and "does not do direct I/O" in r.stderr,
+                      f"cache=none on a tmpfs without O_DIRECT is refused: {r.returncode}, {r.stderr.strip()!r}")
+        finally:
+            os.unlink(shm)
 
 
 def bad_size_and_comma(tmp):

@@ -683,6 +683,14 @@ static void test_parse_blk(void **state)
 	bc = fdvm_blk_opts_config(&b, FDVM_DOORBELL_AUTO);
 	assert_true(bc.no_lock && bc.no_discard);
 	free(b.path);
+	assert_int_equal(fdvm_parse_blk("d.img,cache=none", &b, "serve", err, sizeof(err)), 0);
+	assert_int_equal(fdvm_blk_opts_config(&b, FDVM_DOORBELL_AUTO).cache, FDVM_BLK_CACHE_NONE);
+	free(b.path);
+	assert_int_equal(fdvm_parse_blk("d.img,cache=writeback", &b, "serve", err, sizeof(err)), 0);
+	assert_int_equal(fdvm_blk_opts_config(&b, FDVM_DOORBELL_AUTO).cache, FDVM_BLK_CACHE_WRITEBACK);
+	free(b.path);
+	assert_int_equal(fdvm_parse_blk("d.img,cache=directsync", &b, "serve", err, sizeof(err)), -EINVAL);
+	assert_contains(err, "cache must be writeback or none");
 	assert_int_equal(fdvm_parse_blk("d.img,lock=maybe", &b, "serve", err, sizeof(err)), -EINVAL);
 	assert_contains(err, "lock must be on or off");
 	assert_int_equal(fdvm_parse_blk("d.img,,", &b, "serve", err, sizeof(err)), 0);
