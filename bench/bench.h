@@ -25,6 +25,7 @@ struct bench_opts {
 	 * long (0: never) */
 	unsigned timeout_s;
 	bool no_counters;	/* fdvm: the VM counts nothing (fdvm_vm_config) */
+	bool blk_direct;	/* the disk with cache=none (QEMU: and aio=io_uring) */
 };
 
 /* One VMM's figures for one row: cycles per repetition. */

@@ -117,7 +117,8 @@ static void backend_cleanup(struct backend *b)
 }
 
 /* Starts the backend on a fresh socket and waits (10 s at most) until it listens. */
-static int backend_start(struct backend *b, int v, const char *image, unsigned poll_us)
+static int backend_start(struct backend *b, int v, const char *image, unsigned poll_us,
+			 bool direct)
 {
 	*b = (struct backend){ .pid = -1, .log = -1 };
 	snprintf(b->dir, sizeof(b->dir), "/tmp/fdvm-bench-vu-XXXXXX");
@@ -134,8 +135,9 @@ static int backend_start(struct backend *b, int v, const char *image, unsigned p
 		return err;
 	}
 	char spec[4200], blockdev[4200], export[4200];
-	snprintf(spec, sizeof(spec), "%s,poll=%u", image, poll_us);
-	snprintf(blockdev, sizeof(blockdev), "driver=file,node-name=f,filename=%s", image);
+	snprintf(spec, sizeof(spec), "%s,poll=%u%s", image, poll_us, direct ? ",cache=none" : "");
+	snprintf(blockdev, sizeof(blockdev), "driver=file,node-name=f,filename=%s%s", image,
+		 direct ? ",cache.direct=on,aio=io_uring" : "");
 	snprintf(export, sizeof(export),
 		 "type=vhost-user-blk,id=e,node-name=f,addr.type=unix,addr.path=%s,writable=on", b->sock);
 	pid_t parent = getpid();
@@ -220,6 +222,44 @@ static int backend_stop(struct backend *b, int v, bool frontend_failed)
 		backend_dump(b, vmm_names[v]);
 	backend_cleanup(b);
 	return ret;
+}
+
+/*
+ * --cache none: the image filled with data, so that reads reach the
+ * device, and the host's page cache dropped before each row where this
+ * process may (root): the rows then measure the disk behind the image.
+ */
+static int fill_image(const char *image, unsigned long size_mb)
+{
+	int fd = open(image, O_WRONLY | O_CLOEXEC);
+	static uint64_t chunk[1 << 17];
+	uint64_t x = 0x9e3779b97f4a7c15ull;
+	if (fd < 0)
+		return -errno;
+	for (unsigned long mb = 0; mb < size_mb; mb++) {
+		for (size_t i = 0; i < sizeof(chunk) / sizeof(chunk[0]); i++) {
+			x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+			chunk[i] = x;
+		}
+		if (write(fd, chunk, sizeof(chunk)) != (ssize_t)sizeof(chunk)) {
+			int err = errno ? -errno : -EIO;
+			close(fd);
+			return err;
+		}
+	}
+	int ret = fsync(fd) ? -errno : 0;
+	close(fd);
+	return ret;
+}
+
+static bool drop_caches(void)
+{
+	sync();
+	int fd = open("/proc/sys/vm/drop_caches", O_WRONLY | O_CLOEXEC);
+	bool ok = fd >= 0 && write(fd, "3\n", 2) == 2;
+	if (fd >= 0)
+		close(fd);
+	return ok;
 }
 
 /*
@@ -332,6 +372,7 @@ int fdvm_cmd_bench_blk(int argc, char **argv)
 		if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
 			printf("usage: fdvm bench blk [--reps N] [--ops N] [--size MiB] [--dir DIR] "
 			       "[--poll-us N] [--json FILE] [--no-qemu] [--no-vhost-user] [--guest FILE]\n"
+			       "       [--cache writeback|none]\n"
 			       "       fdvm bench blk --counters-cost ROUNDS [--ops N] [--poll-us N] ...\n"
 			       "4 KiB random reads and writes at queue depths 1 and 32 on a raw image\n"
 			       "made in DIR (default /dev/shm, RAM-backed), under fdvm, QEMU, and fdvm\n"
@@ -341,6 +382,9 @@ int fdvm_cmd_bench_blk(int argc, char **argv)
 			       "with QEMU's vhost-user-blk-pci and with fdvm's vhost-user frontend as\n"
 			       "the frontend. --no-vhost-user leaves those four rows out, --no-qemu\n"
 			       "every row that needs QEMU (not fdvm + qemu-storage-daemon).\n"
+			       "--cache none: every row with O_DIRECT (QEMU and qemu-storage-daemon also\n"
+			       "with aio=io_uring), the image filled with data first and the page cache\n"
+			       "dropped before each row (root): use --dir on the disk to measure it.\n"
 			       "--counters-cost ROUNDS: instead, fdvm+poll with its notification\n"
 			       "counters on and off, ROUNDS boots of each in alternating order, and the\n"
 			       "median of the rounds' IOPS ratios: what counting costs (--ops defaults\n"
@@ -353,6 +397,11 @@ int fdvm_cmd_bench_blk(int argc, char **argv)
 		}
 		if (!strcmp(a, "--no-vhost-user")) {
 			vhost_user = false;
+			continue;
+		}
+		if (!strcmp(a, "--cache") && v && (!strcmp(v, "none") || !strcmp(v, "writeback"))) {
+			o.blk_direct = !strcmp(v, "none");
+			i++;
 			continue;
 		}
 		if (!v) {
@@ -404,6 +453,18 @@ int fdvm_cmd_bench_blk(int argc, char **argv)
 	}
 	close(fd);
 	o.blk_image = image;
+	bool dropped = false;
+	if (o.blk_direct) {
+		int ret = fill_image(image, size_mb);
+		if (ret) {
+			fprintf(stderr, "fdvm bench blk: filling %s: %s\n", image, strerror(-ret));
+			unlink(image);
+			return 2;
+		}
+		dropped = drop_caches();
+		printf("note: cache=none (QEMU: cache=none,aio=io_uring): %lu MiB of data in %s; the page cache %s\n",
+		       size_mb, image, dropped ? "dropped before each row" : "NOT dropped (not root)");
+	}
 	/* A backend that stops answering leaves the guest polling forever: bound
 	 * every run (boot, then every request at 2000 IOPS or better); QEMU's
 	 * process group is killed, fdvm's guest stopped. */
@@ -450,8 +511,10 @@ int fdvm_cmd_bench_blk(int argc, char **argv)
 		int ret;
 		o.blk_poll_us = v == V_POLL ? (unsigned)poll_us : 0;
 		o.vhost_user_sock = NULL;
+		if (dropped)
+			drop_caches();
 		if (vhost_user_row(v)) {
-			if ((ret = backend_start(&be, v, image, (unsigned)poll_us))) {
+			if ((ret = backend_start(&be, v, image, (unsigned)poll_us, o.blk_direct))) {
 				fprintf(stderr, "fdvm bench blk: %s: backend failed to start: %s\n",
 					vmm_names[v], strerror(-ret));
 				failed[v] = true;
@@ -491,10 +554,10 @@ int fdvm_cmd_bench_blk(int argc, char **argv)
 	FILE *j = fopen(json, "w");
 	if (j)
 		fprintf(j, "{\n  \"image_mib\": %lu,\n  \"ops\": %lu,\n  \"reps\": %u,\n  \"poll_us\": %lu,\n"
-			   "  \"rows\": [\n",
-			size_mb, (unsigned long)o.ops, o.reps, poll_us);
-	printf("fdvm bench blk: 4 KiB, %lu ops x %u repetitions, %lu MiB image in %s (medians)\n\n",
-	       (unsigned long)o.ops, o.reps, size_mb, dir);
+			   "  \"cache\": \"%s\",\n  \"rows\": [\n",
+			size_mb, (unsigned long)o.ops, o.reps, poll_us, o.blk_direct ? "none" : "writeback");
+	printf("fdvm bench blk: 4 KiB, %lu ops x %u repetitions, %lu MiB image in %s, cache=%s (medians)\n\n",
+	       (unsigned long)o.ops, o.reps, size_mb, dir, o.blk_direct ? "none" : "writeback");
 	bool first = true;
 	printf("%-15s %-27s %10s %10s %10s %10s %10s\n", "", "", "IOPS", "mean us", "p99 us",
 	       "IOPS x", "p99 x");

@@ -207,7 +207,9 @@ int bench_run_fdvm(const struct bench_opts *o, const char *cmdline, char **out, 
 	cfg.counters = !o->no_counters;
 	if ((ret = fdvm_vm_create(&cfg, &vm)))
 		goto out_close;
-	struct fdvm_virtio_blk_config bc = { .path = o->blk_image, .poll_us = o->blk_poll_us };
+	struct fdvm_virtio_blk_config bc = { .path = o->blk_image, .poll_us = o->blk_poll_us,
+					     .cache = o->blk_direct ? FDVM_BLK_CACHE_NONE
+								    : FDVM_BLK_CACHE_WRITEBACK };
 	struct fdvm_vu_frontend_config vc = { .socket = o->vhost_user_sock, .device_id = 2 };
 	if ((ret = fdvm_pci_testdev_create(vm, FDVM_DOORBELL_AUTO, &td)) ||
 	    (ret = benchdev_init(vm, &b)) ||

@@ -78,8 +78,9 @@ int bench_run_qemu(const struct bench_opts *o, const char *cmdline, char **out, 
 		close(pipefd[0]);
 		close(pipefd[1]);
 		char drive[4200], chardev[4200];
-		snprintf(drive, sizeof(drive), "file=%s,format=raw,if=none,id=d0",
-			 o->blk_image ? o->blk_image : "");
+		snprintf(drive, sizeof(drive), "file=%s,format=raw,if=none,id=d0%s",
+			 o->blk_image ? o->blk_image : "",
+			 o->blk_direct ? ",cache=none,aio=io_uring" : "");
 		snprintf(chardev, sizeof(chardev), "socket,id=c0,path=%s",
 			 o->vhost_user_sock ? o->vhost_user_sock : "");
 		const char *argv[40] = {
