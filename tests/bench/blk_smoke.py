@@ -121,6 +121,46 @@ res.append((p.returncode == 0 and rows and {r["vmm"] for r in rows} == {"fdvm", 
             and doc.get("ratios") == [] and "vhost-user (" not in p.stdout,
             f"--no-vhost-user --no-qemu: fdvm rows only, no ratios (exit {p.returncode})"))
 
+# --cache none: O_DIRECT on this directory's file system (QEMU: aio=io_uring too), the
+# image filled first; the same table and JSON, saying so.
+def has_odirect(d):
+    probe = os.path.join(d, "odirect-probe")
+    try:
+        open(probe, "wb").close()
+        os.close(os.open(probe, os.O_RDWR | os.O_DIRECT))
+        return True
+    except OSError:
+        return False
+    finally:
+        os.unlink(probe)
+
+
+js4 = os.path.join(tmp, "blk4.json")
+if not has_odirect(tmp):
+    res.append((True, f"--cache none # SKIP {tmp} has no O_DIRECT"))
+else:
+    p = run(js4, "--cache", "none", "--no-vhost-user")
+    doc = load(js4)
+    rows = doc.get("rows", [])
+    want = {"fdvm", "fdvm+poll"} | ({"QEMU"} if qemu else set())
+    res.append((p.returncode == 0 and doc.get("cache") == "none" and {r["vmm"] for r in rows} == want
+                and all(r["iops"] > 0 and r["errors"] == 0 for r in rows) and len(rows) == 4 * len(want)
+                and "cache=none" in p.stdout,
+                f"--cache none: rows {sorted(want)} with figures and no errors (exit {p.returncode}: {p.stderr[-300:]!r})"))
+
+# --counters-cost: paired boots with counters on and off, a ratio per kind.
+js5 = os.path.join(tmp, "blk5.json")
+p = subprocess.run([fdvm, "bench", "blk", "--counters-cost", "2", "--ops", "300", "--size", "16",
+                    "--dir", tmp, "--guest", guest, "--json", js5], capture_output=True, text=True,
+                   timeout=240)
+doc = load(js5)
+rows = doc.get("rows", [])
+res.append((p.returncode == 0 and doc.get("mode") == "counters-cost" and [r.get("test") for r in rows] == TESTS
+            and all(r["rounds"] == 2 and r["ratio_min"] <= r["ratio"] <= r["ratio_max"] and r["iops_on"] > 0
+                    and r["iops_off"] > 0 for r in rows) and isinstance(doc.get("met"), bool)
+            and "Goal: under" in p.stdout,
+            f"--counters-cost 2: a ratio per kind from 2 rounds, the goal line (exit {p.returncode})"))
+
 res.append((not [f for f in os.listdir(tmp) if f.startswith("fdvm-bench-blk-")], "image removed"))
 res.append((not [f for f in os.listdir("/tmp") if f.startswith("fdvm-bench-vu-") and
                  os.stat(os.path.join("/tmp", f)).st_mtime > os.stat(tmp).st_mtime],
