@@ -164,7 +164,8 @@ int fdvm_parse_blk(const char *v, struct fdvm_blk_opts *b, const char *what, cha
 		   size_t errlen)
 {
 	static const char usage[] =
-		"FILE[,ro][,queues=N][,poll=US][,lock=on|off][,discard=on|off][,cache=writeback|none]";
+		"FILE[,ro][,queues=N][,poll=US][,lock=on|off][,discard=on|off][,cache=writeback|none]"
+		"[,aio=auto|sync|io_uring]";
 	const char *p = v, *val;
 	char *item;
 
@@ -185,6 +186,10 @@ int fdvm_parse_blk(const char *v, struct fdvm_blk_opts *b, const char *what, cha
 			bool on = !strcmp(val, "on"), *field = item[0] == 'l' ? &b->lock : &b->discard;
 			ok = on || !strcmp(val, "off");
 			*field = on;
+		} else if ((val = value_of(item, "aio"))) {
+			b->aio = !strcmp(val, "sync") ? FDVM_BLK_AIO_SYNC
+				 : !strcmp(val, "io_uring") ? FDVM_BLK_AIO_IO_URING : FDVM_BLK_AIO_AUTO;
+			ok = b->aio != FDVM_BLK_AIO_AUTO || !strcmp(val, "auto");
 		} else if ((val = value_of(item, "cache"))) {
 			b->cache_none = !strcmp(val, "none");
 			ok = b->cache_none || !strcmp(val, "writeback");
@@ -200,6 +205,7 @@ int fdvm_parse_blk(const char *v, struct fdvm_blk_opts *b, const char *what, cha
 				 : item[0] == 'q' ? "queues must be 1..16"
 				 : item[0] == 'l' ? "lock must be on or off"
 				 : item[0] == 'c' ? "cache must be writeback or none"
+				 : item[0] == 'a' ? "aio must be auto, sync or io_uring"
 				 : "discard must be on or off");
 			free(item);
 			goto err;
@@ -642,7 +648,8 @@ struct fdvm_virtio_blk_config fdvm_blk_opts_config(const struct fdvm_blk_opts *b
 						.notify = notify, .no_lock = !b->lock,
 						.no_discard = !b->discard,
 						.cache = b->cache_none ? FDVM_BLK_CACHE_NONE
-								       : FDVM_BLK_CACHE_WRITEBACK };
+								       : FDVM_BLK_CACHE_WRITEBACK,
+						.aio = b->aio };
 }
 
 struct fdvm_virtio_net_config fdvm_net_opts_config(const struct fdvm_net_opts *n,

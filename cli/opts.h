@@ -31,6 +31,7 @@ struct fdvm_blk_opts {
 	bool lock;	/* lock=on (default) | off */
 	bool discard;	/* discard=on (default) | off */
 	bool cache_none; /* cache=none | writeback (default) */
+	enum fdvm_blk_aio aio; /* aio=auto (default) | sync | io_uring */
 };
 
 /* Parses a disk spec (what: the option, for messages). 0, or -EINVAL with

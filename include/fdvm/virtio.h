@@ -200,6 +200,14 @@ struct fdvm_virtio_blk_config {
 	 * size direct I/O needs, and requests that do not keep to it are
 	 * bounced). Flushes are fdatasync either way. */
 	enum fdvm_blk_cache { FDVM_BLK_CACHE_WRITEBACK, FDVM_BLK_CACHE_NONE } cache;
+	/*
+	 * How reads and writes are done: synchronously in the backend thread
+	 * (sync: the fastest where the data is in RAM), or through an
+	 * io_uring, many in flight and answered as they complete (io_uring:
+	 * what a disk needs to see more than one request). auto (the
+	 * default): io_uring with cache=none or a block device, else sync.
+	 */
+	enum fdvm_blk_aio { FDVM_BLK_AIO_AUTO, FDVM_BLK_AIO_SYNC, FDVM_BLK_AIO_IO_URING } aio;
 };
 /* The defaults fdvm run uses: one queue, doorbells auto, 50 us of polling
  * (path NULL: the caller sets it). */

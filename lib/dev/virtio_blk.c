@@ -8,11 +8,14 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <liburing.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -76,8 +79,28 @@ struct blk {
 	bool direct;
 	unsigned align;
 	uint8_t *bounce;
+	/* aio=io_uring: reads and writes go to a ring and are answered out
+	 * of order as they complete (aux); what does not fit, or needs the
+	 * bounce buffer, is served synchronously. Set up at each start, torn
+	 * down by drain. Backend thread, then the stopping thread. */
+	bool use_uring, uring_up;
+	fdvm_log_fn log;
+	void *log_opaque;
+	struct io_uring ring;
+	int aio_fd;			/* the ring's completion eventfd */
+	unsigned inflight;
+	int free_slot;			/* free list of slot[], -1: none */
+	struct aio_slot {
+		uint16_t head;
+		bool read;
+		unsigned queue;
+		uint32_t len;		/* bytes the request moves */
+		uint8_t *status;	/* its status byte, in guest memory */
+		int next;
+	} slot[FDVM_VQ_MAX_SIZE];
 };
 #define BOUNCE (1u << 20)
+#define AIO_SLOTS FDVM_VQ_MAX_SIZE
 
 /* A discard or write-zeroes segment (5.2.6). */
 struct range {
@@ -254,18 +277,170 @@ static uint8_t do_ranges(struct blk *b, uint32_t type, const struct iovec *iov, 
 	return S_OK;
 }
 
-static void handle(void *opaque, unsigned queue, struct fdvm_vq_elem *e, uint32_t *written)
+/* Where byte off of a request's device-writable buffers is. */
+static uint8_t *in_byte(const struct fdvm_vq_elem *e, uint64_t off)
+{
+	for (unsigned i = 0; i < e->nin; i++) {
+		if (off < e->in[i].iov_len)
+			return (uint8_t *)e->in[i].iov_base + off;
+		off -= e->in[i].iov_len;
+	}
+	return NULL;
+}
+
+/*
+ * aio=io_uring: a read or write that can go to the ring goes there (true:
+ * it is answered later); false: serve it synchronously (it is bad, needs
+ * the bounce buffer, or there is no room).
+ */
+static void aio_complete(struct blk *b, const struct io_uring_cqe *cqe);
+
+/* Answers what has completed; with wait, at least one. */
+static void aio_reap(struct blk *b, bool wait)
+{
+	struct io_uring_cqe *cqe;
+	while (io_uring_peek_cqe(&b->ring, &cqe) == 0 ||
+	       (wait && b->inflight && io_uring_wait_cqe(&b->ring, &cqe) == 0)) {
+		aio_complete(b, cqe);
+		io_uring_cqe_seen(&b->ring, cqe);
+		wait = false;
+	}
+}
+
+static bool aio_submit(struct blk *b, bool write, unsigned queue, const struct fdvm_vq_elem *e,
+		       uint64_t sector, const struct iovec *iov, unsigned n, uint64_t len,
+		       uint64_t status_off)
+{
+	if (b->uring_up && b->free_slot < 0)
+		aio_reap(b, true); /* as many in flight as the rings hold: room comes */
+	if (!b->uring_up || b->free_slot < 0 || !len || len % SECTOR || len > UINT32_MAX ||
+	    sector > b->config.capacity || len / SECTOR > b->config.capacity - sector ||
+	    (write && b->ro) || n > IOV_MAX)
+		return false;
+	uint64_t off = sector * SECTOR;
+	if (b->direct && !dio_ok(b, off, iov, n))
+		return false;
+	uint8_t *status = in_byte(e, status_off);
+	struct io_uring_sqe *sqe = status ? io_uring_get_sqe(&b->ring) : NULL;
+	if (!sqe)
+		return false;
+	int i = b->free_slot;
+	struct aio_slot *sl = &b->slot[i];
+	b->free_slot = sl->next;
+	*sl = (struct aio_slot){ .head = e->head, .read = !write, .queue = queue,
+				 .len = (uint32_t)len, .status = status, .next = -1 };
+	if (write)
+		io_uring_prep_writev(sqe, b->fd, iov, n, off);
+	else
+		io_uring_prep_readv(sqe, b->fd, iov, n, off);
+	sqe->user_data = (uint64_t)i;
+	b->inflight++;
+	/* The kernel copies the iovecs at submit (IORING_FEAT_SUBMIT_STABLE,
+	 * checked at setup). A failed submit leaves the entry queued: the
+	 * next one, or the drain, sends it. */
+	io_uring_submit(&b->ring);
+	return true;
+}
+
+/* One completion: the status byte, then the used ring. */
+static void aio_complete(struct blk *b, const struct io_uring_cqe *cqe)
+{
+	uint64_t i = cqe->user_data;
+	if (i >= AIO_SLOTS || !b->slot[i].status)
+		return;
+	struct aio_slot *sl = &b->slot[i];
+	bool ok = cqe->res == (int)sl->len;
+	*sl->status = ok ? S_OK : S_IOERR;
+	uint32_t written = (sl->read && ok ? sl->len : 0) + 1;
+	fdvm_virtio_backend_complete(&b->be, sl->queue, sl->head, written);
+	sl->status = NULL;
+	sl->next = b->free_slot;
+	b->free_slot = (int)i;
+	b->inflight--;
+}
+
+/* The ring's eventfd: every completion there is, then the interrupts. */
+static void aio_ready(void *opaque)
+{
+	struct blk *b = opaque;
+	uint64_t n;
+
+	fdvm_eventfd_drain(b->aio_fd, &n);
+	aio_reap(b, false);
+	io_uring_submit(&b->ring);
+	fdvm_virtio_backend_flush(&b->be);
+}
+
+/* While the backend polls its queues: completions too, from shared
+ * memory (no system call when there are none). */
+static void aio_poll(void *opaque)
+{
+	struct blk *b = opaque;
+	if (io_uring_cq_ready(&b->ring)) {
+		aio_reap(b, false);
+		fdvm_virtio_backend_flush(&b->be);
+	}
+}
+
+/* After the backend's thread is gone: waits for every request in flight
+ * and answers it (no interrupt: the device is stopping), then the ring
+ * goes. After this no buffer of the guest's is touched. */
+static void aio_drain(void *opaque)
+{
+	struct blk *b = opaque;
+	struct io_uring_cqe *cqe;
+
+	if (!b->uring_up)
+		return;
+	while (b->inflight) {
+		io_uring_submit(&b->ring);
+		int ret = io_uring_wait_cqe(&b->ring, &cqe);
+		if (ret == -EINTR || ret == -EAGAIN)
+			continue;
+		if (ret < 0)
+			break; /* cannot happen with a ring we set up; nothing to wait on */
+		aio_complete(b, cqe);
+		io_uring_cqe_seen(&b->ring, cqe);
+	}
+	io_uring_queue_exit(&b->ring);
+	close(b->aio_fd);
+	b->uring_up = false;
+}
+
+/* aio=io_uring: a ring for this start; false (and synchronous I/O) if the
+ * kernel will not give one. */
+static bool aio_setup(struct blk *b)
+{
+	struct io_uring_params p = { 0 };
+	if (io_uring_queue_init_params(2 * AIO_SLOTS, &b->ring, &p) < 0)
+		return false;
+	b->aio_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (!(p.features & IORING_FEAT_SUBMIT_STABLE) || b->aio_fd < 0 ||
+	    io_uring_register_eventfd(&b->ring, b->aio_fd) < 0) {
+		if (b->aio_fd >= 0)
+			close(b->aio_fd);
+		io_uring_queue_exit(&b->ring);
+		return false;
+	}
+	b->free_slot = -1;
+	for (int i = AIO_SLOTS - 1; i >= 0; i--)
+		b->slot[i] = (struct aio_slot){ .next = b->free_slot }, b->free_slot = i;
+	b->inflight = 0;
+	b->uring_up = true;
+	return true;
+}
+
+static bool handle(void *opaque, unsigned queue, struct fdvm_vq_elem *e, uint32_t *written)
 {
 	struct blk *b = opaque;
 	struct { uint32_t type, ioprio; uint64_t sector; } hdr;
 	uint8_t status;
 	struct iovec data[FDVM_VQ_MAX_SEGS];
 
-	(void)queue;
 	*written = 0;
 	/* The status byte is the last device-writable byte (5.2.6). */
 	if (e->in_len < 1)
-		return; /* nowhere to answer: complete with nothing written */
+		return true; /* nowhere to answer: complete with nothing written */
 	uint64_t in_data = e->in_len - 1;
 	if (e->out_len < sizeof(hdr)) {
 		status = S_IOERR; /* wrong header size */
@@ -275,6 +450,8 @@ static void handle(void *opaque, unsigned queue, struct fdvm_vq_elem *e, uint32_
 	switch (hdr.type) {
 	case T_IN: {
 		unsigned k = carve(e->in, e->nin, 0, in_data, data);
+		if (aio_submit(b, false, queue, e, hdr.sector, data, k, in_data, in_data))
+			return false;
 		status = do_rw(b, false, hdr.sector, data, k, in_data);
 		if (status == S_OK)
 			*written = (uint32_t)in_data;
@@ -283,6 +460,8 @@ static void handle(void *opaque, unsigned queue, struct fdvm_vq_elem *e, uint32_
 	case T_OUT: {
 		uint64_t len = e->out_len - sizeof(hdr);
 		unsigned k = carve(e->out, e->nout, sizeof(hdr), len, data);
+		if (aio_submit(b, true, queue, e, hdr.sector, data, k, len, in_data))
+			return false;
 		status = do_rw(b, true, hdr.sector, data, k, len);
 		break;
 	}
@@ -313,6 +492,7 @@ static void handle(void *opaque, unsigned queue, struct fdvm_vq_elem *e, uint32_
 answer:
 	fdvm_iov_from_buf(e->in, e->nin, in_data, &status, 1);
 	*written += 1;
+	return true;
 }
 
 /*
@@ -402,6 +582,17 @@ no_locks:
 static int start(void *opaque, const struct fdvm_virtio_start *s)
 {
 	struct blk *b = opaque;
+	b->be.aux = b->be.aux_poll = NULL;
+	b->be.drain = NULL;
+	if (b->use_uring && aio_setup(b)) {
+		b->be.aux = aio_ready;
+		b->be.aux_poll = aio_poll;
+		b->be.aux_fd = b->aio_fd;
+		b->be.drain = aio_drain;
+	} else if (b->use_uring) {
+		fdvm_log_to(b->log, b->log_opaque, FDVM_LOG_WARN,
+			    "virtio-blk: no io_uring from this kernel: synchronous I/O");
+	}
 	return fdvm_virtio_backend_start(&b->be, s);
 }
 
@@ -492,6 +683,13 @@ int fdvm_virtio_blk_model_create(const struct fdvm_virtio_blk_config *cfg, fdvm_
 	for (unsigned x = lbs; x < pbs; x <<= 1)
 		b->config.physical_block_exp++;
 	b->config.num_queues = (uint16_t)nq;
+	b->log = log;
+	b->log_opaque = log_opaque;
+	b->use_uring = cfg->aio == FDVM_BLK_AIO_IO_URING ||
+		       (cfg->aio == FDVM_BLK_AIO_AUTO && (b->direct || S_ISBLK(st.st_mode)));
+	fdvm_log_to(log, log_opaque, FDVM_LOG_INFO, "virtio-blk %s: %llu sectors of %u bytes, cache=%s, aio=%s",
+		    cfg->path, (unsigned long long)(size / lbs), lbs, b->direct ? "none" : "writeback",
+		    b->use_uring ? "io_uring" : "sync");
 	bool ranges = !cfg->no_discard && !b->ro;
 	if (ranges) {
 		b->config.max_discard_sectors = RANGE_SECTORS;

@@ -28,12 +28,12 @@ static void config_read(void *opaque, uint32_t off, void *buf, uint32_t len)
 		((uint8_t *)buf)[i] = c->config[off + i];
 }
 
-static void handle(void *opaque, unsigned queue, struct fdvm_vq_elem *e, uint32_t *written)
+static bool handle(void *opaque, unsigned queue, struct fdvm_vq_elem *e, uint32_t *written)
 {
 	struct console *c = opaque;
 	*written = 0;
 	if (queue != TRANSMITQ)
-		return; /* an input buffer: nothing to put in it, ever */
+		return true; /* an input buffer: nothing to put in it, ever */
 	for (unsigned i = 0; i < e->nout; i++) {
 		size_t done = 0;
 		while (done < e->out[i].iov_len) {
@@ -42,10 +42,11 @@ static void handle(void *opaque, unsigned queue, struct fdvm_vq_elem *e, uint32_
 			if (n < 0 && errno == EINTR)
 				continue;
 			if (n <= 0)
-				return; /* the output is gone: drop the rest */
+				return true; /* the output is gone: drop the rest */
 			done += (size_t)n;
 		}
 	}
+	return true;
 }
 
 static int start(void *opaque, const struct fdvm_virtio_start *s)

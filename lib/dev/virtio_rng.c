@@ -12,7 +12,7 @@ struct rng {
 	struct fdvm_virtio_backend be;
 };
 
-static void handle(void *opaque, unsigned queue, struct fdvm_vq_elem *e, uint32_t *written)
+static bool handle(void *opaque, unsigned queue, struct fdvm_vq_elem *e, uint32_t *written)
 {
 	(void)opaque;
 	(void)queue;
@@ -24,11 +24,12 @@ static void handle(void *opaque, unsigned queue, struct fdvm_vq_elem *e, uint32_
 			if (n < 0 && errno == EINTR)
 				continue;
 			if (n <= 0)
-				return; /* what was filled so far is reported */
+				return true; /* what was filled so far is reported */
 			done += (size_t)n;
 			*written += (uint32_t)n;
 		}
 	}
+	return true;
 }
 
 static int start(void *opaque, const struct fdvm_virtio_start *s)

@@ -70,6 +70,8 @@ static const struct rule vcpu[] = {
  * checked (an fd's /proc/self/fd link says whether it is an eventfd). */
 static const struct rule model_ctl[] = {
 	ANY(epoll_create1), ANY(eventfd2), ANY(readlink),
+	/* virtio-blk's io_uring: made at start, drained at stop. */
+	ANY(io_uring_setup), ANY(io_uring_register), ANY(io_uring_enter),
 	IOCTL(TUNSETQUEUE), IOCTL(TUNSETVNETHDRSZ), IOCTL(TUNSETOFFLOAD),
 	END
 };
@@ -79,6 +81,7 @@ static const struct rule model_ctl[] = {
 static const struct rule device[] = {
 	ANY(pread64), ANY(pwrite64), ANY(preadv), ANY(pwritev), ANY(preadv2), ANY(pwritev2),
 	ANY(fsync), ANY(fdatasync), ANY(fallocate), ANY(getrandom),
+	ANY(io_uring_enter), /* virtio-blk's io_uring: submissions and completions */
 	IOCTL(TUNSETQUEUE), IOCTL(TUNSETVNETHDRSZ), IOCTL(TUNSETOFFLOAD),
 	END
 };

@@ -27,9 +27,55 @@ static bool poll_ring(struct fdvm_backend_queue *bq)
 	for (uint64_t t0 = now_ns(); now_ns() - t0 < limit;) {
 		if (__atomic_load_n(&vq->avail->idx, __ATOMIC_ACQUIRE) != vq->last_avail)
 			return true;
+		if (bq->be->aux_poll)
+			bq->be->aux_poll(bq->be->opaque);
 		__builtin_ia32_pause();
 	}
 	return false;
+}
+
+/* Completions were pushed: the interrupt, if the driver wants it. */
+static void notify(struct fdvm_backend_queue *bq)
+{
+	struct fdvm_queue_stats *st = bq->q->stats;
+	bq->completed = false;
+	if (bq->q->call_fd < 0)
+		return;
+	if (fdvm_vq_should_notify(&bq->q->vq)) {
+		fdvm_eventfd_signal(bq->q->call_fd);
+		FDVM_STAT_ADD(st, irqs, 1);
+	} else {
+		FDVM_STAT_ADD(st, irqs_suppressed, 1);
+	}
+}
+
+void fdvm_virtio_backend_complete(struct fdvm_virtio_backend *be, unsigned queue, uint16_t head,
+				  uint32_t written)
+{
+	unsigned pos = 0;
+	while (pos < be->n && be->q[pos].q->index != queue)
+		pos++;
+	if (pos == be->n)
+		return;
+	struct fdvm_backend_queue *bq = &be->q[pos];
+	fdvm_vq_push(&bq->q->vq, head, written);
+	FDVM_STAT_ADD(bq->q->stats, in_bytes, written);
+	bq->completed = true;
+}
+
+void fdvm_virtio_backend_flush(struct fdvm_virtio_backend *be)
+{
+	for (unsigned i = 0; i < be->n; i++)
+		if (be->q[i].completed && !be->q[i].dead)
+			notify(&be->q[i]);
+}
+
+static void on_aux(void *opaque, int fd, uint32_t events)
+{
+	struct fdvm_virtio_backend *be = opaque;
+	(void)fd;
+	(void)events;
+	be->aux(be->opaque);
 }
 
 /* Serves the queue until it runs dry; kicked: the doorbells that woke us
@@ -45,12 +91,13 @@ static void serve(struct fdvm_backend_queue *bq, uint64_t kicked)
 		fdvm_vq_enable_kicks(vq, false);
 		while ((r = fdvm_vq_pop(vq, bq->elem)) == 1) {
 			uint32_t written = 0;
-			bq->be->handle(bq->be->opaque, bq->q->index, bq->elem, &written);
-			fdvm_vq_push(vq, bq->elem->head, written);
-			pushed = true;
 			FDVM_STAT_ADD(st, requests, 1);
 			FDVM_STAT_ADD(st, out_bytes, bq->elem->out_len);
-			FDVM_STAT_ADD(st, in_bytes, written);
+			if (bq->be->handle(bq->be->opaque, bq->q->index, bq->elem, &written)) {
+				fdvm_vq_push(vq, bq->elem->head, written);
+				pushed = true;
+				FDVM_STAT_ADD(st, in_bytes, written);
+			}
 			if (kicked)
 				kicked--;
 			else
@@ -61,14 +108,8 @@ static void serve(struct fdvm_backend_queue *bq, uint64_t kicked)
 			bq->be->broken(bq->be->broken_ctx, bq->q->index);
 			return;
 		}
-		if (pushed && bq->q->call_fd >= 0) {
-			if (fdvm_vq_should_notify(vq)) {
-				fdvm_eventfd_signal(bq->q->call_fd);
-				FDVM_STAT_ADD(st, irqs, 1);
-			} else {
-				FDVM_STAT_ADD(st, irqs_suppressed, 1);
-			}
-		}
+		if (pushed)
+			notify(bq);
 		pushed = false;
 		if (bq->be->poll_ns) {
 			bool hit = poll_ring(bq);
@@ -130,6 +171,8 @@ int fdvm_virtio_backend_start(struct fdvm_virtio_backend *be, const struct fdvm_
 		fdvm_eventfd_signal(bq->q->kick_fd);
 		bq->own_kicks = 1;
 	}
+	if (be->aux && (ret = fdvm_loop_add(l, be->aux_fd, EPOLLIN, on_aux, be)))
+		goto err;
 	ret = fdvm_epoll_loop_start(be->loop, be->name);
 	if (ret)
 		goto err;
@@ -143,6 +186,9 @@ void fdvm_virtio_backend_stop(struct fdvm_virtio_backend *be)
 {
 	fdvm_epoll_loop_destroy(be->loop); /* joins the thread */
 	be->loop = NULL;
+	/* What the device still owes is answered while the queues are ours. */
+	if (be->drain)
+		be->drain(be->opaque);
 	for (unsigned i = 0; i < be->n; i++) {
 		free(be->q[i].elem);
 		be->q[i].elem = NULL;

@@ -689,6 +689,17 @@ static void test_parse_blk(void **state)
 	assert_int_equal(fdvm_parse_blk("d.img,cache=writeback", &b, "serve", err, sizeof(err)), 0);
 	assert_int_equal(fdvm_blk_opts_config(&b, FDVM_DOORBELL_AUTO).cache, FDVM_BLK_CACHE_WRITEBACK);
 	free(b.path);
+	assert_int_equal(fdvm_parse_blk("d.img,aio=io_uring", &b, "serve", err, sizeof(err)), 0);
+	assert_int_equal(fdvm_blk_opts_config(&b, FDVM_DOORBELL_AUTO).aio, FDVM_BLK_AIO_IO_URING);
+	free(b.path);
+	assert_int_equal(fdvm_parse_blk("d.img,aio=sync", &b, "serve", err, sizeof(err)), 0);
+	assert_int_equal(fdvm_blk_opts_config(&b, FDVM_DOORBELL_AUTO).aio, FDVM_BLK_AIO_SYNC);
+	free(b.path);
+	assert_int_equal(fdvm_parse_blk("d.img", &b, "serve", err, sizeof(err)), 0);
+	assert_int_equal(fdvm_blk_opts_config(&b, FDVM_DOORBELL_AUTO).aio, FDVM_BLK_AIO_AUTO);
+	free(b.path);
+	assert_int_equal(fdvm_parse_blk("d.img,aio=native", &b, "serve", err, sizeof(err)), -EINVAL);
+	assert_contains(err, "aio must be auto, sync or io_uring");
 	assert_int_equal(fdvm_parse_blk("d.img,cache=directsync", &b, "serve", err, sizeof(err)), -EINVAL);
 	assert_contains(err, "cache must be writeback or none");
 	assert_int_equal(fdvm_parse_blk("d.img,lock=maybe", &b, "serve", err, sizeof(err)), -EINVAL);
