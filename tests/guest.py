@@ -240,18 +240,26 @@ def chaos(a, vmm, be, deadline, log, problems):
     guest's stress phase reads 70000 x 512 bytes (36 MB); the defaults keep
     two kills inside it."""
     rng = random.Random(a.seed)
-    field, verb = ("rchar", "read") if a.kill_io == "read" else ("wchar", "wrote")
+    field, verb = {"read": ("rchar", "read"), "write": ("wchar", "wrote"), "time": (None, "ran")}[a.kill_io]
+    unit = "s" if a.kill_io == "time" else "MB"
     lo, hi = (float(x) * 1e6 for x in a.kill_mb.split(","))
+    mark = [time.monotonic()]
+
+    def measure():
+        """The backend's count (time: microseconds since the mark), None once gone."""
+        if field:
+            return be.io(field)
+        return None if be.p.poll() is not None else (time.monotonic() - mark[0]) * 1e6
     if not vmm.wait_for(a.kill_after, deadline):
         problems.append(f"the guest never printed /{a.kill_after}/: no backend was killed")
         return
-    t_phase = time.monotonic()
-    base = be.io(field) or 0
+    t_phase = mark[0] = time.monotonic()
+    base = measure() or 0
     for k in range(a.kill_backend):
         target = rng.uniform(lo, hi)
         t0 = time.monotonic()
         while True:
-            got = be.io(field)
+            got = measure()
             if got is None:
                 problems.append(f"backend died by itself before kill {k + 1}: {describe(be.p.poll())}")
                 return
@@ -262,17 +270,17 @@ def chaos(a, vmm, be, deadline, log, problems):
                 return
             if a.kill_before and re.search(a.kill_before, vmm.text(), re.M):
                 problems.append(f"the I/O phase ended before kill {k + 1} (backend {verb} {(got - base) / 1e6:.1f} "
-                                f"of {target / 1e6:.1f} MB)")
+                                f"of {target / 1e6:.1f} {unit})")
                 return
             if time.monotonic() > min(deadline, t0 + 30):
-                problems.append(f"backend {verb} only {(got - base) / 1e6:.1f} of {target / 1e6:.1f} MB "
+                problems.append(f"backend {verb} only {(got - base) / 1e6:.1f} of {target / 1e6:.1f} {unit} "
                                 f"in 30 s before kill {k + 1}")
                 return
             time.sleep(0.0002)
         be.sigkill()
         if a.kill_before and re.search(a.kill_before, vmm.text(), re.M):
             problems.append(f"kill {k + 1} came after the I/O phase ended (/{a.kill_before}/ already printed)")
-        log.append(f"kill {k + 1}: SIGKILL after the backend {verb} {(got - base) / 1e6:.2f} MB, "
+        log.append(f"kill {k + 1}: SIGKILL after the backend {verb} {(got - base) / 1e6:.2f} {unit}, "
                    f"{time.monotonic() - t_phase:.2f} s into the I/O phase")
         if a.kill_for_good:
             return
@@ -289,6 +297,7 @@ def chaos(a, vmm, be, deadline, log, problems):
             return
         log.append(f"restart {k + 1}: backend listening, the VMM reconnected {time.monotonic() - t0:.2f} s later")
         base = 0
+        mark[0] = time.monotonic()
 
 
 def main():
@@ -320,8 +329,9 @@ def main():
                     help="the guest output line that starts the I/O phase for --kill-backend")
     ap.add_argument("--kill-before", default=r"^(not )?ok \d+ - \d+ reads, up to",
                     help="the guest output line that ends it (a kill after it is reported)")
-    ap.add_argument("--kill-io", choices=["read", "write"], default="read",
-                    help="count the data the backend reads or writes for --kill-mb")
+    ap.add_argument("--kill-io", choices=["read", "write", "time"], default="read",
+                    help="count the data the backend reads or writes for --kill-mb, or the time "
+                         "(then --kill-mb is in seconds: a backend on io_uring does not read(2))")
     ap.add_argument("--kill-mb", default="0.5,12",
                     help="MIN,MAX: each kill comes once the backend has read a random amount of MB in "
                          "this range (from the phase's start, then from its restart)")
