@@ -86,9 +86,15 @@ static void serve_usage(FILE *f)
 		"requests in flight at the crash are resubmitted from the inflight region).\n");
 }
 
+/* -q, -v: what serve_log prints (the backend library filters its own by
+ * its config; the device models leave it to their log function). */
+static enum fdvm_log_level serve_level = FDVM_LOG_INFO;
+
 /* opaque: the device's name ("blk", "net"). */
 static void serve_log(void *opaque, enum fdvm_log_level level, const char *msg)
 {
+	if (level > serve_level)
+		return;
 	fprintf(stderr, "fdvm serve %s: %s%s\n", (const char *)opaque,
 		level == FDVM_LOG_WARN ? "warning: " : "", msg);
 }
@@ -461,6 +467,7 @@ static int serve_blk(int argc, char **argv)
 
 	if (r)
 		return r == 1 ? 0 : r;
+	serve_level = a.level;
 	if (fdvm_parse_blk(a.spec, &b, "fdvm serve blk:", err, sizeof(err))) {
 		fprintf(stderr, "%s\n", err);
 		return FDVM_EXIT_USAGE;
@@ -486,6 +493,7 @@ static int serve_net(int argc, char **argv)
 
 	if (r)
 		return r == 1 ? 0 : r;
+	serve_level = a.level;
 	if (fdvm_parse_net(a.spec, &n, true, "fdvm serve net: --tap", err, sizeof(err))) {
 		fprintf(stderr, "%s\n", err);
 		return FDVM_EXIT_USAGE;

@@ -687,7 +687,7 @@ int fdvm_virtio_blk_model_create(const struct fdvm_virtio_blk_config *cfg, fdvm_
 	b->log_opaque = log_opaque;
 	b->use_uring = cfg->aio == FDVM_BLK_AIO_IO_URING ||
 		       (cfg->aio == FDVM_BLK_AIO_AUTO && (b->direct || S_ISBLK(st.st_mode)));
-	fdvm_log_to(log, log_opaque, FDVM_LOG_INFO, "virtio-blk %s: %llu sectors of %u bytes, cache=%s, aio=%s",
+	fdvm_log_to(log, log_opaque, FDVM_LOG_DEBUG, "virtio-blk %s: %llu sectors of %u bytes, cache=%s, aio=%s",
 		    cfg->path, (unsigned long long)(size / lbs), lbs, b->direct ? "none" : "writeback",
 		    b->use_uring ? "io_uring" : "sync");
 	bool ranges = !cfg->no_discard && !b->ro;
