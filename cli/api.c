@@ -47,32 +47,39 @@ static void client_close(struct client *c, bool unwatch)
 	c->len = 0;
 }
 
-/* Sends one line; false if the client cannot take it now (dropped). */
-static bool send_line(struct client *c, json_t *msg)
+/* msg as one line on fd (sendmsg: the call the serve role's filter has);
+ * 0 or -errno. */
+static int send_json_line(int fd, json_t *msg, int flags)
 {
 	char *text = json_dumps(msg, JSON_COMPACT);
 	if (!text)
-		return false;
+		return -ENOMEM;
 	size_t n = strlen(text), off = 0;
 	text[n] = '\n'; /* replaces the terminator: sent as n + 1 bytes */
-	bool ok = true;
+	int ret = 0;
 	while (off < n + 1) {
 		struct iovec iov = { text + off, n + 1 - off };
 		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
-		ssize_t w = sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+		ssize_t w = sendmsg(fd, &mh, MSG_NOSIGNAL | flags);
 		if (w < 0 && errno == EINTR)
 			continue;
 		if (w <= 0) {
-			if (errno == EAGAIN)
-				api_log(c->api->path, "a client that does not read its answers: %s",
-					"dropped");
-			ok = false;
+			ret = w < 0 ? -errno : -EIO;
 			break;
 		}
 		off += (size_t)w;
 	}
 	free(text);
-	return ok;
+	return ret;
+}
+
+/* Sends one line; false if the client cannot take it now (dropped). */
+static bool send_line(struct client *c, json_t *msg)
+{
+	int ret = send_json_line(c->fd, msg, MSG_DONTWAIT);
+	if (ret == -EAGAIN)
+		api_log(c->api->path, "a client that does not read its answers: %s", "dropped");
+	return !ret;
 }
 
 static json_t *error(const char *cls, const char *desc)
@@ -227,46 +234,43 @@ void api_destroy(struct api *a, bool unwatch)
 	free(a);
 }
 
-int api_connect(const char *path)
+int api_connect(const char *prog, const char *path)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd = -1, err = ENAMETOOLONG;
 
-	if (strlen(path) >= sizeof(sa.sun_path))
-		return -ENAMETOOLONG;
-	memcpy(sa.sun_path, path, strlen(path) + 1);
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		int e = errno;
-		close(fd);
-		return -e;
+	if (strlen(path) < sizeof(sa.sun_path)) {
+		memcpy(sa.sun_path, path, strlen(path) + 1);
+		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+			return fd;
+		err = errno;
+		if (fd >= 0)
+			close(fd);
 	}
-	return fd;
+	fprintf(stderr, "%s: %s: %s%s\n", prog, path, strerror(err),
+		err == ENOENT || err == ECONNREFUSED ? " (is fdvm running with --api-socket here?)" : "");
+	return -1;
+}
+
+json_t *api_counters(json_t *devices)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return json_pack("{s:I,s:o}", "time_ns",
+			 (json_int_t)t.tv_sec * 1000000000 + (json_int_t)t.tv_nsec, "devices", devices);
 }
 
 json_t *api_call(int fd, const char *cmd, char *err, size_t errlen)
 {
-	char *text = NULL;
 	json_t *req = json_pack("{s:s}", "execute", cmd);
 	size_t len = 0, cap = 0;
 	json_t *resp = NULL, *ret = NULL;
 
-	if (!req || !(text = json_dumps(req, JSON_COMPACT))) {
-		snprintf(err, errlen, "out of memory");
+	int sret = req ? send_json_line(fd, req, 0) : -ENOMEM;
+	if (sret) {
+		snprintf(err, errlen, "sending: %s", strerror(-sret));
 		goto out;
-	}
-	size_t n = strlen(text);
-	text[n] = '\n';
-	for (size_t off = 0; off < n + 1;) {
-		ssize_t w = send(fd, text + off, n + 1 - off, MSG_NOSIGNAL);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0) {
-			snprintf(err, errlen, "sending: %s", strerror(errno));
-			goto out;
-		}
-		off += (size_t)w;
 	}
 	/* One line back: the server answers each request before reading the
 	 * next, so nothing follows it. */
@@ -316,7 +320,6 @@ json_t *api_call(int fd, const char *cmd, char *err, size_t errlen)
 out:
 	json_decref(resp);
 	json_decref(req);
-	free(text);
 	return ret;
 }
 

@@ -38,8 +38,9 @@ int api_create(const char *path, struct fdvm_loop *loop, api_handler_fn handle, 
  * watches go; false: the loop was destroyed, and its watches with it. */
 void api_destroy(struct api *a, bool unwatch);
 
-/* For clients (fdvm stat): connects to path; the fd, or -errno. */
-int api_connect(const char *path);
+/* For clients (fdvm stat, fdvm api): connects to path; the fd, or -1
+ * after a line on stderr that starts with prog and says why. */
+int api_connect(const char *prog, const char *path);
 /* Sends {"execute": cmd} and reads the answer line: its "return" value (a
  * new reference), or NULL with a message in err. */
 json_t *api_call(int fd, const char *cmd, char *err, size_t errlen);
@@ -49,6 +50,9 @@ json_t *api_call(int fd, const char *cmd, char *err, size_t errlen);
 struct fdvm_virtio_pci_stats;
 struct fdvm_virtio_queue_stats;
 json_t *api_device_json(const struct fdvm_virtio_pci_stats *s);
+/* The counters command's answer: devices (taken) and the time they were
+ * read (CLOCK_MONOTONIC), which rates are computed from. */
+json_t *api_counters(json_t *devices);
 json_t *api_queue_json(const struct fdvm_virtio_queue_stats *q);
 
 #endif

@@ -5,7 +5,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "api.h"
@@ -32,13 +31,6 @@ struct run_ctl {
 	struct fdvm_virtio_pci *dev[40];
 	unsigned ndev;
 };
-
-static uint64_t mono_ns(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
-}
 
 /* The commands of fdvm run's control socket (api.h), on its thread. */
 static json_t *run_api(void *opaque, const char *cmd, json_t *args, const char **cls, char *err,
@@ -77,7 +69,7 @@ static json_t *run_api(void *opaque, const char *cmd, json_t *args, const char *
 			json_array_append_new(devs, api_device_json(st));
 		}
 		free(st);
-		return json_pack("{s:I,s:o}", "time_ns", (json_int_t)mono_ns(), "devices", devs);
+		return api_counters(devs);
 	}
 	*cls = "CommandNotFound";
 	snprintf(err, errlen, "unknown command '%s' (status, pause, resume, power-off, counters)", cmd);

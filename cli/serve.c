@@ -16,7 +16,6 @@
 #include <sys/epoll.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "api.h"
@@ -346,12 +345,10 @@ static json_t *serve_api(void *opaque, const char *cmd, json_t *args, const char
 		json_t *qs = json_array();
 		for (unsigned i = 0; i < n && i < FDVM_VIRTIO_MAX_QUEUES; i++)
 			json_array_append_new(qs, api_queue_json(&q[i]));
-		struct timespec t;
-		clock_gettime(CLOCK_MONOTONIC, &t);
-		return json_pack("{s:I,s:[{s:s,s:s,s:b,s:o,s:[]}]}", "time_ns",
-				 (json_int_t)t.tv_sec * 1000000000 + t.tv_nsec, "devices", "name",
-				 c->name, "backend", "vhost-user", "connected",
-				 fdvm_vu_backend_connected(c->be), "queues", qs, "vectors");
+		return api_counters(json_pack("[{s:s,s:s,s:b,s:o,s:[]}]", "name", c->name, "backend",
+					      "vhost-user", "connected",
+					      fdvm_vu_backend_connected(c->be), "queues", qs,
+					      "vectors"));
 	}
 	*cls = "CommandNotFound";
 	snprintf(err, errlen, "unknown command '%s' (status, counters)", cmd);

@@ -174,13 +174,9 @@ int fdvm_cmd_stat(int argc, char **argv)
 		fprintf(stderr, "fdvm stat: --count needs --interval\n");
 		return FDVM_EXIT_USAGE;
 	}
-	int fd = api_connect(sock);
-	if (fd < 0) {
-		fprintf(stderr, "fdvm stat: %s: %s%s\n", sock, strerror(-fd),
-			fd == -ENOENT || fd == -ECONNREFUSED
-				? " (is fdvm running with --api-socket here?)" : "");
+	int fd = api_connect("fdvm stat", sock);
+	if (fd < 0)
 		return FDVM_EXIT_USAGE;
-	}
 	struct sigaction sa = { .sa_handler = on_int };
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGINT, &sa, NULL);
@@ -266,13 +262,9 @@ int fdvm_cmd_api(int argc, char **argv)
 		fprintf(stderr, "usage: fdvm api SOCKET COMMAND (try fdvm api --help)\n");
 		return FDVM_EXIT_USAGE;
 	}
-	int fd = api_connect(argv[0]);
-	if (fd < 0) {
-		fprintf(stderr, "fdvm api: %s: %s%s\n", argv[0], strerror(-fd),
-			fd == -ENOENT || fd == -ECONNREFUSED
-				? " (is fdvm running with --api-socket here?)" : "");
+	int fd = api_connect("fdvm api", argv[0]);
+	if (fd < 0)
 		return FDVM_EXIT_USAGE;
-	}
 	json_t *ret = api_call(fd, argv[1], err, sizeof(err));
 	close(fd);
 	if (!ret) {
