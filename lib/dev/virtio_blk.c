@@ -185,12 +185,18 @@ static bool dio_ok(const struct blk *b, uint64_t off, const struct iovec *iov, u
 	return true;
 }
 
+/* A read or write the disk can do: whole sectors, inside it, no write to
+ * a read-only disk. */
+static bool rw_ok(const struct blk *b, bool write, uint64_t sector, uint64_t len)
+{
+	return !(len % SECTOR) && sector <= b->config.capacity &&
+	       len / SECTOR <= b->config.capacity - sector && !(write && b->ro);
+}
+
 static uint8_t do_rw(struct blk *b, bool write, uint64_t sector, const struct iovec *iov,
 		     unsigned n, uint64_t len)
 {
-	if (len % SECTOR || sector > b->config.capacity || len / SECTOR > b->config.capacity - sector)
-		return S_IOERR;
-	if (write && b->ro)
+	if (!rw_ok(b, write, sector, len))
 		return S_IOERR;
 	off_t off = (off_t)(sector * SECTOR);
 	if (b->direct && !dio_ok(b, (uint64_t)off, iov, n))
@@ -313,9 +319,8 @@ static bool aio_submit(struct blk *b, bool write, unsigned queue, const struct f
 {
 	if (b->uring_up && b->free_slot < 0)
 		aio_reap(b, true); /* as many in flight as the rings hold: room comes */
-	if (!b->uring_up || b->free_slot < 0 || !len || len % SECTOR || len > UINT32_MAX ||
-	    sector > b->config.capacity || len / SECTOR > b->config.capacity - sector ||
-	    (write && b->ro) || n > IOV_MAX)
+	if (!b->uring_up || b->free_slot < 0 || !len || len > UINT32_MAX || n > IOV_MAX ||
+	    !rw_ok(b, write, sector, len))
 		return false;
 	uint64_t off = sector * SECTOR;
 	if (b->direct && !dio_ok(b, off, iov, n))
