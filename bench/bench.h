@@ -5,9 +5,11 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/types.h>
 
 #define BENCH_MAX_REPS 64
+#define BENCH_MAX_ROUNDS 64
 
 struct bench_opts {
 	const char *guest;	/* the bench guest ELF */
@@ -26,14 +28,34 @@ struct bench_opts {
 	unsigned timeout_s;
 	bool no_counters;	/* fdvm: the VM counts nothing (fdvm_vm_config) */
 	bool blk_direct;	/* the disk with cache=none (QEMU: and aio=io_uring) */
+	unsigned poll_us;	/* doorbell: the round-trip backends' polling */
 };
 
-/* One VMM's figures for one row: cycles per repetition. */
+/* One VMM's figures for one row: cycles (and doorbells rung, where the
+ * guest says) per repetition. */
 struct bench_result {
 	unsigned n;
 	uint64_t ops;
 	uint64_t cycles[BENCH_MAX_REPS];
+	uint64_t rung;	/* summed over the repetitions */
 };
+
+/*
+ * The round-trip rows' polling (bench/poll.c): shm and mode are set from
+ * the vCPU thread (the guest's writes to BENCH_REG_SHM and BENCH_REG_POLL),
+ * read by the backend threads. bench_poll_serve, called by a backend that
+ * a doorbell woke: with mode OFF (or no page) false, and the caller gives
+ * its one answer; otherwise it answers every request in the page (answer
+ * for LINE, the page's ack for SHM) until none came for poll_ns, and
+ * returns true. seen: the caller's last request answered.
+ */
+struct bench_shm;
+struct bench_poll {
+	struct bench_shm *_Atomic shm;
+	_Atomic unsigned mode;
+	uint64_t poll_ns;
+};
+bool bench_poll_serve(struct bench_poll *p, uint64_t *seen, void (*answer)(void *), void *opaque);
 
 /* The guest's printed BENCH lines, parsed into results[row index]. */
 int bench_parse(const char *out, size_t len, const char *const *rows, unsigned nrows,
@@ -55,6 +77,22 @@ int bench_run_qemu(const struct bench_opts *o, const char *cmdline, char **out, 
  */
 void bench_child_init(pid_t parent);
 int bench_reap(pid_t pid, unsigned timeout_ms, int *status);
+
+/*
+ * Rounds (bench/rounds.c). bench_spread: the median, lowest and highest of
+ * v's finite values (NaN: no figure that round). bench_order: round's
+ * order of n runs, turning one place a round. bench_json_spread writes
+ * "key": {"median", "min", "max", "rounds": [...]} with fmt for each value.
+ * bench_fmt_spread: "median [min..max]" (just the median for one round).
+ */
+struct bench_spread {
+	unsigned n;
+	double median, min, max;
+};
+struct bench_spread bench_spread(const double *v, unsigned n);
+void bench_order(unsigned round, unsigned n, unsigned *order);
+void bench_json_spread(FILE *f, const char *key, const double *v, unsigned n, const char *fmt);
+const char *bench_fmt_spread(char *buf, size_t len, struct bench_spread s, const char *fmt);
 
 /* Shared by the benchmarks (doorbell.c). */
 double bench_tsc_hz(void);

@@ -1,10 +1,13 @@
 /*
  * fdvm bench doorbell: the seed's 2009 table (qemu-mmio, ioeventfd-mmio,
  * ioeventfd-pio) made reproducible: every row measured by the same guest
- * under fdvm, under a bare KVM loop (the floor) and under QEMU, in one run,
- * printed as a table with ratios, written as JSON and drawn as a PNG.
+ * under fdvm, under a bare KVM loop (the floor) and under QEMU, in rounds
+ * that take turns (bench/rounds.c), the ratios taken within each round;
+ * printed as a table of medians with their spread, written as JSON and
+ * drawn as a PNG with error bars.
  */
 #include <errno.h>
+#include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +23,10 @@
 enum { VMM_FDVM, VMM_FLOOR, VMM_QEMU, N_VMM };
 static const char *const vmm_names[N_VMM] = { "fdvm", "floor", "qemu" };
 
+/*
+ * floor, qemu: the row has a twin there (the same guest code on the same
+ * path, bare or QEMU's); fast: counted with --fast-ops.
+ */
 static const struct row {
 	const char *name, *desc;
 	bool floor, qemu, fast;
@@ -30,11 +37,20 @@ static const struct row {
 	{ "pio-exit", "port write, exit to userspace (CPL0)", true, true, false },
 	{ "pio-wildcard", "port write, ioeventfd wildcard (CPL0)", true, true, true },
 	{ "pio-datamatch", "port write, ioeventfd datamatch (CPL0)", false, true, true },
-	{ "irq-irqfd", "interrupt: eventfd -> irqfd, from the vCPU thread", false, false, false },
-	{ "irq-signal-msi", "interrupt: KVM_SIGNAL_MSI from the vCPU thread", false, false, false },
-	{ "irq-userspace", "interrupt: eventfd -> userspace line", false, false, false },
-	{ "roundtrip-kernel", "doorbell -> backend -> irqfd -> ISR", false, false, false },
-	{ "roundtrip-userspace", "same, userspace doorbell and line", false, false, false },
+	{ "irq-irqfd", "exit, the vCPU thread writes an irqfd -> ISR", true, false, false },
+	{ "irq-signal-msi", "exit, the vCPU thread calls KVM_SIGNAL_MSI -> ISR (QEMU: edu)", true,
+	  true, false },
+	{ "irq-userspace", "exit, eventfd -> userspace line thread -> KVM_SIGNAL_MSI -> ISR", true,
+	  false, false },
+	{ "roundtrip-kernel", "ioeventfd -> backend thread -> irqfd -> ISR", true, false, false },
+	{ "roundtrip-userspace", "exit -> eventfd -> backend -> userspace line -> ISR", true, false,
+	  false },
+	{ "roundtrip-kernel-poll", "shared page -> polling backend -> irqfd -> ISR", true, false,
+	  false },
+	{ "roundtrip-userspace-poll", "shared page -> polling backend -> userspace line -> ISR",
+	  true, false, false },
+	{ "pingpong", "shared page both ways: CPL3 loop and a polling host thread", true, false,
+	  true },
 };
 #define N_ROWS (sizeof(all_rows) / sizeof(all_rows[0]))
 
@@ -55,44 +71,29 @@ int bench_parse(const char *out, size_t len, const char *const *rows, unsigned n
 	(void)len;
 	for (const char *p = out; (p = strstr(p, "BENCH ")); p++) {
 		char name[64];
-		unsigned long rep, ops, cycles;
-		if (sscanf(p, "BENCH %63s %lu %lu %lu", name, &rep, &ops, &cycles) != 4)
+		unsigned long rep, ops, cycles, rung = 0;
+		if (sscanf(p, "BENCH %63s %lu %lu %lu %lu", name, &rep, &ops, &cycles, &rung) < 4)
 			continue;
 		for (unsigned i = 0; i < nrows; i++) {
 			if (strcmp(rows[i], name) || results[i].n >= BENCH_MAX_REPS)
 				continue;
 			results[i].ops = ops;
+			results[i].rung += rung;
 			results[i].cycles[results[i].n++] = cycles;
 		}
 	}
 	return 0;
 }
 
-static int cmp_double(const void *a, const void *b)
+/* The median microseconds per operation over one boot's repetitions. */
+static double boot_us(const struct bench_result *r, double hz)
 {
-	double x = *(const double *)a, y = *(const double *)b;
-	return (x > y) - (x < y);
-}
-
-struct stat_us {
-	bool have;
-	double median, min, max;
-};
-
-static struct stat_us stats(const struct bench_result *r, double hz)
-{
-	struct stat_us s = { 0 };
 	double v[BENCH_MAX_REPS];
 	if (!r->n || !r->ops)
-		return s;
+		return NAN;
 	for (unsigned i = 0; i < r->n; i++)
 		v[i] = (double)r->cycles[i] / (double)r->ops / hz * 1e6;
-	qsort(v, r->n, sizeof(v[0]), cmp_double);
-	s.have = true;
-	s.min = v[0];
-	s.max = v[r->n - 1];
-	s.median = r->n % 2 ? v[r->n / 2] : (v[r->n / 2 - 1] + v[r->n / 2]) / 2;
-	return s;
+	return bench_spread(v, r->n).median;
 }
 
 static bool want_row(const struct bench_opts *o, const char *name)
@@ -121,18 +122,24 @@ static void usage(FILE *f)
 		"\n"
 		"Measures doorbells (guest writes that notify the host) and interrupts, each\n"
 		"row with the same guest under fdvm, under a bare KVM loop (the floor) and\n"
-		"under QEMU with its pci-testdev, and prints the median microseconds per\n"
-		"operation (min-max over the repetitions), operations per second, and the\n"
-		"ratio of fdvm to the floor and to QEMU.\n"
+		"under QEMU (its pci-testdev, and its edu device for irq-signal-msi). The\n"
+		"three take turns: each round boots each once (the order turning every\n"
+		"round), and the ratios are taken within a round. Printed: the median over\n"
+		"the rounds of each figure and ratio, with its spread [lowest..highest round].\n"
 		"\n"
 		"options:\n"
-		"  --reps N        repetitions per row (default 7)\n"
+		"  --rounds N      rounds (default 5)\n"
+		"  --reps N        repetitions per row in each boot (default 3)\n"
 		"  --ops N         operations per repetition, exit rows (default 2000)\n"
-		"  --fast-ops N    operations per repetition, ioeventfd rows (default 20000)\n"
+		"  --fast-ops N    operations per repetition, ioeventfd rows and the\n"
+		"                  ping-pong (default 20000)\n"
 		"  --irq-ops N     operations per repetition, interrupt rows (default 1000)\n"
+		"  --poll-us N     the polling rows' backends watch the shared page this long\n"
+		"                  after a request before they sleep (default 100)\n"
 		"  --rows A,B,...  only these rows (names as printed)\n"
 		"  --json FILE     figures as JSON (default fdvm-bench-doorbell.json)\n"
-		"  --png FILE      bar chart (default fdvm-bench-doorbell.png; needs gnuplot)\n"
+		"  --png FILE      bar chart with error bars (default fdvm-bench-doorbell.png;\n"
+		"                  needs gnuplot)\n"
 		"  --no-qemu       skip the QEMU rows\n"
 		"  --guest FILE    the bench guest (default: found beside fdvm)\n"
 		"  --seccomp MODE  fdvm's threads' system call filters, as for fdvm run:\n"
@@ -166,47 +173,81 @@ bool bench_have_qemu(void)
 	return system("command -v qemu-system-x86_64 >/dev/null 2>&1") == 0;
 }
 
+/* Every figure of a run: per row and VMM, a value per round (NaN: none). */
+struct figures {
+	unsigned rounds;
+	double us[N_ROWS][N_VMM][BENCH_MAX_ROUNDS];
+	double vs_floor[N_ROWS][BENCH_MAX_ROUNDS]; /* fdvm's time over the floor's - 1 */
+	double vs_qemu[N_ROWS][BENCH_MAX_ROUNDS];  /* QEMU's time over fdvm's */
+	uint64_t ops[N_ROWS][N_VMM], reps[N_ROWS][N_VMM], rung[N_ROWS][N_VMM];
+};
+
 static void write_json(const char *path, double hz, const struct bench_opts *o,
-		       struct stat_us st[][N_VMM], const struct bench_result res[][N_VMM])
+		       const struct figures *fg)
 {
 	FILE *f = fopen(path, "w");
 	if (!f) {
 		fprintf(stderr, "fdvm bench: %s: %s\n", path, strerror(errno));
 		return;
 	}
-	fprintf(f, "{\n  \"tsc_hz\": %.0f,\n  \"reps\": %u,\n  \"rows\": [\n", hz, o->reps);
+	fprintf(f, "{\n  \"tsc_hz\": %.0f,\n  \"rounds\": %u,\n  \"reps\": %u,\n  \"poll_us\": %u,\n"
+		   "  \"rows\": [\n", hz, fg->rounds, o->reps, o->poll_us);
 	bool first = true;
 	for (unsigned i = 0; i < N_ROWS; i++) {
 		for (unsigned v = 0; v < N_VMM; v++) {
-			if (!st[i][v].have)
+			struct bench_spread sp = bench_spread(fg->us[i][v], fg->rounds);
+			if (!sp.n)
 				continue;
-			fprintf(f,
-				"%s    {\"row\": \"%s\", \"vmm\": \"%s\", \"ops\": %lu, \"reps\": %u, "
-				"\"median_us\": %.4f, \"min_us\": %.4f, \"max_us\": %.4f, "
-				"\"ops_per_s\": %.0f}",
+			fprintf(f, "%s    {\"row\": \"%s\", \"vmm\": \"%s\", \"ops\": %lu, \"reps\": %lu, "
+				   "\"doorbells\": %lu, \"ops_per_s\": %.0f, ",
 				first ? "" : ",\n", all_rows[i].name, vmm_names[v],
-				(unsigned long)res[i][v].ops, res[i][v].n, st[i][v].median, st[i][v].min,
-				st[i][v].max, 1e6 / st[i][v].median);
+				(unsigned long)fg->ops[i][v], (unsigned long)fg->reps[i][v],
+				(unsigned long)fg->rung[i][v], 1e6 / sp.median);
+			bench_json_spread(f, "us", fg->us[i][v], fg->rounds, "%.4f");
+			fprintf(f, "}");
 			first = false;
 		}
 	}
+	fprintf(f, "\n  ],\n  \"ratios\": [\n");
+	first = true;
+	for (unsigned i = 0; i < N_ROWS; i++)
+		for (int k = 0; k < 2; k++) {
+			const double *r = k ? fg->vs_qemu[i] : fg->vs_floor[i];
+			if (!bench_spread(r, fg->rounds).n)
+				continue;
+			fprintf(f, "%s    {\"row\": \"%s\", \"ratio\": \"%s\", ", first ? "" : ",\n",
+				all_rows[i].name, k ? "qemu_over_fdvm" : "fdvm_over_floor_minus_1");
+			bench_json_spread(f, "value", r, fg->rounds, "%.4f");
+			fprintf(f, "}");
+			first = false;
+		}
 	fprintf(f, "\n  ]\n}\n");
 	fclose(f);
 }
 
-static void write_png(const char *path, struct stat_us st[][N_VMM])
+static void write_png(const char *path, const struct figures *fg)
 {
 	char dat[] = "/tmp/fdvm-bench-XXXXXX";
 	int fd = mkstemp(dat);
 	if (fd < 0)
 		return;
 	FILE *f = fdopen(fd, "w");
+	if (!f) {
+		close(fd);
+		unlink(dat);
+		return;
+	}
 	for (unsigned i = 0; i < N_ROWS; i++) {
-		if (!st[i][VMM_FDVM].have)
+		if (!bench_spread(fg->us[i][VMM_FDVM], fg->rounds).n)
 			continue;
 		fprintf(f, "%s", all_rows[i].name);
-		for (unsigned v = 0; v < N_VMM; v++)
-			fprintf(f, " %.3f", st[i][v].have ? st[i][v].median : 0.0 / 0.0);
+		for (unsigned v = 0; v < N_VMM; v++) {
+			struct bench_spread sp = bench_spread(fg->us[i][v], fg->rounds);
+			if (sp.n)
+				fprintf(f, " %.4f %.4f %.4f", sp.median, sp.min, sp.max);
+			else
+				fprintf(f, " NaN NaN NaN");
+		}
 		fprintf(f, "\n");
 	}
 	fclose(f);
@@ -216,16 +257,17 @@ static void write_png(const char *path, struct stat_us st[][N_VMM])
 		return;
 	}
 	fprintf(g,
-		"set terminal png size 1200,600\n"
+		"set terminal png size 1400,650\n"
 		"set output '%s'\n"
-		"set title 'fdvm doorbell benchmark: microseconds per operation (median; lower is better)'\n"
-		"set style data histogram\nset style histogram cluster gap 1\n"
+		"set title 'fdvm doorbell benchmark: microseconds per operation, median of %u rounds; "
+		"bars: lowest and highest round (lower is better)'\n"
+		"set style data histogram\nset style histogram errorbars gap 1 lw 1\n"
 		"set style fill solid border -1\nset boxwidth 0.9\n"
 		"set logscale y\nset ylabel 'us per operation'\nset grid ytics\n"
 		"set xtics rotate by -30\nset datafile missing 'NaN'\n"
-		"plot '%s' using 2:xtic(1) title 'fdvm', '' using 3 title 'floor (bare KVM loop)', "
-		"'' using 4 title 'QEMU'\n",
-		path, dat);
+		"plot '%s' using 2:3:4:xtic(1) title 'fdvm', '' using 5:6:7 title 'floor (bare KVM loop)', "
+		"'' using 8:9:10 title 'QEMU'\n",
+		path, fg->rounds, dat);
 	int rc = pclose(g);
 	unlink(dat);
 	if (rc != 0)
@@ -234,13 +276,33 @@ static void write_png(const char *path, struct stat_us st[][N_VMM])
 		printf("chart: %s\n", path);
 }
 
+/* The guest's command line for VMM v: the wanted rows it has a twin of. */
+static bool cmdline_for(const struct bench_opts *o, unsigned v, char *buf, size_t len)
+{
+	char rows[1024] = "";
+	for (unsigned i = 0; i < N_ROWS; i++) {
+		const struct row *r = &all_rows[i];
+		if (!want_row(o, r->name) || (v == VMM_FLOOR && !r->floor) ||
+		    (v == VMM_QEMU && !r->qemu))
+			continue;
+		strcat(rows, *rows ? "," : "");
+		strcat(rows, r->name);
+	}
+	if (!*rows)
+		return false;
+	snprintf(buf, len, "reps=%u ops=%lu fops=%lu iops=%lu rows=%s%s", o->reps,
+		 (unsigned long)o->ops, (unsigned long)o->fops, (unsigned long)o->iops, rows,
+		 v == VMM_FLOOR ? " floor" : "");
+	return true;
+}
+
 int fdvm_cmd_bench(int argc, char **argv)
 {
-	struct bench_opts o = { .reps = 7, .ops = 2000, .fops = 20000, .iops = 1000,
-				.json = "fdvm-bench-doorbell.json",
+	struct bench_opts o = { .reps = 3, .ops = 2000, .fops = 20000, .iops = 1000,
+				.poll_us = 100, .json = "fdvm-bench-doorbell.json",
 				.png = "fdvm-bench-doorbell.png", .qemu = -1 };
-	static struct bench_result res[N_ROWS][N_VMM];
-	static struct stat_us st[N_ROWS][N_VMM];
+	static struct figures fg;
+	unsigned rounds = 5;
 	const char *names[N_ROWS];
 
 	if (argc < 1 || !strcmp(argv[0], "-h") || !strcmp(argv[0], "--help")) {
@@ -303,12 +365,16 @@ int fdvm_cmd_bench(int argc, char **argv)
 		bool num = end && !*end && n > 0;
 		if (!strcmp(a, "--reps") && num && n <= BENCH_MAX_REPS)
 			o.reps = (unsigned)n;
+		else if (!strcmp(a, "--rounds") && num && n <= BENCH_MAX_ROUNDS)
+			rounds = (unsigned)n;
 		else if (!strcmp(a, "--ops") && num)
 			o.ops = n;
 		else if (!strcmp(a, "--fast-ops") && num)
 			o.fops = n;
 		else if (!strcmp(a, "--irq-ops") && num)
 			o.iops = n;
+		else if (!strcmp(a, "--poll-us") && end && !*end && *v && n <= 1000000)
+			o.poll_us = (unsigned)n;
 		else if (!strcmp(a, "--rows"))
 			o.rows = v;
 		else if (!strcmp(a, "--json"))
@@ -345,80 +411,113 @@ int fdvm_cmd_bench(int argc, char **argv)
 	}
 
 	double hz = bench_tsc_hz();
-	printf("fdvm bench doorbell: %u repetitions; %lu ops (exit rows), %lu (ioeventfd rows), "
-	       "%lu (interrupt rows); TSC %.3f GHz\n",
-	       o.reps, (unsigned long)o.ops, (unsigned long)o.fops, (unsigned long)o.iops, hz / 1e9);
+	printf("fdvm bench doorbell: %u rounds of %u repetitions; %lu ops (exit rows), %lu (ioeventfd "
+	       "rows, ping-pong), %lu (interrupt rows); polling %u us; TSC %.3f GHz\n",
+	       rounds, o.reps, (unsigned long)o.ops, (unsigned long)o.fops, (unsigned long)o.iops,
+	       o.poll_us, hz / 1e9);
+	if (!o.qemu)
+		printf("note: QEMU rows skipped (%s)\n",
+		       bench_have_qemu() ? "--no-qemu" : "qemu-system-x86_64 not installed");
 	fflush(stdout);
 
-	/* One guest run per VMM and kind of row, rows chosen by name. */
-	for (unsigned v = 0; v < N_VMM; v++) {
-		if (v == VMM_QEMU && !o.qemu) {
-			printf("note: QEMU rows skipped (%s)\n", bench_have_qemu() ? "--no-qemu" : "qemu-system-x86_64 not installed");
-			continue;
+	/* The VMMs that run, and each one's guest command line. */
+	unsigned vmms[N_VMM], nv = 0;
+	char cmdlines[N_VMM][1536];
+	for (unsigned v = 0; v < N_VMM; v++)
+		if ((v != VMM_QEMU || o.qemu) && cmdline_for(&o, v, cmdlines[v], sizeof(cmdlines[v])))
+			vmms[nv++] = v;
+	fg.rounds = rounds;
+	for (unsigned i = 0; i < N_ROWS; i++)
+		for (unsigned r = 0; r < rounds; r++) {
+			fg.vs_floor[i][r] = fg.vs_qemu[i][r] = NAN;
+			for (unsigned v = 0; v < N_VMM; v++)
+				fg.us[i][v][r] = NAN;
 		}
-		for (int fast = 0; fast < 2; fast++) {
-			char rows[512] = "";
-			for (unsigned i = 0; i < N_ROWS; i++) {
-				const struct row *r = &all_rows[i];
-				if (r->fast != fast || !want_row(&o, r->name) ||
-				    (v == VMM_FLOOR && !r->floor) || (v == VMM_QEMU && !r->qemu))
-					continue;
-				strcat(rows, *rows ? "," : "");
-				strcat(rows, r->name);
-			}
-			if (!*rows)
-				continue;
-			char cmdline[768];
-			snprintf(cmdline, sizeof(cmdline), "reps=%u ops=%lu iops=%lu rows=%s%s", o.reps,
-				 (unsigned long)(fast ? o.fops : o.ops), (unsigned long)o.iops, rows,
-				 v == VMM_FLOOR ? " floor" : "");
+	for (unsigned r = 0; r < rounds; r++) {
+		unsigned order[N_VMM];
+		bench_order(r, nv, order);
+		printf("round %u/%u:", r + 1, rounds);
+		for (unsigned k = 0; k < nv; k++) {
+			unsigned v = vmms[order[k]];
+			printf(" %s", vmm_names[v]);
+			fflush(stdout);
 			char *out = NULL;
 			size_t len = 0;
-			int ret = v == VMM_FDVM ? bench_run_fdvm(&o, cmdline, &out, &len)
-				: v == VMM_FLOOR ? bench_run_floor(&o, cmdline, &out, &len)
-				: bench_run_qemu(&o, cmdline, &out, &len);
+			ret = v == VMM_FDVM ? bench_run_fdvm(&o, cmdlines[v], &out, &len)
+			      : v == VMM_FLOOR ? bench_run_floor(&o, cmdlines[v], &out, &len)
+			      : bench_run_qemu(&o, cmdlines[v], &out, &len);
 			if (ret) {
+				printf("\n");
 				fprintf(stderr, "fdvm bench: %s run failed: %s\n", vmm_names[v], strerror(-ret));
 				return 6;
 			}
 			struct bench_result tmp[N_ROWS] = { 0 };
 			bench_parse(out, len, names, N_ROWS, tmp);
 			free(out);
-			for (unsigned i = 0; i < N_ROWS; i++)
-				if (tmp[i].n)
-					res[i][v] = tmp[i];
+			for (unsigned i = 0; i < N_ROWS; i++) {
+				fg.us[i][v][r] = boot_us(&tmp[i], hz);
+				if (tmp[i].n) {
+					fg.ops[i][v] = tmp[i].ops;
+					fg.reps[i][v] += tmp[i].n;
+					fg.rung[i][v] += tmp[i].rung;
+				}
+			}
+		}
+		printf("\n");
+		for (unsigned i = 0; i < N_ROWS; i++) {
+			double f = fg.us[i][VMM_FDVM][r], fl = fg.us[i][VMM_FLOOR][r],
+			       q = fg.us[i][VMM_QEMU][r];
+			fg.vs_floor[i][r] = (f / fl - 1) * 100; /* NaN if either is missing */
+			fg.vs_qemu[i][r] = q / f;
 		}
 	}
 
-	printf("\n%-20s %-44s %22s %10s %9s %9s %9s %9s\n", "row", "what", "fdvm us/op (min-max)",
-	       "fdvm op/s", "floor us", "vs floor", "QEMU us", "vs QEMU");
+	printf("\n%-25s %-24s %9s %-20s %-22s %-18s %-18s\n", "row", "fdvm us/op", "fdvm op/s",
+	       "floor us/op", "fdvm vs floor", "QEMU us/op", "QEMU/fdvm");
 	for (unsigned i = 0; i < N_ROWS; i++) {
-		for (unsigned v = 0; v < N_VMM; v++)
-			st[i][v] = stats(&res[i][v], hz);
-		if (!st[i][VMM_FDVM].have)
+		struct bench_spread f = bench_spread(fg.us[i][VMM_FDVM], rounds);
+		if (!f.n)
 			continue;
-		char range[64], fl[16] = "-", vf[16] = "-", qm[16] = "-", vq[16] = "-";
-		snprintf(range, sizeof(range), "%.2f (%.2f-%.2f)", st[i][VMM_FDVM].median,
-			 st[i][VMM_FDVM].min, st[i][VMM_FDVM].max);
-		if (st[i][VMM_FLOOR].have) {
-			snprintf(fl, sizeof(fl), "%.2f", st[i][VMM_FLOOR].median);
-			snprintf(vf, sizeof(vf), "%+.1f%%",
-				 (st[i][VMM_FDVM].median / st[i][VMM_FLOOR].median - 1) * 100);
-		}
-		if (st[i][VMM_QEMU].have) {
-			snprintf(qm, sizeof(qm), "%.2f", st[i][VMM_QEMU].median);
-			snprintf(vq, sizeof(vq), "%.2fx",
-				 st[i][VMM_QEMU].median / st[i][VMM_FDVM].median);
-		}
-		printf("%-20s %-44s %22s %10.0f %9s %9s %9s %9s\n", all_rows[i].name, all_rows[i].desc,
-		       range, 1e6 / st[i][VMM_FDVM].median, fl, vf, qm, vq);
+		char a[64], b[64], c[64], d[64], e[64];
+		printf("%-25s %-24s %9.0f %-20s %-22s %-18s %-18s\n", all_rows[i].name,
+		       bench_fmt_spread(a, sizeof(a), f, "%.2f"), 1e6 / f.median,
+		       bench_fmt_spread(b, sizeof(b), bench_spread(fg.us[i][VMM_FLOOR], rounds), "%.2f"),
+		       bench_fmt_spread(c, sizeof(c), bench_spread(fg.vs_floor[i], rounds), "%+.1f%%"),
+		       bench_fmt_spread(d, sizeof(d), bench_spread(fg.us[i][VMM_QEMU], rounds), "%.2f"),
+		       bench_fmt_spread(e, sizeof(e), bench_spread(fg.vs_qemu[i], rounds), "%.2fx"));
 	}
-	printf("\nvs floor: fdvm's time over the bare loop's (+ is slower); vs QEMU: QEMU's time over\n"
-	       "fdvm's (above 1 means fdvm is faster). Port rows loop at CPL0, which this machine\n"
-	       "emulates (about 1 us per instruction): their loop overhead is in every column alike.\n"
-	       "Seed 003 (2009): qemu-mmio 9.09 us, ioeventfd-mmio 5.00 us, ioeventfd-pio 2.72 us.\n");
-	write_json(o.json, hz, &o, st, res);
+	printf("\nEach figure: the median over the rounds [lowest..highest round]; a ratio is\n"
+	       "taken within each round, then its median. fdvm vs floor: fdvm's time over the\n"
+	       "bare loop's (+ is slower); QEMU/fdvm: QEMU's time over fdvm's (above 1: fdvm is\n"
+	       "faster). Port rows loop at CPL0, which this machine emulates (about 1 us an\n"
+	       "instruction): their loop overhead is in every column alike. Interrupt rows end\n"
+	       "in a six-instruction ISR (count, EOI, iretq), the same in every column.\n"
+	       "Seed 003 (2009): qemu-mmio 9.09 us, ioeventfd-mmio 5.00 us, ioeventfd-pio 2.72 us.\n"
+	       "\nrows:\n");
+	for (unsigned i = 0; i < N_ROWS; i++)
+		if (bench_spread(fg.us[i][VMM_FDVM], rounds).n)
+			printf("  %-25s %s\n", all_rows[i].name, all_rows[i].desc);
+	printf("No QEMU twin: QEMU has no device whose write goes out through an eventfd (irqfd,\n"
+	       "a userspace line thread) or to a backend thread and back; its edu device raises\n"
+	       "its MSI on the vCPU thread, which is irq-signal-msi's shape.\n");
+	/* How often the polling rows' guests found the backend asleep. */
+	bool head = false;
+	for (unsigned i = 0; i < N_ROWS; i++) {
+		if (!strstr(all_rows[i].name, "-poll") && strcmp(all_rows[i].name, "pingpong"))
+			continue;
+		for (unsigned v = 0; v < N_VMM; v++) {
+			uint64_t reqs = fg.ops[i][v] * fg.reps[i][v];
+			if (!reqs)
+				continue;
+			if (!head)
+				printf("Polling rows, doorbells rung (the backend was asleep) / requests:\n");
+			head = true;
+			printf("  %-25s %s %lu/%lu\n", all_rows[i].name, vmm_names[v],
+			       (unsigned long)fg.rung[i][v], (unsigned long)reqs);
+		}
+	}
+	write_json(o.json, hz, &o, &fg);
 	printf("figures: %s\n", o.json);
-	write_png(o.png, st);
+	write_png(o.png, &fg);
 	return 0;
 }

@@ -1,12 +1,14 @@
 /*
  * The bench guest on fdvm: pci-testdev for the doorbell rows, and the
- * bench device (include/fdvm/bench.h) for the interrupt rows, with a
- * backend thread that holds nothing but eventfds; for the blk rows a
+ * bench device (testabi/bench_abi.h) for the interrupt rows, with a
+ * backend thread that holds nothing but eventfds (and, for the polling
+ * rows, the guest's shared page); for the blk rows a
  * virtio-blk disk, in-process or through fdvm's vhost-user frontend.
  */
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <time.h>
 #include <stdio.h>
@@ -33,8 +35,9 @@ struct benchdev {
 	struct fdvm_irq_line *line_kernel, *line_user;
 	struct fdvm_doorbell *db_kernel, *db_user;
 	struct fdvm_epoll_loop *backend;
-	uint64_t mode;
 	struct fdvm_msi msi;
+	struct bench_poll poll;
+	uint64_t seen_kernel, seen_user; /* the backend thread's */
 };
 
 static int signal_fd(int fd)
@@ -50,34 +53,55 @@ static uint64_t bd_read(void *opaque, uint64_t off, unsigned size)
 	return off == BENCH_REG_MAGIC ? FDVM_BENCH_MAGIC : 0;
 }
 
+static void answer_kernel(void *opaque)
+{
+	struct benchdev *b = opaque;
+	signal_fd(fdvm_irq_line_fd(b->line_kernel));
+}
+
+static void answer_user(void *opaque)
+{
+	struct benchdev *b = opaque;
+	signal_fd(fdvm_irq_line_fd(b->line_user));
+}
+
 static void bd_write(void *opaque, uint64_t off, uint64_t val, unsigned size)
 {
 	struct benchdev *b = opaque;
 	(void)size;
-	if (off == BENCH_REG_MODE) {
-		b->mode = val;
-	} else if (off == BENCH_REG_KICK) {
-		/* On the vCPU thread, before it re-enters the guest. */
-		if (b->mode == BENCH_INJECT_IRQFD)
-			signal_fd(fdvm_irq_line_fd(b->line_kernel));
-		else if (b->mode == BENCH_INJECT_SIGNAL_MSI)
-			fdvm_vm_signal_msi(b->vm, &b->msi);
-		else
-			signal_fd(fdvm_irq_line_fd(b->line_user));
+	/* On the vCPU thread, before it re-enters the guest. */
+	switch (off) {
+	case BENCH_KICK_IRQFD:
+		answer_kernel(b);
+		break;
+	case BENCH_KICK_MSI:
+		fdvm_vm_signal_msi(b->vm, &b->msi);
+		break;
+	case BENCH_KICK_USER:
+		answer_user(b);
+		break;
+	case BENCH_REG_SHM:
+		/* The guest's page; NULL (polling off) if it is not RAM. */
+		atomic_store(&b->poll.shm, (struct bench_shm *)fdvm_gpa(b->vm, val, sizeof(struct bench_shm)));
+		break;
+	case BENCH_REG_POLL:
+		atomic_store(&b->poll.mode, val <= BENCH_POLL_SHM ? (unsigned)val : BENCH_POLL_OFF);
+		break;
 	}
 	/* Writes to the doorbells that miss them land here: ignored. */
 }
 
 static const struct fdvm_io_ops bd_ops = { .read = bd_read, .write = bd_write };
 
-/* The backend: a doorbell rang, raise the interrupt. */
+/* The backend: a doorbell rang, answer (or poll, and answer each request). */
 static void on_kernel_doorbell(void *opaque, int fd, uint32_t events)
 {
 	struct benchdev *b = opaque;
 	uint64_t n;
 	(void)events;
-	if (read(fd, &n, sizeof(n)) == sizeof(n))
-		signal_fd(fdvm_irq_line_fd(b->line_kernel));
+	if (read(fd, &n, sizeof(n)) == sizeof(n) &&
+	    !bench_poll_serve(&b->poll, &b->seen_kernel, answer_kernel, b))
+		answer_kernel(b);
 }
 
 static void on_user_doorbell(void *opaque, int fd, uint32_t events)
@@ -85,17 +109,19 @@ static void on_user_doorbell(void *opaque, int fd, uint32_t events)
 	struct benchdev *b = opaque;
 	uint64_t n;
 	(void)events;
-	if (read(fd, &n, sizeof(n)) == sizeof(n))
-		signal_fd(fdvm_irq_line_fd(b->line_user));
+	if (read(fd, &n, sizeof(n)) == sizeof(n) &&
+	    !bench_poll_serve(&b->poll, &b->seen_user, answer_user, b))
+		answer_user(b);
 }
 
-static int benchdev_init(struct fdvm_vm *vm, struct benchdev *b)
+static int benchdev_init(struct fdvm_vm *vm, struct benchdev *b, unsigned poll_us)
 {
 	struct fdvm_irq_line_config lc;
 	struct fdvm_doorbell_config dc;
 	int ret;
 
 	b->vm = vm;
+	b->poll.poll_ns = (uint64_t)poll_us * 1000;
 	b->msi = (struct fdvm_msi){ 0xfee00000ull, BENCH_VECTOR };
 	if ((ret = fdvm_io_register(vm, FDVM_SPACE_MMIO, FDVM_BENCH_MMIO, 0x1000, &bd_ops, b,
 				    "bench", &b->region)))
@@ -212,7 +238,7 @@ int bench_run_fdvm(const struct bench_opts *o, const char *cmdline, char **out, 
 								    : FDVM_BLK_CACHE_WRITEBACK };
 	struct fdvm_vu_frontend_config vc = { .socket = o->vhost_user_sock, .device_id = 2 };
 	if ((ret = fdvm_pci_testdev_create(vm, FDVM_DOORBELL_AUTO, &td)) ||
-	    (ret = benchdev_init(vm, &b)) ||
+	    (ret = benchdev_init(vm, &b, o->poll_us)) ||
 	    (o->vhost_user_sock && (ret = fdvm_vhost_user_create(vm, &vc, NULL))) ||
 	    (o->blk_image && !o->vhost_user_sock && (ret = fdvm_virtio_blk_create(vm, &bc, NULL))) ||
 	    (ret = fdvm_vm_load_pvh(vm, o->guest, cmdline)))

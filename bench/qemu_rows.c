@@ -1,5 +1,6 @@
-/* The bench guest on QEMU with its own pci-testdev, for the side-by-side rows;
- * with a disk: virtio-blk-pci on the image, or vhost-user-blk-pci on a socket. */
+/* The bench guest on QEMU with its own pci-testdev, for the side-by-side rows,
+ * and its edu device (an MSI raised on the vCPU thread); with a disk instead:
+ * virtio-blk-pci on the image, or vhost-user-blk-pci on a socket. */
 #include <errno.h>
 #include <limits.h>
 #include <poll.h>
@@ -104,6 +105,10 @@ int bench_run_qemu(const struct bench_opts *o, const char *cmdline, char **out, 
 			argv[n++] = drive;
 			argv[n++] = "-device";
 			argv[n++] = "virtio-blk-pci,drive=d0";
+		} else {
+			/* irq-signal-msi's twin: the guest raises edu's MSI. */
+			argv[n++] = "-device";
+			argv[n++] = "edu";
 		}
 		argv[n] = NULL;
 		execvp(argv[0], (char *const *)argv);

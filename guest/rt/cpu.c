@@ -42,6 +42,26 @@ __attribute__((noreturn)) void rt_user_resume(struct rt_kctx *ctx, long value);
 #define LAPIC_SVR_ENABLE 0x100
 #define SPURIOUS_VECTOR 0xff
 
+static void set_gate(unsigned v, uint64_t off)
+{
+	idt[v] = (struct idt_entry){
+		.off_lo = off & 0xffff,
+		.sel = SEL_KCODE,
+		.attr = 0x8e, /* present, DPL0, interrupt gate */
+		.off_mid = (off >> 16) & 0xffff,
+		.off_hi = off >> 32,
+	};
+}
+
+void rt_idt_set_raw(unsigned vector, void (*entry)(void))
+{
+	if (vector < 32 || vector > 255) {
+		rt_printf("rt: rt_idt_set_raw: vector %u is not an interrupt\n", vector);
+		rt_exit(2);
+	}
+	set_gate(vector, (uint64_t)entry);
+}
+
 void rt_cpu_init(void)
 {
 	uint64_t base = (uint64_t)&tss;
@@ -55,16 +75,8 @@ void rt_cpu_init(void)
 	rt_gdt[SEL_TSS / 8 + 1] = base >> 32;
 	__asm__ volatile("ltr %w0" ::"r"(SEL_TSS));
 
-	for (int v = 0; v < 256; v++) {
-		uint64_t off = (uint64_t)rt_trap_stubs + 16 * v;
-		idt[v] = (struct idt_entry){
-			.off_lo = off & 0xffff,
-			.sel = SEL_KCODE,
-			.attr = 0x8e, /* present, DPL0, interrupt gate */
-			.off_mid = (off >> 16) & 0xffff,
-			.off_hi = off >> 32,
-		};
-	}
+	for (int v = 0; v < 256; v++)
+		set_gate(v, (uint64_t)rt_trap_stubs + 16 * v);
 	struct {
 		uint16_t limit;
 		uint64_t base;

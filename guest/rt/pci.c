@@ -141,3 +141,21 @@ bool msix_pending(struct pci_dev *d, unsigned i)
 {
 	return (mmio_read64(d->msix_pba + 8ull * (i / 64)) >> (i % 64)) & 1;
 }
+
+bool msi_enable(struct pci_dev *d, uint8_t vector)
+{
+	unsigned c = pci_find_cap(d->slot, 0x05);
+	if (!c)
+		return false;
+	if (d->msix_cap)
+		msix_enable(d, false);
+	uint16_t ctrl = (uint16_t)pci_cfg_read(d->slot, c + 2, 2);
+	bool is64 = ctrl & 0x80;
+	pci_cfg_write(d->slot, c + 4, 0xfee00000u, 4);
+	if (is64)
+		pci_cfg_write(d->slot, c + 8, 0, 4);
+	pci_cfg_write(d->slot, c + (is64 ? 12 : 8), vector, 2);
+	/* One message (multiple message enable 0), enabled. */
+	pci_cfg_write(d->slot, c + 2, (ctrl & ~0x70u) | 1, 2);
+	return true;
+}

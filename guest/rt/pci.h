@@ -1,7 +1,7 @@
 /*
  * The guest's PCI library: configuration space through 0xcf8/0xcfc (CPL0,
  * works on fdvm and QEMU) or through fdvm's ECAM (any CPL), enumeration,
- * BARs, capabilities, MSI-X.
+ * BARs, capabilities, MSI-X and MSI.
  */
 #ifndef RT_PCI_H
 #define RT_PCI_H
@@ -38,5 +38,9 @@ void msix_enable(struct pci_dev *dev, bool on);
 void msix_function_mask(struct pci_dev *dev, bool masked);
 void msix_mask(struct pci_dev *dev, unsigned i, bool masked);
 bool msix_pending(struct pci_dev *dev, unsigned i);
+
+/* Plain MSI (capability 0x05): one message for LAPIC 0 at vector, enabled
+ * (MSI-X off). False if the device has no MSI capability. */
+bool msi_enable(struct pci_dev *dev, uint8_t vector);
 
 #endif

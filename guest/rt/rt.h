@@ -49,6 +49,12 @@ long rt_kcall(long nr, long a0, long a1, long a2);
  */
 typedef void (*rt_irq_handler)(struct rt_frame *frame, void *opaque);
 void rt_irq_set_handler(unsigned vector, rt_irq_handler fn, void *opaque);
+/*
+ * Points vector's IDT gate straight at entry, bypassing the runtime's trap
+ * path (no saved frame, no C dispatch, no EOI): entry does everything
+ * itself and ends in iretq. For the benchmark's minimal ISR (CPL0 only).
+ */
+void rt_idt_set_raw(unsigned vector, void (*entry)(void));
 void rt_lapic_eoi(void);
 /* Routes an IOAPIC pin to vector on APIC 0 (CPL0 only). */
 void rt_ioapic_route(unsigned pin, unsigned vector, bool level, bool masked);

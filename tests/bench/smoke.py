@@ -13,7 +13,7 @@ if not os.access("/dev/kvm", os.R_OK | os.W_OK):
     sys.exit(0)
 tmp = tempfile.mkdtemp(prefix="fdvm-bench-")
 js, png = os.path.join(tmp, "b.json"), os.path.join(tmp, "b.png")
-p = subprocess.run([fdvm, "bench", "doorbell", "--reps", "3", "--ops", "50", "--fast-ops", "200",
+p = subprocess.run([fdvm, "bench", "doorbell", "--rounds", "2", "--reps", "2", "--ops", "50", "--fast-ops", "200",
                     "--irq-ops", "20", "--guest", guest, "--json", js, "--png", png],
                    capture_output=True, text=True, timeout=240)
 out = p.stdout
@@ -27,7 +27,11 @@ def check(ok, what):
 check(p.returncode == 0, f"fdvm bench exits 0 (got {p.returncode}; stderr {p.stderr[-300:]!r})")
 rows = ["mmio-exit", "mmio-wildcard", "mmio-datamatch", "pio-exit", "pio-wildcard",
         "pio-datamatch", "irq-irqfd", "irq-signal-msi", "irq-userspace", "roundtrip-kernel",
-        "roundtrip-userspace"]
+        "roundtrip-userspace", "roundtrip-kernel-poll", "roundtrip-userspace-poll", "pingpong"]
+floor_rows = [r for r in rows if "datamatch" not in r]
+qemu_rows = rows[:6] + ["irq-signal-msi"]
+irq_rows = rows[6:11]
+check("round 1/2:" in out and "round 2/2:" in out, "two rounds")
 for r in rows:
     check(any(l.startswith(r + " ") for l in out.splitlines()), f"table has row {r}")
 try:
@@ -35,19 +39,47 @@ try:
 except Exception as e:  # noqa: BLE001 - any failure to read is the finding
     data = None
     check(False, f"JSON readable: {e}")
+
+
+def spread_ok(s, n):
+    vals = [v for v in s["rounds"] if v is not None]
+    return (len(s["rounds"]) == n and len(vals) == n
+            and s["min"] == min(vals) and s["max"] == max(vals)
+            and s["min"] <= s["median"] <= s["max"])
+
+
 if data is not None:
-    check(data.get("tsc_hz", 0) > 1e8, "JSON: TSC frequency")
+    check(data.get("tsc_hz", 0) > 1e8 and data.get("rounds") == 2 and data.get("reps") == 2,
+          "JSON: TSC frequency, rounds, reps")
     by = {(e["row"], e["vmm"]): e for e in data["rows"]}
     for r in rows:
         e = by.get((r, "fdvm"))
-        check(e and e["reps"] == 3 and 0 < e["min_us"] <= e["median_us"] <= e["max_us"]
-              and abs(e["ops_per_s"] - 1e6 / e["median_us"]) < 1 + 1e-3 * e["ops_per_s"],
-              f"JSON: {r} on fdvm is consistent")
-    for r in ["mmio-exit", "mmio-wildcard", "pio-exit", "pio-wildcard"]:
-        check((r, "floor") in by, f"JSON: {r} on the floor")
+        check(e and e["reps"] == 4 and spread_ok(e["us"], 2) and e["us"]["min"] > 0
+              and abs(e["ops_per_s"] - 1e6 / e["us"]["median"]) < 1 + 1e-3 * e["ops_per_s"],
+              f"JSON: {r} on fdvm: 2 rounds of 2, median within its spread")
+    for r in floor_rows:
+        check((r, "floor") in by and spread_ok(by[(r, "floor")]["us"], 2), f"JSON: {r} on the floor")
+    # Every interrupt row's guest rings once per operation; a polling row
+    # rings at most that often.
+    for r in irq_rows:
+        for v in ("fdvm", "floor"):
+            e = by.get((r, v))
+            check(e and e["doorbells"] == e["ops"] * e["reps"], f"JSON: {r} on {v}: a write per interrupt")
+    for r in rows[11:]:
+        for v in ("fdvm", "floor"):
+            e = by.get((r, v))
+            check(e and 1 <= e["doorbells"] <= e["ops"] * e["reps"],
+                  f"JSON: {r} on {v}: between one doorbell and one per request")
+    ratios = {(e["row"], e["ratio"]): e["value"] for e in data["ratios"]}
+    for r in floor_rows:
+        check((r, "fdvm_over_floor_minus_1") in ratios
+              and spread_ok(ratios[(r, "fdvm_over_floor_minus_1")], 2),
+              f"JSON: {r}: fdvm/floor per round, median within its spread")
     if "QEMU rows skipped" not in out:
-        for r in rows[:6]:
-            check((r, "qemu") in by, f"JSON: {r} on QEMU")
+        for r in qemu_rows:
+            check((r, "qemu") in by and (r, "qemu_over_fdvm") in ratios
+                  and spread_ok(ratios[(r, "qemu_over_fdvm")], 2), f"JSON: {r} on QEMU, ratio per round")
+        check(("irq-irqfd", "qemu") not in by, "JSON: no QEMU figure for a row with no QEMU twin")
 with open(png, "rb") as f:
     check(f.read(8) == b"\x89PNG\r\n\x1a\n", "PNG written")
 for i, (ok, what) in enumerate(results, 1):
