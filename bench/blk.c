@@ -4,9 +4,11 @@
  * QEMU's virtio-blk-pci, and on vhost-user-blk served by `fdvm serve blk`
  * (this executable) and by qemu-storage-daemon with QEMU's
  * vhost-user-blk-pci and with fdvm's vhost-user frontend, over the same
- * image, in one run: IOPS and mean and p99 latency, with ratios.
+ * image, in one run: IOPS and mean and p99 latency, with ratios. The rows
+ * take turns in rounds (bench/rounds.c); ratios are taken within a round.
  */
 #include <errno.h>
+#include <math.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -325,12 +327,8 @@ static int counters_cost(struct bench_opts *o, unsigned rounds, unsigned poll_us
 			met = false;
 			continue;
 		}
-		double lo = ratio[k][0], hi = ratio[k][0];
-		for (unsigned i = 1; i < n[k]; i++) {
-			lo = ratio[k][i] < lo ? ratio[k][i] : lo;
-			hi = ratio[k][i] > hi ? ratio[k][i] : hi;
-		}
-		double med = median(ratio[k], n[k]), on = median(iops[0][k], n[k]),
+		struct bench_spread sp = bench_spread(ratio[k], n[k]);
+		double med = sp.median, lo = sp.min, hi = sp.max, on = median(iops[0][k], n[k]),
 		       offv = median(iops[1][k], n[k]), cost = (1 - med) * 100;
 		printf("%-15s %10.0f %10.0f %8.3f %8.3f %8.3f %7.1f%%\n", names[k], on, offv, med, lo,
 		       hi, cost);
@@ -362,7 +360,8 @@ static bool have_qsd(void)
 
 int fdvm_cmd_bench_blk(int argc, char **argv)
 {
-	struct bench_opts o = { .reps = 3, .ops = 5000, .qemu = -1 };
+	struct bench_opts o = { .reps = 1, .ops = 5000, .qemu = -1 };
+	unsigned rounds = 3;
 	const char *dir = "/dev/shm", *json = "fdvm-bench-blk.json";
 	unsigned long size_mb = 256, poll_us = 50, cost_rounds = 0;
 	bool vhost_user = true, ops_given = false;
@@ -370,8 +369,8 @@ int fdvm_cmd_bench_blk(int argc, char **argv)
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-			printf("usage: fdvm bench blk [--reps N] [--ops N] [--size MiB] [--dir DIR] "
-			       "[--poll-us N] [--json FILE] [--no-qemu] [--no-vhost-user] [--guest FILE]\n"
+			printf("usage: fdvm bench blk [--rounds N] [--reps N] [--ops N] [--size MiB] [--dir DIR]\n"
+			       "       [--poll-us N] [--json FILE] [--no-qemu] [--no-vhost-user] [--guest FILE]\n"
 			       "       [--cache writeback|none]\n"
 			       "       fdvm bench blk --counters-cost ROUNDS [--ops N] [--poll-us N] ...\n"
 			       "4 KiB random reads and writes at queue depths 1 and 32 on a raw image\n"
@@ -382,6 +381,11 @@ int fdvm_cmd_bench_blk(int argc, char **argv)
 			       "with QEMU's vhost-user-blk-pci and with fdvm's vhost-user frontend as\n"
 			       "the frontend. --no-vhost-user leaves those four rows out, --no-qemu\n"
 			       "every row that needs QEMU (not fdvm + qemu-storage-daemon).\n"
+			       "The rows take turns: --rounds (default 3) rounds boot each row once, the\n"
+			       "order turning every round, with --reps (default 1) repetitions of --ops\n"
+			       "(default 5000) operations a boot; figures are medians over the rounds,\n"
+			       "ratios are taken within each round and shown as their median\n"
+			       "[lowest..highest].\n"
 			       "--cache none: every row with O_DIRECT (QEMU and qemu-storage-daemon also\n"
 			       "with aio=io_uring), the image filled with data first and the page cache\n"
 			       "dropped before each row (root): use --dir on the disk to measure it.\n"
@@ -414,6 +418,8 @@ int fdvm_cmd_bench_blk(int argc, char **argv)
 		bool num = !*end && n > 0;
 		if (!strcmp(a, "--reps") && num && n <= BENCH_MAX_REPS)
 			o.reps = (unsigned)n;
+		else if (!strcmp(a, "--rounds") && num && n <= BENCH_MAX_ROUNDS)
+			rounds = (unsigned)n;
 		else if (!strcmp(a, "--ops") && num && n <= 50000)
 			o.ops = n, ops_given = true;
 		else if (!strcmp(a, "--poll-us") && !*end && n <= 10000)
@@ -488,7 +494,6 @@ int fdvm_cmd_bench_blk(int argc, char **argv)
 	}
 	char cmdline[256];
 	snprintf(cmdline, sizeof(cmdline), "blk reps=%u bops=%lu", o.reps, (unsigned long)o.ops);
-	struct blk_fig fig[NV][KINDS] = { 0 };
 	int status = 0;
 	bool qsd = have_qsd();
 	if (!o.qemu)
@@ -497,102 +502,164 @@ int fdvm_cmd_bench_blk(int argc, char **argv)
 		printf("note: vhost-user rows skipped (--no-vhost-user)\n");
 	else if (!qsd)
 		printf("note: qemu-storage-daemon rows skipped (not installed)\n");
-	/* A row that fails is reported and left out; the others still run. */
+	/* Each round boots every row once, the order turning a place a round;
+	 * per round and kind a figure (the median of the boot's repetitions,
+	 * NaN: none). A row that fails is reported and left out from then on;
+	 * the others go on. */
+	static double iops[NV][KINDS][BENCH_MAX_ROUNDS], mean[NV][KINDS][BENCH_MAX_ROUNDS],
+		p99[NV][KINDS][BENCH_MAX_ROUNDS];
+	unsigned long errors[NV][KINDS] = { { 0 } };
 	bool failed[NV] = { false };
+	unsigned active[NV], na = 0;
 	for (int v = 0; v < NV; v++) {
 		bool on_qemu = v == V_QEMU || v == V_VU_FDVM || v == V_VU_QSD;
-		if ((on_qemu && !o.qemu) || (vhost_user_row(v) && !vhost_user) ||
-		    ((v == V_VU_QSD || v == V_FVU_QSD) && !qsd))
-			continue;
-		fflush(stdout);
-		char *out = NULL;
-		size_t len = 0;
-		struct backend be;
-		int ret;
-		o.blk_poll_us = v == V_POLL ? (unsigned)poll_us : 0;
-		o.vhost_user_sock = NULL;
-		if (dropped)
-			drop_caches();
-		if (vhost_user_row(v)) {
-			if ((ret = backend_start(&be, v, image, (unsigned)poll_us, o.blk_direct))) {
-				fprintf(stderr, "fdvm bench blk: %s: backend failed to start: %s\n",
-					vmm_names[v], strerror(-ret));
+		for (int k = 0; k < KINDS; k++)
+			for (unsigned r = 0; r < rounds; r++)
+				iops[v][k][r] = mean[v][k][r] = p99[v][k][r] = NAN;
+		if (!((on_qemu && !o.qemu) || (vhost_user_row(v) && !vhost_user) ||
+		      ((v == V_VU_QSD || v == V_FVU_QSD) && !qsd)))
+			active[na++] = (unsigned)v;
+	}
+	for (unsigned r = 0; r < rounds; r++) {
+		unsigned order[NV];
+		bench_order(r, na, order);
+		printf("round %u/%u:", r + 1, rounds);
+		for (unsigned a = 0; a < na; a++) {
+			int v = (int)active[order[a]];
+			if (failed[v])
+				continue;
+			bool on_qemu = v == V_QEMU || v == V_VU_FDVM || v == V_VU_QSD;
+			printf("%s %s", a ? "," : "", vmm_names[v]);
+			fflush(stdout);
+			char *out = NULL;
+			size_t len = 0;
+			struct backend be;
+			int ret;
+			o.blk_poll_us = v == V_POLL ? (unsigned)poll_us : 0;
+			o.vhost_user_sock = NULL;
+			if (dropped)
+				drop_caches();
+			if (vhost_user_row(v)) {
+				if ((ret = backend_start(&be, v, image, (unsigned)poll_us, o.blk_direct))) {
+					fprintf(stderr, "\nfdvm bench blk: %s: backend failed to start: %s\n",
+						vmm_names[v], strerror(-ret));
+					failed[v] = true;
+					status = 6;
+					continue;
+				}
+				o.vhost_user_sock = be.sock;
+				ret = on_qemu ? bench_run_qemu(&o, cmdline, &out, &len)
+					      : bench_run_fdvm(&o, cmdline, &out, &len);
+				int bret = backend_stop(&be, v, ret != 0);
+				if (!ret && bret) {
+					free(out);
+					ret = bret;
+				}
+			} else {
+				ret = on_qemu ? bench_run_qemu(&o, cmdline, &out, &len)
+					      : bench_run_fdvm(&o, cmdline, &out, &len);
+			}
+			if (ret) {
+				fprintf(stderr, "\nfdvm bench blk: %s run failed: %s\n", vmm_names[v],
+					strerror(-ret));
 				failed[v] = true;
 				status = 6;
 				continue;
 			}
-			o.vhost_user_sock = be.sock;
-			ret = on_qemu ? bench_run_qemu(&o, cmdline, &out, &len)
-				      : bench_run_fdvm(&o, cmdline, &out, &len);
-			int bret = backend_stop(&be, v, ret != 0);
-			if (!ret && bret) {
-				free(out);
-				ret = bret;
+			struct blk_fig f[KINDS] = { 0 };
+			parse(out, hz, f);
+			free(out);
+			for (int k = 0; k < KINDS; k++) {
+				if (!f[k].n)
+					continue;
+				iops[v][k][r] = median(f[k].iops, f[k].n);
+				mean[v][k][r] = median(f[k].mean_us, f[k].n);
+				p99[v][k][r] = median(f[k].p99_us, f[k].n);
+				errors[v][k] += f[k].errors;
 			}
-		} else {
-			ret = on_qemu ? bench_run_qemu(&o, cmdline, &out, &len)
-				      : bench_run_fdvm(&o, cmdline, &out, &len);
 		}
-		if (ret) {
-			fprintf(stderr, "fdvm bench blk: %s run failed: %s\n", vmm_names[v], strerror(-ret));
-			failed[v] = true;
-			status = 6;
-			continue;
-		}
-		parse(out, hz, fig[v]);
-		free(out);
+		printf("\n");
 	}
 	unlink(image);
 
+	/* A failed row has no figures at all, not some rounds' worth. */
 	double m[KINDS][NV][3];
+	bool have[NV][KINDS];
 	for (int k = 0; k < KINDS; k++)
 		for (int v = 0; v < NV; v++) {
-			m[k][v][0] = median(fig[v][k].iops, fig[v][k].n);
-			m[k][v][1] = median(fig[v][k].mean_us, fig[v][k].n);
-			m[k][v][2] = median(fig[v][k].p99_us, fig[v][k].n);
+			m[k][v][0] = bench_spread(iops[v][k], rounds).median;
+			m[k][v][1] = bench_spread(mean[v][k], rounds).median;
+			m[k][v][2] = bench_spread(p99[v][k], rounds).median;
+			have[v][k] = !failed[v] && bench_spread(iops[v][k], rounds).n > 0;
 		}
+	/* Per round: the row's IOPS over QEMU's, QEMU's p99 over the row's. */
+	static double x_iops[NV][KINDS][BENCH_MAX_ROUNDS], x_p99[NV][KINDS][BENCH_MAX_ROUNDS];
+	for (int v = 0; v < NV; v++)
+		for (int k = 0; k < KINDS; k++)
+			for (unsigned r = 0; r < rounds; r++) {
+				x_iops[v][k][r] = iops[v][k][r] / iops[V_QEMU][k][r];
+				x_p99[v][k][r] = p99[V_QEMU][k][r] / p99[v][k][r];
+			}
 	FILE *j = fopen(json, "w");
 	if (j)
-		fprintf(j, "{\n  \"image_mib\": %lu,\n  \"ops\": %lu,\n  \"reps\": %u,\n  \"poll_us\": %lu,\n"
-			   "  \"cache\": \"%s\",\n  \"rows\": [\n",
-			size_mb, (unsigned long)o.ops, o.reps, poll_us, o.blk_direct ? "none" : "writeback");
-	printf("fdvm bench blk: 4 KiB, %lu ops x %u repetitions, %lu MiB image in %s, cache=%s (medians)\n\n",
-	       (unsigned long)o.ops, o.reps, size_mb, dir, o.blk_direct ? "none" : "writeback");
+		fprintf(j, "{\n  \"image_mib\": %lu,\n  \"ops\": %lu,\n  \"reps\": %u,\n  \"rounds\": %u,\n"
+			   "  \"poll_us\": %lu,\n  \"cache\": \"%s\",\n  \"rows\": [\n",
+			size_mb, (unsigned long)o.ops, o.reps, rounds, poll_us,
+			o.blk_direct ? "none" : "writeback");
+	printf("\nfdvm bench blk: 4 KiB, %lu ops x %u repetitions a boot, %u rounds, %lu MiB image in %s, "
+	       "cache=%s\n(medians over the rounds; ratios taken within each round, [lowest..highest])\n\n",
+	       (unsigned long)o.ops, o.reps, rounds, size_mb, dir, o.blk_direct ? "none" : "writeback");
 	bool first = true;
-	printf("%-15s %-27s %10s %10s %10s %10s %10s\n", "", "", "IOPS", "mean us", "p99 us",
+	printf("%-15s %-27s %10s %10s %10s  %-20s %-20s\n", "", "", "IOPS", "mean us", "p99 us",
 	       "IOPS x", "p99 x");
 	for (int k = 0; k < KINDS; k++) {
 		bool named = false;
 		for (int v = 0; v < NV; v++) {
-			if (!fig[v][k].n)
+			if (!have[v][k])
 				continue;
 			printf("%-15s %-27s %10.0f %10.1f %10.1f", named ? "" : names[k], vmm_names[v],
 			       m[k][v][0], m[k][v][1], m[k][v][2]);
 			named = true;
-			if (v != V_QEMU && fig[V_QEMU][k].n)
-				printf(" %9.2fx %9.2fx", m[k][v][0] / m[k][V_QEMU][0],
-				       m[k][V_QEMU][2] / m[k][v][2]);
+			bool vs = v != V_QEMU && have[V_QEMU][k];
+			if (vs) {
+				char a[64], b[64];
+				printf("  %-20s %-20s",
+				       bench_fmt_spread(a, sizeof(a), bench_spread(x_iops[v][k], rounds), "%.2fx"),
+				       bench_fmt_spread(b, sizeof(b), bench_spread(x_p99[v][k], rounds), "%.2fx"));
+			}
 			printf("\n");
-			if (fig[v][k].errors)
-				printf("  (%lu errors)\n", fig[v][k].errors);
-			if (j)
+			if (errors[v][k])
+				printf("  (%lu errors)\n", errors[v][k]);
+			if (j) {
 				fprintf(j, "%s    {\"test\": \"%s\", \"vmm\": \"%s\", \"iops\": %.0f, "
-					   "\"mean_us\": %.2f, \"p99_us\": %.2f, \"errors\": %lu}",
+					   "\"mean_us\": %.2f, \"p99_us\": %.2f, \"errors\": %lu, ",
 					first ? "" : ",\n", names[k], vmm_names[v], m[k][v][0], m[k][v][1],
-					m[k][v][2], fig[v][k].errors);
+					m[k][v][2], errors[v][k]);
+				bench_json_spread(j, "iops_rounds", iops[v][k], rounds, "%.0f");
+				fprintf(j, ", ");
+				bench_json_spread(j, "p99_us_rounds", p99[v][k], rounds, "%.2f");
+				if (vs) {
+					fprintf(j, ", ");
+					bench_json_spread(j, "iops_x_qemu", x_iops[v][k], rounds, "%.4f");
+					fprintf(j, ", ");
+					bench_json_spread(j, "p99_x_qemu", x_p99[v][k], rounds, "%.4f");
+				}
+				fprintf(j, "}");
+			}
 			first = false;
 		}
 	}
 	printf("\nIOPS x: the row's IOPS over QEMU's virtio-blk-pci (above 1: faster); p99 x:\n"
-	       "QEMU's p99 over the row's (above 1: the row's tail is shorter). The guest polls\n"
-	       "for completions. fdvm+poll and fdvm serve blk: the backend watches a dry queue\n"
-	       "for %lu us before sleeping. \"A + B\": A the vhost-user frontend, B the backend.\n",
+	       "QEMU's p99 over the row's (above 1: the row's tail is shorter); both taken\n"
+	       "within each round. The guest polls for completions. fdvm+poll and fdvm serve\n"
+	       "blk: the backend watches a dry queue for %lu us before sleeping. \"A + B\": A\n"
+	       "the vhost-user frontend, B the backend.\n",
 	       poll_us);
 
-	/* The vhost-user comparisons, each a ratio of medians with its goal. */
+	/* The vhost-user comparisons, each a median of per-round ratios with its goal. */
 	enum { G_NONE, G_GT, G_GE }; /* no goal; ratio > goal; ratio >= goal */
 	static const struct {
-		int k, a, b, col; /* ratio m[k][a][col] / m[k][b][col] */
+		int k, a, b, col; /* a's figure over b's within each round; col 0: IOPS, 2: p99 */
 		int op;
 		double goal;
 		bool fdvm_frontend; /* which section */
@@ -628,26 +695,35 @@ int fdvm_cmd_bench_blk(int argc, char **argv)
 	for (int sec = 0; sec < 2; sec++)
 		for (size_t i = 0; i < sizeof(ratios) / sizeof(ratios[0]); i++) {
 			int k = ratios[i].k, a = ratios[i].a, b = ratios[i].b, col = ratios[i].col;
-			if (ratios[i].fdvm_frontend != (sec == 1) || !fig[a][k].n || !fig[b][k].n ||
-			    m[k][b][col] <= 0)
+			if (ratios[i].fdvm_frontend != (sec == 1) || !have[a][k] || !have[b][k])
 				continue;
-			double r = m[k][a][col] / m[k][b][col], g = ratios[i].goal;
-			bool met = ratios[i].op == G_GT ? r > g : r >= g;
+			double per[BENCH_MAX_ROUNDS];
+			for (unsigned r = 0; r < rounds; r++)
+				per[r] = col ? p99[a][k][r] / p99[b][k][r] : iops[a][k][r] / iops[b][k][r];
+			struct bench_spread sp = bench_spread(per, rounds);
+			if (!sp.n)
+				continue;
+			double rv = sp.median, g = ratios[i].goal;
+			bool met = ratios[i].op == G_GT ? rv > g : rv >= g;
 			const char *op = ratios[i].op == G_GT ? ">" : ">=";
 			if (!header[sec]) {
 				printf(sec ? "\nvhost-user (fdvm as the frontend):\n"
 					   : "\nvhost-user (QEMU as the frontend):\n");
 				header[sec] = true;
 			}
-			printf("  %-15s %-47s %6.2fx", names[k], ratios[i].what, r);
+			char buf[80];
+			printf("  %-15s %-47s %s", names[k], ratios[i].what,
+			       bench_fmt_spread(buf, sizeof(buf), sp, "%.2fx"));
 			if (ratios[i].op != G_NONE)
 				printf("  goal %s %g: %s", op, g, met ? "met" : "NOT met");
 			printf("\n");
 			if (j) {
 				if (rfirst)
 					fprintf(j, "\n  ],\n  \"ratios\": [\n");
-				fprintf(j, "%s    {\"test\": \"%s\", \"ratio\": \"%s\", \"value\": %.3f",
-					rfirst ? "" : ",\n", names[k], ratios[i].what, r);
+				fprintf(j, "%s    {\"test\": \"%s\", \"ratio\": \"%s\", \"value\": %.3f, "
+					   "\"min\": %.3f, \"max\": %.3f, ",
+					rfirst ? "" : ",\n", names[k], ratios[i].what, rv, sp.min, sp.max);
+				bench_json_spread(j, "per_round", per, rounds, "%.4f");
 				if (ratios[i].op != G_NONE)
 					fprintf(j, ", \"goal\": \"%s %g\", \"met\": %s", op, g,
 						met ? "true" : "false");

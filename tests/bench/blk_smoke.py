@@ -29,7 +29,7 @@ res = []
 
 
 def run(js, *extra):
-    return subprocess.run([fdvm, "bench", "blk", "--reps", "2", "--ops", "300", "--size", "16",
+    return subprocess.run([fdvm, "bench", "blk", "--rounds", "2", "--ops", "300", "--size", "16",
                            "--dir", tmp, "--guest", guest, "--json", js, *extra],
                           capture_output=True, text=True, timeout=240)
 
@@ -77,6 +77,11 @@ def check(label, p, doc, with_qemu):
             e = [r for r in rows if r.get("test") == t and r.get("vmm") == vmm]
             res.append((len(e) == 1 and e[0]["iops"] > 0 and e[0]["mean_us"] > 0 and e[0]["p99_us"] > 0
                         and e[0]["errors"] == 0, f"{label}: {t} on {vmm}: figures and no errors"))
+            rr = e[0].get("iops_rounds", {}) if len(e) == 1 else {}
+            res.append((len(rr.get("rounds", [])) == 2 and None not in rr["rounds"]
+                        and rr["min"] <= e[0]["iops"] <= rr["max"]
+                        and (vmm == "QEMU" or not with_qemu or "iops_x_qemu" in e[0]),
+                        f"{label}: {t} on {vmm}: a figure per round, the median within them"))
             res.append((len(e) == 1 and re.search(rf"^.{{16}}{re.escape(vmm)} +[0-9]", p.stdout, re.M)
                         is not None, f"{label}: {t} on {vmm}: in the table"))
     res.append(({r.get("vmm") for r in rows} == set(vmms), f"{label}: rows for {sorted(vmms)} only"))
@@ -87,6 +92,7 @@ def check(label, p, doc, with_qemu):
         key = (r.get("test"), r.get("ratio"))
         v = r.get("value")
         well = well and key not in got and isinstance(v, (int, float)) and math.isfinite(v) and v > 0
+        well = well and r.get("min", 0) <= v <= r.get("max", 0) and len(r["per_round"]["rounds"]) == 2
         if "goal" in r or "met" in r:
             well = well and isinstance(r.get("met"), bool)
         got[key] = r.get("goal")
@@ -95,7 +101,7 @@ def check(label, p, doc, with_qemu):
                 f"(missing {sorted(set(want) - set(got))}, extra {sorted(set(got) - set(want))})"))
     # Every goal ratio printed with its goal and verdict, in its section.
     for (t, what), goal in want.items():
-        line = re.compile(rf"^  {re.escape(t)} +{re.escape(what)} +[0-9.]+x"
+        line = re.compile(rf"^  {re.escape(t)} +{re.escape(what)} +[0-9.]+x \[[0-9.]+x\.\.[0-9.]+x\]"
                           + (rf"  goal {re.escape(goal)}: (met|NOT met)$" if goal else "$"), re.M)
         res.append((line.search(p.stdout) is not None, f"{label}: {t}: {what} printed"))
     res.append((("vhost-user (fdvm as the frontend):" in p.stdout)
