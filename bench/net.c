@@ -15,6 +15,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <math.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <netinet/in.h>
@@ -590,7 +591,7 @@ static void parse(const char *out, double hz, const struct run_ctx *c, struct ne
 
 struct net_opts {
 	const char *guest;
-	unsigned reps, count, poll_us;
+	unsigned rounds, count, poll_us;
 	bool poll_set;
 	unsigned timeout_s;
 };
@@ -702,20 +703,33 @@ static double median(const double *v, unsigned n)
 	return n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
 }
 
+/* A table row's two ratio cells: median [lowest..highest round], or -. */
+static void print_ratios(double per[2][BENCH_MAX_ROUNDS], const bool have[2], unsigned rounds)
+{
+	for (int i = 0; i < 2; i++) {
+		char buf[64] = "-";
+		if (have[i])
+			bench_fmt_spread(buf, sizeof(buf), bench_spread(per[i], rounds), "%.2fx");
+		printf("  %-20s", buf);
+	}
+	printf("\n");
+}
+
 static void usage(void)
 {
-	printf("usage: fdvm bench net [--reps N] [--count N] [--poll US] [--json FILE]\n"
+	printf("usage: fdvm bench net [--rounds N] [--count N] [--poll US] [--json FILE]\n"
 	       "                      [--no-qemu] [--no-vhost-user] [--guest FILE]\n"
 	       "The bench guest's virtio-net driver (polling, one queue pair) on four\n"
 	       "devices on the same tap, in one run: fdvm's in-process device (fdvm --net),\n"
 	       "fdvm's and QEMU's vhost-user frontends on 'fdvm serve net' (this\n"
 	       "executable), and QEMU's own virtio-net-pci on its tap netdev (QEMU tap,\n"
-	       "vhost=off), booted once per repetition (--reps, default 3), the rows taking\n"
-	       "turns. Each boot: --count (default 20000, at most 50000) UDP round trips\n"
+	       "vhost=off), each booted once a round (--rounds, default 3), the rows taking\n"
+	       "turns in an order that turns each round. Each boot: --count (default 20000, at most 50000) UDP round trips\n"
 	       "to an echo on the host (mean, p99), then --count frames to a discard port\n"
 	       "at 64-byte frames and at 1500-byte IP packets: packets per second from the\n"
 	       "guest's completions and from the tap's rx counter, and frames the tap did\n"
-	       "not get (drops); medians over the repetitions. --poll: fdvm's devices watch a dry\n"
+	       "not get (drops); medians over the rounds, ratios taken within each round and\n"
+	       "shown as their median [lowest..highest]. --poll: fdvm's devices watch a dry\n"
 	       "queue this long before sleeping (default: the device's default).\n"
 	       "Needs root: everything runs in a network namespace the benchmark makes\n"
 	       "(tap " TAP ", host " HOST_IP ", guest " GUEST_IP ") and that goes with it.\n"
@@ -724,7 +738,7 @@ static void usage(void)
 
 int fdvm_cmd_bench_net(int argc, char **argv)
 {
-	struct net_opts o = { .reps = 3, .count = 20000 };
+	struct net_opts o = { .rounds = 3, .count = 20000 };
 	const char *json = "fdvm-bench-net.json";
 	int qemu = -1;
 	bool vhost_user = true;
@@ -751,8 +765,8 @@ int fdvm_cmd_bench_net(int argc, char **argv)
 		char *end;
 		unsigned long n = strtoul(v, &end, 10);
 		bool num = *v && !*end;
-		if (!strcmp(a, "--reps") && num && n > 0 && n <= BENCH_MAX_REPS)
-			o.reps = (unsigned)n;
+		if (!strcmp(a, "--rounds") && num && n > 0 && n <= BENCH_MAX_ROUNDS)
+			o.rounds = (unsigned)n;
 		else if (!strcmp(a, "--count") && num && n > 0 && n <= 50000)
 			o.count = (unsigned)n;
 		else if (!strcmp(a, "--poll") && num && n <= 10000) {
@@ -797,9 +811,22 @@ int fdvm_cmd_bench_net(int argc, char **argv)
 	/* One boot per row and repetition, the rows taking turns: what the
 	 * machine does meanwhile falls on every row alike. A row that fails
 	 * is reported and left out; the others go on. */
-	for (unsigned rep = 0; rep < o.reps; rep++)
-		for (int r = 0; r < NR; r++) {
-			if ((row_on_qemu(r) && !qemu) || (row_vhost_user(r) && !vhost_user) || failed[r])
+	/* Per round, row and kind: the boot's a and b (NaN: none). */
+	static double ra[NR][NK][BENCH_MAX_ROUNDS], rb[NR][NK][BENCH_MAX_ROUNDS];
+	unsigned active[NR], na = 0;
+	for (int r = 0; r < NR; r++) {
+		for (int k = 0; k < NK; k++)
+			for (unsigned i = 0; i < o.rounds; i++)
+				ra[r][k][i] = rb[r][k][i] = NAN;
+		if (!((row_on_qemu(r) && !qemu) || (row_vhost_user(r) && !vhost_user)))
+			active[na++] = (unsigned)r;
+	}
+	for (unsigned rep = 0; rep < o.rounds; rep++) {
+		unsigned order[NR];
+		bench_order(rep, na, order); /* the order turns a place a round */
+		for (unsigned i = 0; i < na; i++) {
+			int r = (int)active[order[i]];
+			if (failed[r])
 				continue;
 			fflush(stdout);
 			int ret = run_row(r, &o, &host, hz, fig[r]);
@@ -811,8 +838,13 @@ int fdvm_cmd_bench_net(int argc, char **argv)
 				status = 6;
 				continue;
 			}
+			for (int k = 0; k < NK; k++) { /* run_row added exactly one */
+				ra[r][k][rep] = fig[r][k].a[fig[r][k].n - 1];
+				rb[r][k][rep] = fig[r][k].b[fig[r][k].n - 1];
+			}
 			ran[r] = true;
 		}
+	}
 	host_stop(&host);
 	netns_teardown(); /* every child is gone: nothing has it open */
 
@@ -823,44 +855,46 @@ int fdvm_cmd_bench_net(int argc, char **argv)
 			m[r][k][0] = median(fig[r][k].a, fig[r][k].n);
 			m[r][k][1] = median(fig[r][k].b, fig[r][k].n);
 		}
-	/* Ratios against QEMU tap and QEMU + fdvm serve net: rtt by p99 (the
-	 * reference's over the row's: above 1, the row's tail is shorter), tx
-	 * by the guest's rate (the row's over the reference's). */
+	/* Ratios against QEMU tap and QEMU + fdvm serve net, taken within each
+	 * round: rtt by p99 (the reference's over the row's: above 1, the
+	 * row's tail is shorter), tx by the guest's rate (the row's over the
+	 * reference's); ratio: their median over the rounds. */
 	static const int refs[2] = { R_QEMU_TAP, R_QEMU_VU };
+	static double per[NR][NK][2][BENCH_MAX_ROUNDS];
 	double ratio[NR][NK][2];
 	bool have[NR][NK][2];
 	for (int r = 0; r < NR; r++)
 		for (int k = 0; k < NK; k++)
 			for (int i = 0; i < 2; i++) {
 				int ref = refs[i];
-				double x = k == K_RTT ? m[ref][k][1] : m[r][k][0];
-				double y = k == K_RTT ? m[r][k][1] : m[ref][k][0];
-				have[r][k][i] = r != ref && ran[r] && ran[ref] && x > 0 && y > 0;
-				ratio[r][k][i] = have[r][k][i] ? x / y : 0;
+				for (unsigned rep = 0; rep < o.rounds; rep++) {
+					double x = k == K_RTT ? rb[ref][k][rep] : ra[r][k][rep];
+					double y = k == K_RTT ? rb[r][k][rep] : ra[ref][k][rep];
+					per[r][k][i][rep] = x > 0 && y > 0 ? x / y : NAN;
+				}
+				struct bench_spread sp = bench_spread(per[r][k][i], o.rounds);
+				have[r][k][i] = r != ref && ran[r] && ran[ref] && sp.n;
+				ratio[r][k][i] = have[r][k][i] ? sp.median : 0;
 			}
 
-	printf("fdvm bench net: %u round trips and %u frames per size per repetition, %u repetitions "
-	       "(medians); tap %s in a namespace of its own, fdvm poll %s\n",
-	       o.count, o.count, o.reps, TAP, o.poll_set ? "set" : "default");
+	printf("fdvm bench net: %u round trips and %u frames per size a boot, %u rounds "
+	       "(medians; ratios taken within each round, [lowest..highest]); tap %s in a namespace "
+	       "of its own, fdvm poll %s\n",
+	       o.count, o.count, o.rounds, TAP, o.poll_set ? "set" : "default");
 	if (o.poll_set)
 		printf("(poll %u us)\n", o.poll_us);
-	printf("\n%-26s %10s %10s %8s %10s %12s\n", "UDP round trip", "mean us", "p99 us", "lost",
+	printf("\n%-26s %10s %10s %8s  %-20s %-20s\n", "UDP round trip", "mean us", "p99 us", "lost",
 	       "p99 x tap", "p99 x QEMU+s");
 	for (int r = 0; r < NR; r++) {
 		if (!ran[r])
 			continue;
 		printf("%-26s %10.1f %10.1f %8lu", row_names[r], m[r][K_RTT][0], m[r][K_RTT][1],
 		       fig[r][K_RTT].lost);
-		for (int i = 0; i < 2; i++)
-			if (have[r][K_RTT][i])
-				printf(" %*.2fx", i ? 11 : 9, ratio[r][K_RTT][i]);
-			else
-				printf(" %*s", i ? 12 : 10, "-");
-		printf("\n");
+		print_ratios(per[r][K_RTT], have[r][K_RTT], o.rounds);
 	}
 	static const char *const tx_titles[NK] = { "", "tx, 64-byte frames", "tx, 1500-byte packets" };
 	for (int k = K_TX64; k < NK; k++) {
-		printf("\n%-26s %10s %10s %8s %10s %12s\n", tx_titles[k], "guest pps", "tap pps", "drops",
+		printf("\n%-26s %10s %10s %8s  %-20s %-20s\n", tx_titles[k], "guest pps", "tap pps", "drops",
 		       "pps x tap", "pps x QEMU+s");
 		for (int r = 0; r < NR; r++) {
 			if (!ran[r])
@@ -871,12 +905,7 @@ int fdvm_cmd_bench_net(int argc, char **argv)
 			else
 				printf("%10s", "-");
 			printf(" %8lu", fig[r][k].drops + fig[r][k].lost);
-			for (int i = 0; i < 2; i++)
-				if (have[r][k][i])
-					printf(" %*.2fx", i ? 11 : 9, ratio[r][k][i]);
-				else
-					printf(" %*s", i ? 12 : 10, "-");
-			printf("\n");
+			print_ratios(per[r][k], have[r][k], o.rounds);
 		}
 	}
 	printf("\nguest pps: frames over the time from the first send to the last completion;\n"
@@ -890,7 +919,7 @@ int fdvm_cmd_bench_net(int argc, char **argv)
 	if (!j)
 		fprintf(stderr, "fdvm bench net: %s: %s\n", json, strerror(errno));
 	if (j) {
-		fprintf(j, "{\n  \"count\": %u,\n  \"reps\": %u,\n  \"poll_us\": ", o.count, o.reps);
+		fprintf(j, "{\n  \"count\": %u,\n  \"rounds\": %u,\n  \"poll_us\": ", o.count, o.rounds);
 		if (o.poll_set)
 			fprintf(j, "%u", o.poll_us);
 		else
@@ -911,9 +940,13 @@ int fdvm_cmd_bench_net(int argc, char **argv)
 						k == K_TX64 ? 64 : 1514, m[r][k][0], m[r][k][1], f->completed,
 						f->tap, f->drops + f->lost);
 				for (int i = 0; i < 2; i++)
-					if (have[r][k][i])
-						fprintf(j, ", \"%s\": %.3f", i ? "x_qemu_vhost_user" : "x_qemu_tap",
-							ratio[r][k][i]);
+					if (have[r][k][i]) {
+						const char *key = i ? "x_qemu_vhost_user" : "x_qemu_tap";
+						char rkey[40];
+						snprintf(rkey, sizeof(rkey), "%s_rounds", key);
+						fprintf(j, ", \"%s\": %.3f, ", key, ratio[r][k][i]);
+						bench_json_spread(j, rkey, per[r][k][i], o.rounds, "%.4f");
+					}
 				fprintf(j, "}");
 				first = false;
 			}

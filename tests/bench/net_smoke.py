@@ -66,7 +66,7 @@ before_pids, before_dirs = ours(), sockdirs()
 
 def run(js, *extra):
     try:
-        return subprocess.run([fdvm, "bench", "net", "--reps", str(REPS), "--count", str(COUNT),
+        return subprocess.run([fdvm, "bench", "net", "--rounds", str(REPS), "--count", str(COUNT),
                                "--guest", guest, "--json", js, *extra],
                               capture_output=True, text=True, timeout=280)
     except subprocess.TimeoutExpired as e:
@@ -88,7 +88,7 @@ def num(v):
 def check(label, p, doc, rows):
     res.append((p.returncode == 0, f"{label}: exit 0 (got {p.returncode}: {p.stderr[-600:]!r})"))
     res.append((doc.get("failed") == [], f"{label}: no row failed ({doc.get('failed')!r})"))
-    res.append((doc.get("count") == COUNT and doc.get("reps") == REPS, f"{label}: count and reps in the JSON"))
+    res.append((doc.get("count") == COUNT and doc.get("rounds") == REPS, f"{label}: count and rounds in the JSON"))
     got = doc.get("rows", [])
     for vmm in rows:
         for t in TESTS:
@@ -111,6 +111,10 @@ def check(label, p, doc, rows):
             res.append((len(e) == 1 and all(num(e[0].get(k)) and e[0][k] > 0 for k in refs)
                         and not ({"x_qemu_tap", "x_qemu_vhost_user"} - set(refs)) & set(e[0]),
                         f"{label}: {t} on {vmm}: ratios {refs}"))
+            # Each ratio taken within the rounds: the median is within them.
+            res.append((len(e) == 1 and all(len(e[0][k + "_rounds"]["rounds"]) == REPS
+                                            and e[0][k + "_rounds"]["min"] <= e[0][k] <= e[0][k + "_rounds"]["max"]
+                                            for k in refs), f"{label}: {t} on {vmm}: ratios per round"))
         # In the table: under each heading, the row with its numbers.
         res.append((re.search(rf"^{re.escape(vmm)} +[0-9.]+ +[0-9.]+ +[0-9]+", p.stdout, re.M) is not None,
                     f"{label}: {vmm} in the tables"))
