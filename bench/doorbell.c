@@ -70,9 +70,12 @@ int bench_parse(const char *out, size_t len, const char *const *rows, unsigned n
 {
 	(void)len;
 	for (const char *p = out; (p = strstr(p, "BENCH ")); p++) {
-		char name[64];
+		/* One line at a time: the optional field is never the next line's. */
+		char line[256], name[64];
+		size_t l = strcspn(p, "\n");
+		snprintf(line, sizeof(line), "%.*s", (int)(l < sizeof(line) - 1 ? l : sizeof(line) - 1), p);
 		unsigned long rep, ops, cycles, rung = 0;
-		if (sscanf(p, "BENCH %63s %lu %lu %lu %lu", name, &rep, &ops, &cycles, &rung) < 4)
+		if (sscanf(line, "BENCH %63s %lu %lu %lu %lu", name, &rep, &ops, &cycles, &rung) < 4)
 			continue;
 		for (unsigned i = 0; i < nrows; i++) {
 			if (strcmp(rows[i], name) || results[i].n >= BENCH_MAX_REPS)
@@ -426,6 +429,7 @@ int fdvm_cmd_bench(int argc, char **argv)
 	for (unsigned v = 0; v < N_VMM; v++)
 		if ((v != VMM_QEMU || o.qemu) && cmdline_for(&o, v, cmdlines[v], sizeof(cmdlines[v])))
 			vmms[nv++] = v;
+	memset(&fg, 0, sizeof(fg));
 	fg.rounds = rounds;
 	for (unsigned i = 0; i < N_ROWS; i++)
 		for (unsigned r = 0; r < rounds; r++) {
