@@ -386,7 +386,7 @@ static int once(unsigned *seen, unsigned bit, const char *name, char *err, size_
 enum {
 	SEEN_MEM = 1 << 0, SEEN_PIO = 1 << 1, SEEN_MMIO = 1 << 2, SEEN_NOTIFY = 1 << 3,
 	SEEN_SECCOMP = 1 << 4, SEEN_KVM = 1 << 5, SEEN_SERIAL = 1 << 6, SEEN_CMDLINE = 1 << 7,
-	SEEN_API = 1 << 8,
+	SEEN_API = 1 << 8, SEEN_CPUS = 1 << 9,
 };
 
 int fdvm_parse_serial(const char *v, struct fdvm_run_opts *o)
@@ -414,6 +414,7 @@ int fdvm_parse_run(int argc, char **argv, struct fdvm_run_opts *o, char *err,
 	memset(o, 0, sizeof(*o));
 	o->mem_size = 64ull << 20;
 	o->mem_arg = "64M";
+	o->cpus = 1;
 	o->kvm_path = "/dev/kvm";
 	o->seccomp = FDVM_SECCOMP_KILL;
 	for (i = 0; i < argc; i++) {
@@ -442,6 +443,20 @@ int fdvm_parse_run(int argc, char **argv, struct fdvm_run_opts *o, char *err,
 					 "guest RAM cannot be zero" : "not a size");
 				return -EINVAL;
 			}
+			continue;
+		}
+		if ((r = take_value(argc, argv, &i, "--cpus", NULL, &v, err, errlen))) {
+			if (r < 0 || (r = once(&seen, SEEN_CPUS, "--cpus", err, errlen)))
+				return r;
+			char *end;
+			errno = 0;
+			unsigned long n = strtoul(v, &end, 10);
+			if (!*v || *end || errno || n < 1 || n > FDVM_MAX_CPUS || v[0] == '-') {
+				snprintf(err, errlen, "--cpus %s: expected a number of vCPUs from 1 to %d",
+					 v, FDVM_MAX_CPUS);
+				return -EINVAL;
+			}
+			o->cpus = (unsigned)n;
 			continue;
 		}
 		static const struct {

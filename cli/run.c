@@ -97,6 +97,9 @@ static void run_usage(FILE *f)
 		"options:\n"
 		"  -m, --mem SIZE           guest RAM: 64M (default), 1G, 512K; a bare number\n"
 		"                           is MiB. At least 2M, at most this host's RAM.\n"
+		"  --cpus N                 vCPUs (default 1, at most 64 and what KVM allows):\n"
+		"                           vCPU N has APIC id N; vCPU 0 boots the guest, the\n"
+		"                           others wait for its INIT/SIPI (the MADT lists them)\n"
 		"  --unhandled-pio POLICY   a port nothing claims: stop (default: report the\n"
 		"                           access and the registers, exit 4), warn (report,\n"
 		"                           then go on), or ignore (reads return all-ones,\n"
@@ -206,6 +209,7 @@ int fdvm_cmd_run(int argc, char **argv)
 	fdvm_vm_config_init(&cfg);
 	cfg.console_fd = console;
 	cfg.mem_size = o.mem_size;
+	cfg.cpus = o.cpus;
 	cfg.unhandled_pio = o.unhandled_pio;
 	cfg.unhandled_mmio = o.unhandled_mmio;
 	cfg.kvm_path = o.kvm_path;

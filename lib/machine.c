@@ -1,12 +1,15 @@
 /*
  * The machine fdvm_vm_create assembles, one layer above the KVM VM
  * (lib/kvm/vm.c): COM1 (lib/dev/uart.c), the exit and ACPI power ports
- * (lib/dev/power.c) and the PCI host (lib/pci/host.c); and running vCPU 0,
- * on the caller's thread or one of the vcpu role. lib/kvm/ imports nothing
+ * (lib/dev/power.c) and the PCI host (lib/pci/host.c); and running the
+ * vCPUs: vCPU 0 on the caller's thread or one of the vcpu role, every other
+ * one on a thread of its own. lib/kvm/ imports nothing
  * from here or above.
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
 
 #include "fdvm/abi.h"
 #include "fdvm/sandbox.h"
@@ -61,10 +64,55 @@ void fdvm_vm_destroy(struct fdvm_vm *vm)
 	fdvm_kvm_vm_destroy(vm);
 }
 
+struct ap {
+	struct fdvm_vm *vm;
+	unsigned index;
+};
+
+static void *ap_main(void *arg)
+{
+	struct ap *ap = arg;
+	fdvm_kvm_vcpu_run(ap->vm, ap->index);
+	return NULL;
+}
+
 int fdvm_vm_run(struct fdvm_vm *vm, struct fdvm_stop *stop)
 {
-	int ret = fdvm_kvm_vm_run(vm, stop);
+	unsigned n = fdvm_vm_cpus(vm), started = 1;
+	pthread_t *threads = NULL;
+	struct ap *aps = NULL;
+	int ret = 0;
 
+	/* The application processors, each on its own thread: they wait in
+	 * KVM for the guest's SIPI, so a stop must be able to kick them. */
+	if (n > 1) {
+		threads = calloc(n, sizeof(*threads));
+		aps = calloc(n, sizeof(*aps));
+		if (!threads || !aps)
+			ret = -ENOMEM;
+		else
+			ret = fdvm_vcpu_kick_handler(vm);
+		for (unsigned i = 1; !ret && i < n; i++) {
+			char name[24];
+			snprintf(name, sizeof(name), "fdvm-vcpu%u", i);
+			aps[i] = (struct ap){ vm, i };
+			ret = fdvm_thread_create(&threads[i], FDVM_ROLE_VCPU, name, ap_main, &aps[i]);
+			if (ret)
+				fdvm_log_errno(vm, -ret, "vm: vCPU thread %s", name);
+			else
+				started++;
+		}
+		if (ret)
+			fdvm_vm_set_stop(vm, FDVM_STOP_HOST_ERROR, 0);
+	}
+	ret = fdvm_kvm_vm_run(vm, stop);
+	if (started > 1) {
+		fdvm_vm_request_stop(vm); /* vCPU 0 is out: so are the others */
+		for (unsigned i = 1; i < started; i++)
+			pthread_join(threads[i], NULL);
+	}
+	free(threads);
+	free(aps);
 	fdvm_uart_flush(vm->uart);
 	return ret;
 }

@@ -57,6 +57,7 @@ struct fdvm_vcpu {
 	 * async-signal-safe where a condition variable is not). */
 	int wake_fd;
 	bool in_run, parked;	/* vm->pause_lock */
+	atomic_bool work;	/* fdvm_vcpu_request_work() was called for it */
 };
 
 /*
@@ -99,7 +100,8 @@ struct fdvm_vm {
 	struct fdvm_ram ram[FDVM_MAX_RAM_REGIONS];
 	unsigned nram;
 	struct fdvm_iobus bus[2];	/* indexed by enum fdvm_space */
-	struct fdvm_vcpu vcpu0;
+	struct fdvm_vcpu *vcpus;		/* cfg.cpus of them; vcpus[i].id == i == APIC id */
+	unsigned ncpus;
 	struct fdvm_uart *uart;
 	struct fdvm_power *power;
 	struct fdvm_caps caps;		/* immutable after create */
@@ -127,7 +129,6 @@ struct fdvm_vm {
 	bool stopped;
 	struct fdvm_stop stop;
 	atomic_bool stop_requested;
-	atomic_bool vcpu_work;		/* fdvm_vcpu_request_work() was called */
 	atomic_bool kick_ready;		/* the kick signal has a handler */
 
 	/* Pause (fdvm_vm_pause): vCPUs park outside the guest while set. */
@@ -161,6 +162,9 @@ void fdvm_vm_disown(struct fdvm_vm *vm, struct fdvm_owned *o);
 int fdvm_kvm_vm_create(const struct fdvm_vm_config *cfg, struct fdvm_vm **vmp);
 void fdvm_kvm_vm_destroy(struct fdvm_vm *vm);
 int fdvm_kvm_vm_run(struct fdvm_vm *vm, struct fdvm_stop *stop);
+/* Runs application processor vcpus[index] (index > 0) on this thread until
+ * the VM stops; a host failure stops the VM as FDVM_STOP_HOST_ERROR. */
+void fdvm_kvm_vcpu_run(struct fdvm_vm *vm, unsigned index);
 
 /* Records why the VM stops (first caller wins) and kicks the vCPUs out. */
 void fdvm_vm_set_stop(struct fdvm_vm *vm, enum fdvm_stop_reason reason, int status);
@@ -198,22 +202,22 @@ int fdvm_vcpu_set_pvh_entry(struct fdvm_vcpu *vcpu, uint32_t entry, uint32_t sta
 int fdvm_vcpu_run(struct fdvm_vcpu *vcpu);
 void fdvm_vcpu_dump(struct fdvm_vcpu *vcpu, enum fdvm_log_level level);
 /*
- * Has the vCPU thread call fdvm_irq_vcpu_work() before it next enters the
+ * Has vcpu's thread call fdvm_irq_vcpu_work() before it next enters the
  * guest, kicking it out of the guest now if it is in. Any thread.
  */
-void fdvm_vcpu_request_work(struct fdvm_vm *vm);
+void fdvm_vcpu_request_work(struct fdvm_vcpu *vcpu);
 /* Signals the thread in fdvm_vcpu_run (if any) with the kick signal, so
  * that KVM_RUN returns; only once the signal has a handler (kick_ready).
  * Async-signal-safe, any thread. */
-void fdvm_vcpu_kick(struct fdvm_vm *vm);
+void fdvm_vcpu_kick(struct fdvm_vcpu *vcpu);
 /* Installs an empty handler for the kick signal if it has none (then
  * kick_ready is set); -ENOTSUP for a config without one. irqfd.c. */
 int fdvm_vcpu_kick_handler(struct fdvm_vm *vm);
-/* Runs fn(arg) and returns true if no thread runs the vCPU (so the guest
- * cannot run until fn returns); else returns false without calling it. */
-bool fdvm_vcpu_if_idle(struct fdvm_vm *vm, void (*fn)(void *), void *arg);
-/* lib/kvm/irqfd.c: work that must run while the guest is stopped. */
-void fdvm_irq_vcpu_work(struct fdvm_vm *vm);
+/* Runs fn(arg) and returns true if no thread runs the vCPU (so it cannot
+ * run guest code until fn returns); else returns false without calling it. */
+bool fdvm_vcpu_if_idle(struct fdvm_vcpu *vcpu, void (*fn)(void *), void *arg);
+/* lib/kvm/irqfd.c: work that must run while this vCPU is out of the guest. */
+void fdvm_irq_vcpu_work(struct fdvm_vcpu *vcpu);
 
 /* lib/kvm/iobus.c */
 int fdvm_iobus_init(struct fdvm_iobus *bus);
@@ -255,6 +259,8 @@ int fdvm_uart_init(struct fdvm_vm *vm, uint16_t base, int out_fd, struct fdvm_ua
 void fdvm_uart_exit(struct fdvm_vm *vm, struct fdvm_uart *uart);
 void fdvm_uart_flush(struct fdvm_uart *uart);
 int fdvm_power_init(struct fdvm_vm *vm, struct fdvm_power **out);
+/* lib/boot/acpi.c: the tables in the boot area, for vm->ncpus vCPUs. */
+int fdvm_acpi_build(struct fdvm_vm *vm, uint64_t *rsdp_gpa);
 void fdvm_power_exit(struct fdvm_vm *vm, struct fdvm_power *power);
 
 #endif

@@ -59,6 +59,70 @@ start64:
 	jmp 1b
 
 /*
+ * An application processor's way up. rt_smp copies the real-mode part to
+ * RT_AP_TRAMPOLINE and sends the SIPI for that page: it loads rt_gdt,
+ * enters protected mode at rt_ap_start32, which does what pvh_start32
+ * does (the same page tables) and goes on at rt_ap_start64 with the stack
+ * in rt_ap_stack, then rt_ap_main (smp.c).
+ */
+	.section .rodata.trampoline, "a"
+	.code16
+	.globl rt_ap_trampoline, rt_ap_trampoline_end
+rt_ap_trampoline:
+	cli
+	mov %cs, %ax
+	mov %ax, %ds
+	lgdtl ap_gdt_ptr - rt_ap_trampoline
+	mov %cr0, %eax
+	or $CR0_PE, %eax
+	mov %eax, %cr0
+	ljmpl $SEL_KCODE32, $rt_ap_start32
+	.p2align 3
+ap_gdt_ptr:
+	.word rt_gdt_end - rt_gdt - 1
+	.long rt_gdt
+rt_ap_trampoline_end:
+
+	.section .boot32, "ax"
+	.code32
+rt_ap_start32:
+	mov $SEL_KDATA, %ax
+	mov %ax, %ds
+	mov %ax, %es
+	mov %ax, %ss
+	mov %cr4, %eax
+	or $CR4_PAE, %eax
+	mov %eax, %cr4
+	mov $pml4, %eax
+	mov %eax, %cr3
+	mov $MSR_EFER, %ecx
+	rdmsr
+	or $EFER_LME, %eax
+	wrmsr
+	mov %cr0, %eax
+	and $0x9fffffff, %eax		/* caches on (CD, NW off after INIT) */
+	or $(CR0_PG | CR0_PE), %eax
+	mov %eax, %cr0
+	ljmp $SEL_KCODE, $rt_ap_start64
+
+	.text
+	.code64
+rt_ap_start64:
+	mov $SEL_KDATA, %ax
+	mov %ax, %ds
+	mov %ax, %es
+	mov %ax, %ss
+	xor %ax, %ax
+	mov %ax, %fs
+	mov %ax, %gs
+	mov rt_ap_stack(%rip), %rsp
+	xor %ebp, %ebp
+	call rt_ap_main
+2:	cli
+	hlt
+	jmp 2b
+
+/*
  * GDT: null, kernel code/data, user data/code (in the order SYSRET would
  * want), and a 16-byte TSS descriptor that rt_cpu_init fills in.
  */
@@ -72,6 +136,8 @@ rt_gdt:
 	.quad 0x00cff2000000ffff	/* SEL_UDATA: DPL3 */
 	.quad 0x00affa000000ffff	/* SEL_UCODE: 64-bit, DPL3 */
 	.quad 0, 0			/* SEL_TSS */
+	.quad 0x00cf9a000000ffff	/* SEL_KCODE32: 32-bit, DPL0 */
+	.globl rt_gdt_end
 rt_gdt_end:
 	.p2align 3
 gdt_ptr:

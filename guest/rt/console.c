@@ -6,15 +6,26 @@
 #define UART_LSR 5
 #define UART_LSR_THRE 0x20
 
-static void uart_write(const char *s, size_t len)
+static void uart_write_locked(const char *s, size_t len)
 {
 	for (size_t i = 0; i < len; i++) {
 		if (s[i] == '\n')
-			uart_write("\r", 1);
+			uart_write_locked("\r", 1);
 		while (!(inb(FDVM_PORT_COM1 + UART_LSR) & UART_LSR_THRE))
 			;
 		outb(FDVM_PORT_COM1, (uint8_t)s[i]);
 	}
+}
+
+/* Several CPUs print whole messages, one at a time. */
+static int console_lock;
+
+static void uart_write(const char *s, size_t len)
+{
+	while (__atomic_exchange_n(&console_lock, 1, __ATOMIC_ACQUIRE))
+		__asm__ volatile("pause");
+	uart_write_locked(s, len);
+	__atomic_store_n(&console_lock, 0, __ATOMIC_RELEASE);
 }
 
 /* Port I/O faults at CPL3, so a CPL3 caller hands the buffer to CPL0. */

@@ -1,9 +1,13 @@
-/* Descriptor tables, TSS, LAPIC, privilege switches and the VM exit. */
+/*
+ * Descriptor tables, TSS, LAPIC, privilege switches and the VM exit; the
+ * per-CPU state (struct rt_cpu, reached through %gs, which nothing else
+ * touches: the runtime never uses swapgs, so it holds at CPL3 too).
+ */
 #include "io.h"
 #include "rt.h"
 #include "rt_defs.h"
 
-extern uint64_t rt_gdt[];
+extern uint64_t rt_gdt[], rt_gdt_end[];
 extern char rt_trap_stubs[], rt_trap_stack_top[], rt_user_stack_top[];
 
 struct tss {
@@ -26,10 +30,22 @@ struct rt_kctx {
 	uint64_t rbx, rbp, r12, r13, r14, r15, rsp, rflags;
 };
 
-static struct tss tss;
+#define GDT_QUADS 8
+
+struct rt_cpu {
+	struct rt_cpu *self;		/* %gs:0 */
+	unsigned index;
+	struct tss tss;
+	uint64_t gdt[GDT_QUADS] __attribute__((aligned(16))); /* APs' own */
+	struct rt_kctx user_ctx;
+	bool in_user;
+	uint64_t user_stack_top;
+};
+
+_Static_assert(sizeof(uint64_t) * GDT_QUADS >= SEL_KCODE32 + 8, "GDT size");
+
+static struct rt_cpu cpus[RT_MAX_CPUS];
 static struct idt_entry idt[256] __attribute__((aligned(16)));
-static struct rt_kctx user_ctx;
-static bool in_user;
 
 long rt_user_enter(long (*fn)(void *), void *arg, uint64_t user_rsp,
 		   struct rt_kctx *ctx);
@@ -39,6 +55,8 @@ __attribute__((noreturn)) void rt_user_resume(struct rt_kctx *ctx, long value);
 #define LAPIC_TPR 0x80
 #define LAPIC_EOI 0xb0
 #define LAPIC_SVR 0xf0
+#define LAPIC_ICR_LO 0x300
+#define LAPIC_ICR_HI 0x310
 #define LAPIC_SVR_ENABLE 0x100
 #define SPURIOUS_VECTOR 0xff
 
@@ -62,26 +80,55 @@ void rt_idt_set_raw(unsigned vector, void (*entry)(void))
 	set_gate(vector, (uint64_t)entry);
 }
 
-void rt_cpu_init(void)
+static void wrmsr(uint32_t msr, uint64_t v)
 {
-	uint64_t base = (uint64_t)&tss;
-	uint64_t limit = sizeof(tss) - 1;
+	__asm__ volatile("wrmsr" ::"c"(msr), "a"((uint32_t)v), "d"((uint32_t)(v >> 32)));
+}
 
-	tss.rsp[0] = (uint64_t)rt_trap_stack_top;
-	tss.iomap_base = sizeof(tss);
-	rt_gdt[SEL_TSS / 8] = (limit & 0xffff) | ((base & 0xffffff) << 16) |
-			      (0x89ull << 40) | (((limit >> 16) & 0xf) << 48) |
-			      (((base >> 24) & 0xff) << 56);
-	rt_gdt[SEL_TSS / 8 + 1] = base >> 32;
-	__asm__ volatile("ltr %w0" ::"r"(SEL_TSS));
+static struct rt_cpu *this_cpu(void)
+{
+	struct rt_cpu *c;
+	__asm__ volatile("mov %%gs:0, %0" : "=r"(c));
+	return c;
+}
 
-	for (int v = 0; v < 256; v++)
-		set_gate(v, (uint64_t)rt_trap_stubs + 16 * v);
+unsigned rt_cpu_index(void) { return this_cpu()->index; }
+
+static void load_idt(void)
+{
 	struct {
 		uint16_t limit;
 		uint64_t base;
 	} __attribute__((packed)) idtr = { sizeof(idt) - 1, (uint64_t)idt };
 	__asm__ volatile("lidt %0" ::"m"(idtr));
+}
+
+/* CPU index's per-CPU state: %gs, its TSS (trap stack) in gdt, ltr. */
+static void cpu_setup(unsigned index, uint64_t *gdt, uint64_t trap_stack, uint64_t user_stack)
+{
+	struct rt_cpu *c = &cpus[index];
+	uint64_t base = (uint64_t)&c->tss;
+	uint64_t limit = sizeof(c->tss) - 1;
+
+	c->self = c;
+	c->index = index;
+	c->user_stack_top = user_stack;
+	wrmsr(MSR_GS_BASE, (uint64_t)c);
+	c->tss.rsp[0] = trap_stack;
+	c->tss.iomap_base = sizeof(c->tss);
+	gdt[SEL_TSS / 8] = (limit & 0xffff) | ((base & 0xffffff) << 16) |
+			   (0x89ull << 40) | (((limit >> 16) & 0xf) << 48) |
+			   (((base >> 24) & 0xff) << 56);
+	gdt[SEL_TSS / 8 + 1] = base >> 32;
+	__asm__ volatile("ltr %w0" ::"r"(SEL_TSS));
+}
+
+void rt_cpu_init(void)
+{
+	cpu_setup(0, rt_gdt, (uint64_t)rt_trap_stack_top, (uint64_t)rt_user_stack_top);
+	for (int v = 0; v < 256; v++)
+		set_gate(v, (uint64_t)rt_trap_stubs + 16 * v);
+	load_idt();
 
 	/*
 	 * Firmware (SeaBIOS under QEMU) leaves the 8259s delivering the PIT
@@ -144,14 +191,59 @@ int rt_cpl(void)
 
 long rt_user_call(long (*fn)(void *), void *arg)
 {
-	if (rt_cpl() != 0 || in_user) {
+	struct rt_cpu *c = this_cpu();
+	if (rt_cpl() != 0 || c->in_user) {
 		rt_printf("rt: rt_user_call nested or not at CPL0\n");
 		rt_exit(2);
 	}
-	in_user = true;
-	long r = rt_user_enter(fn, arg, (uint64_t)rt_user_stack_top, &user_ctx);
-	in_user = false;
+	c->in_user = true;
+	long r = rt_user_enter(fn, arg, c->user_stack_top, &c->user_ctx);
+	c->in_user = false;
 	return r;
+}
+
+/*
+ * An application processor's own state (smp.c calls it first thing): a GDT
+ * copy with its TSS, the shared IDT, its LAPIC on. Its stacks: trap_stack
+ * for interrupts and kernel calls at CPL3, user_stack for rt_user_call.
+ */
+void rt_cpu_init_ap(unsigned index, uint64_t trap_stack, uint64_t user_stack)
+{
+	struct rt_cpu *c = &cpus[index];
+	for (unsigned i = 0; i < GDT_QUADS; i++)
+		c->gdt[i] = rt_gdt[i];
+	c->gdt[SEL_TSS / 8 + 1] = 0;
+	struct {
+		uint16_t limit;
+		uint64_t base;
+	} __attribute__((packed)) gdtr = { (uint16_t)((rt_gdt_end - rt_gdt) * 8 - 1), (uint64_t)c->gdt };
+	__asm__ volatile("lgdt %0\n\t"
+			 "pushq %1\n\t"
+			 "lea 1f(%%rip), %%rax\n\t"
+			 "pushq %%rax\n\t"
+			 "lretq\n"
+			 "1:" ::"m"(gdtr), "i"(SEL_KCODE) : "rax", "memory");
+	cpu_setup(index, c->gdt, trap_stack, user_stack);
+	load_idt();
+	mmio_write32(FDVM_LAPIC_BASE + LAPIC_TPR, 0);
+	mmio_write32(FDVM_LAPIC_BASE + LAPIC_SVR, LAPIC_SVR_ENABLE | SPURIOUS_VECTOR);
+}
+
+/* A fixed interrupt at vector to the CPU with APIC id dest (CPL0 or 3). */
+void rt_send_ipi(uint32_t dest, uint8_t vector)
+{
+	mmio_write32(FDVM_LAPIC_BASE + LAPIC_ICR_HI, dest << 24);
+	mmio_write32(FDVM_LAPIC_BASE + LAPIC_ICR_LO, vector | 1u << 14);
+}
+
+void rt_send_init_sipi(uint32_t dest, uint8_t page)
+{
+	mmio_write32(FDVM_LAPIC_BASE + LAPIC_ICR_HI, dest << 24);
+	mmio_write32(FDVM_LAPIC_BASE + LAPIC_ICR_LO, 0x4500); /* INIT, assert */
+	for (int i = 0; i < 2; i++) {
+		mmio_write32(FDVM_LAPIC_BASE + LAPIC_ICR_HI, dest << 24);
+		mmio_write32(FDVM_LAPIC_BASE + LAPIC_ICR_LO, 0x4600u | page); /* SIPI */
+	}
 }
 
 long rt_kernel_call(long (*fn)(void *), void *arg)
@@ -164,11 +256,12 @@ long rt_kernel_call(long (*fn)(void *), void *arg)
 /* Runs at CPL0 on the trap stack, from the #UD of rt_kcall_gate. */
 long rt_kcall_dispatch(struct rt_frame *f)
 {
+	struct rt_cpu *c = this_cpu();
 	switch (f->rdi) {
 	case KCALL_RETURN:
-		if (!in_user)
+		if (!c->in_user)
 			break;
-		rt_user_resume(&user_ctx, (long)f->rsi);
+		rt_user_resume(&c->user_ctx, (long)f->rsi);
 	case KCALL_WRITE:
 		/* The buffer is the guest's own memory: trusted here. */
 		rt_console_write((const char *)f->rsi, f->rdx);

@@ -59,6 +59,32 @@ void rt_lapic_eoi(void);
 /* Routes an IOAPIC pin to vector on APIC 0 (CPL0 only). */
 void rt_ioapic_route(unsigned pin, unsigned vector, bool level, bool masked);
 uint32_t rt_lapic_id(void);
+
+/*
+ * Several CPUs (smp.c). rt_smp_start starts every application processor
+ * the ACPI MADT lists (at most RT_MAX_CPUS in all), one after the other
+ * through INIT and SIPI, each then calling fn(index) at CPL0 with its own
+ * stacks, GDT and TSS (the IDT and the page tables are shared); it returns
+ * how many CPUs run now, the bootstrap one included, and *ids their APIC
+ * ids by index (when ids is not NULL). An AP whose fn returns halts.
+ * rt_cpu_index: this CPU's index (0: the bootstrap CPU), at CPL0 or 3.
+ */
+unsigned rt_smp_start(void (*fn)(unsigned index), uint32_t *ids);
+unsigned rt_cpu_index(void);
+void rt_cpu_init_ap(unsigned index, uint64_t trap_stack, uint64_t user_stack);
+/* A fixed interrupt at vector to APIC id dest; INIT then two SIPIs. */
+void rt_send_ipi(uint32_t dest, uint8_t vector);
+void rt_send_init_sipi(uint32_t dest, uint8_t page);
+
+/*
+ * ACPI (acpi.c): the RSDP the PVH start info gives (0 if none), a table
+ * by signature through the XSDT (NULL if absent or its checksum is bad;
+ * *len its length), and the enabled local APICs the MADT lists.
+ */
+uint64_t rt_rsdp_paddr(void);
+const uint8_t *rt_acpi_table(const char *sig, uint32_t *len);
+unsigned rt_acpi_cpus(uint32_t *apic_ids, unsigned max);
+bool rt_acpi_checksum_ok(const void *p, uint32_t len);
 /*
  * IF on/off from CPL0 or CPL3. At CPL3 this is a kernel call that edits the
  * caller's saved RFLAGS: some nested hypervisors fault cli/sti at CPL3 even

@@ -18,6 +18,14 @@
 #define SEL_UDATA 0x18
 #define SEL_UCODE 0x20
 #define SEL_TSS 0x28
+#define SEL_KCODE32 0x38	/* 32-bit code: an application processor's way up */
+
+#define MSR_GS_BASE 0xc0000101
+
+/* Application processors: at most this many CPUs are run; each starts in
+ * real mode at RT_AP_TRAMPOLINE (copied there; the SIPI vector is its page). */
+#define RT_MAX_CPUS 16
+#define RT_AP_TRAMPOLINE 0x8000
 
 #define RT_STACK_SIZE 0x4000
 

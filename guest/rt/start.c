@@ -34,6 +34,11 @@ unsigned rt_memmap(unsigned i, uint64_t *addr, uint64_t *size, uint32_t *type)
 
 const char *rt_cmdline(void) { return cmdline; }
 
+uint64_t rt_rsdp_paddr(void)
+{
+	return start_info && start_info->version >= 1 ? start_info->rsdp_paddr : 0;
+}
+
 bool rt_cmdline_has(const char *word)
 {
 	size_t n = strlen(word);

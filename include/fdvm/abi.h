@@ -35,9 +35,13 @@ extern "C" {
  */
 #define FDVM_PORT_ACPI_PM1A_CNT 0x604
 #define FDVM_ACPI_PM1_SLP_EN (1u << 13)
+#define FDVM_ACPI_PM1_SCI_EN (1u << 0)	/* reads 1: always in ACPI mode */
+/* The PM1a event block the FADT names: status (reads 0), enable. */
+#define FDVM_PORT_ACPI_PM1A_EVT 0x600
 
-/* Local APIC, at its architectural default base. */
+/* Local APIC and IOAPIC, at their architectural default bases. */
 #define FDVM_LAPIC_BASE 0xfee00000ull
+#define FDVM_IOAPIC_BASE 0xfec00000ull
 
 /*
  * Guest-physical memory fdvm keeps for its boot structures (PVH start info,
@@ -46,6 +50,14 @@ extern "C" {
 #define FDVM_BOOT_AREA_START 0x0ull
 #define FDVM_BOOT_AREA_END 0x10000ull
 #define FDVM_CMDLINE_MAX 4096
+
+/*
+ * ACPI tables (RSDP, XSDT, RSDT, FADT, FACS, DSDT, MADT, MCFG), inside the
+ * boot area; the PVH start info's rsdp_paddr points at the RSDP. The MADT
+ * has one local APIC per vCPU (APIC id = vCPU index) and the IOAPIC.
+ */
+#define FDVM_ACPI_START 0x3000ull
+#define FDVM_ACPI_END 0x4000ull
 
 /*
  * Guest RAM below 4 GiB ends at most here; [FDVM_MMIO_HOLE_START, 4 GiB) is

@@ -60,7 +60,15 @@ struct fdvm_vm_config {
 	 * measuring what counting costs.
 	 */
 	bool counters;
+	/*
+	 * vCPUs (default 1, at most FDVM_MAX_CPUS and what KVM allows). vCPU i
+	 * has APIC id i; vCPU 0 boots the guest, the others wait for the
+	 * guest's INIT and SIPI as on a PC. More than one needs kick_signal.
+	 */
+	unsigned cpus;
 };
+
+#define FDVM_MAX_CPUS 64
 
 /* Fills cfg with the defaults above. */
 void fdvm_vm_config_init(struct fdvm_vm_config *cfg);
@@ -119,12 +127,17 @@ const char *fdvm_stop_reason_name(enum fdvm_stop_reason reason);
 int fdvm_stop_exit_status(const struct fdvm_stop *stop);
 
 /*
- * Runs vCPU 0 on the calling thread until the guest stops or a stop is
- * requested. Returns 0 and fills *stop; a host-side failure is reported as
+ * Runs the VM until the guest stops or a stop is requested: vCPU 0 on the
+ * calling thread, every other vCPU on a thread of its own of the vcpu role
+ * (fdvm/sandbox.h), named fdvm-vcpuN, all joined before it returns.
+ * Returns 0 and fills *stop; a host-side failure is reported as
  * FDVM_STOP_HOST_ERROR, not as a return value, so the caller always learns
  * what state the guest was left in.
  */
 int fdvm_vm_run(struct fdvm_vm *vm, struct fdvm_stop *stop);
+
+/* The number of vCPUs (the config's cpus). */
+unsigned fdvm_vm_cpus(const struct fdvm_vm *vm);
 
 /*
  * fdvm_vm_run on a thread of its own, of the vcpu role (fdvm/sandbox.h:
@@ -145,9 +158,9 @@ int fdvm_vm_join(struct fdvm_vm *vm, struct fdvm_stop *stop);
 void fdvm_vm_request_stop(struct fdvm_vm *vm);
 
 /*
- * Pause: the vCPU leaves the guest and waits outside it; fdvm_vm_pause
- * returns once it does (or at once if it is not running: it will not
- * enter the guest until resumed). Devices go on answering requests the
+ * Pause: every vCPU leaves the guest and waits outside it; fdvm_vm_pause
+ * returns once they all do (or at once for one that is not running: it
+ * will not enter the guest until resumed). Devices go on answering requests the
  * guest made before; nothing new comes, time in the guest stands still
  * but for its clocks. A stop request ends a pause. -ESHUTDOWN if the VM
  * is stopping. Any thread but the vCPU's own; not from signal handlers.

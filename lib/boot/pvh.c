@@ -1,7 +1,8 @@
 /*
  * Loading a PVH guest: read the file, check its layout against this VM's
- * RAM, copy the segments, write the start info, memory map and command
- * line into the boot area, and point vCPU 0 at the entry.
+ * RAM, copy the segments, write the start info, memory map, command line
+ * and ACPI tables (acpi.c) into the boot area, and point vCPU 0 at the
+ * entry.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -36,7 +37,8 @@ struct hvm_memmap_table_entry {
 
 _Static_assert(MEMMAP_GPA + MEMMAP_MAX * sizeof(struct hvm_memmap_table_entry) <= CMDLINE_GPA,
 	       "boot area layout");
-_Static_assert(CMDLINE_GPA + FDVM_CMDLINE_MAX <= FDVM_BOOT_AREA_END, "boot area layout");
+_Static_assert(CMDLINE_GPA + FDVM_CMDLINE_MAX <= FDVM_ACPI_START, "boot area layout");
+_Static_assert(FDVM_ACPI_END <= FDVM_BOOT_AREA_END, "boot area layout");
 
 /* Reads a whole file of at most max bytes into a new buffer. */
 static int read_file(struct fdvm_vm *vm, const char *path, uint64_t max,
@@ -112,9 +114,14 @@ static int write_boot_info(struct fdvm_vm *vm, const char *cmdline)
 		map[n++] = (struct hvm_memmap_table_entry){ vm->ram[1].gpa, vm->ram[1].size,
 							    E820_RAM, 0 };
 
+	uint64_t rsdp;
+	int ret = fdvm_acpi_build(vm, &rsdp);
+	if (ret)
+		return ret;
 	struct hvm_start_info si = {
 		.magic = HVM_START_MAGIC,
 		.version = 1,
+		.rsdp_paddr = rsdp,
 		.cmdline_paddr = CMDLINE_GPA,
 		.memmap_paddr = MEMMAP_GPA,
 		.memmap_entries = n,
@@ -167,7 +174,7 @@ int fdvm_vm_load_pvh(struct fdvm_vm *vm, const char *path, const char *cmdline)
 	ret = write_boot_info(vm, cmdline);
 	if (ret)
 		goto out_free;
-	ret = fdvm_vcpu_set_pvh_entry(&vm->vcpu0, (uint32_t)img.pvh_entry, START_INFO_GPA);
+	ret = fdvm_vcpu_set_pvh_entry(&vm->vcpus[0], (uint32_t)img.pvh_entry, START_INFO_GPA);
 out_free:
 	free(buf);
 	return ret;

@@ -185,31 +185,28 @@ static bool handle_exit(struct fdvm_vcpu *vcpu)
 	}
 }
 
-void fdvm_vcpu_request_work(struct fdvm_vm *vm)
+void fdvm_vcpu_request_work(struct fdvm_vcpu *vcpu)
 {
-	struct fdvm_vcpu *vcpu = &vm->vcpu0;
-
 	/* Work flag, then immediate_exit, then the signal: the run loop clears
 	 * immediate_exit before it looks at the flag, so one of the three
 	 * always reaches it (see fdvm_vcpu_run). */
-	atomic_store(&vm->vcpu_work, true);
+	atomic_store(&vcpu->work, true);
 	__atomic_store_n(&vcpu->run->immediate_exit, 1, __ATOMIC_SEQ_CST);
-	fdvm_vcpu_kick(vm);
+	fdvm_vcpu_kick(vcpu);
 }
 
-void fdvm_vcpu_kick(struct fdvm_vm *vm)
+void fdvm_vcpu_kick(struct fdvm_vcpu *vcpu)
 {
 	/* The raw tgkill on the thread's id: a stop request may come from a
 	 * signal handler. A thread that left fdvm_vcpu_run just now gets at
 	 * most an empty handler's EINTR. */
-	pid_t tid = atomic_load(&vm->vcpu0.tid);
-	if (tid && atomic_load(&vm->kick_ready))
-		syscall(SYS_tgkill, getpid(), tid, vm->cfg.kick_signal);
+	pid_t tid = atomic_load(&vcpu->tid);
+	if (tid && atomic_load(&vcpu->vm->kick_ready))
+		syscall(SYS_tgkill, getpid(), tid, vcpu->vm->cfg.kick_signal);
 }
 
-bool fdvm_vcpu_if_idle(struct fdvm_vm *vm, void (*fn)(void *), void *arg)
+bool fdvm_vcpu_if_idle(struct fdvm_vcpu *vcpu, void (*fn)(void *), void *arg)
 {
-	struct fdvm_vcpu *vcpu = &vm->vcpu0;
 
 	/* kick_lock keeps fdvm_vcpu_run from starting while fn runs. */
 	pthread_mutex_lock(&vcpu->kick_lock);
@@ -265,8 +262,8 @@ int fdvm_vcpu_run(struct fdvm_vcpu *vcpu)
 			park(vcpu);
 			continue;
 		}
-		if (atomic_exchange(&vm->vcpu_work, false))
-			fdvm_irq_vcpu_work(vm);
+		if (atomic_exchange(&vcpu->work, false))
+			fdvm_irq_vcpu_work(vcpu);
 		if (ioctl(vcpu->fd, KVM_RUN, 0) < 0) {
 			if (errno == EINTR || errno == EAGAIN)
 				continue;

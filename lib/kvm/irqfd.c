@@ -60,6 +60,7 @@ struct fdvm_irq_line {
 	struct fdvm_msi msi;
 	bool masked, pending, assigned;
 	enum level_state level;		/* userspace LEVEL only */
+	unsigned target;		/* LEVEL_PULSE: the vCPU that pulses it */
 	uint64_t masked_signals;	/* MSI: counts drained while masked */
 	uint64_t unmask_deliveries;	/* MSI: unmasks that found pending set */
 };
@@ -166,14 +167,39 @@ static void pulse_now(void *arg)
 	l->level = level_pulse(l) ? LEVEL_WAIT_EOI : LEVEL_PENDING;
 }
 
-/* Line lock held: a pulse where no EOI can race with it: now if nobody
- * runs the guest, else on the vCPU thread with the guest out. */
+/*
+ * The vCPU a pin's interrupt goes to: its IOAPIC entry's destination in
+ * physical mode (APIC id = vCPU index). A logical or broadcast destination
+ * may reach any vCPU; vCPU 0 pulses those (on one vCPU that is exact).
+ */
+static unsigned pin_target(struct fdvm_vm *vm, uint32_t pin)
+{
+	struct kvm_irqchip chip = { .chip_id = KVM_IRQCHIP_IOAPIC };
+
+	if (vm->ncpus == 1 || pin >= KVM_IOAPIC_NUM_PINS)
+		return 0;
+	if (ioctl(vm->vm_fd, KVM_GET_IRQCHIP, &chip) < 0) {
+		fdvm_log_errno(vm, errno, "irq: KVM_GET_IRQCHIP (ioapic)");
+		return 0;
+	}
+	const __typeof__(chip.chip.ioapic.redirtbl[0]) *e = &chip.chip.ioapic.redirtbl[pin];
+	if (e->fields.dest_mode == 0 && e->fields.dest_id < vm->ncpus)
+		return e->fields.dest_id;
+	return 0;
+}
+
+/* Line lock held: a pulse where no EOI can race with it: now if no thread
+ * runs the vCPU the pin delivers to, else on that vCPU's thread with its
+ * guest code out. */
 static void request_pulse(struct fdvm_irq_line *l)
 {
-	if (fdvm_vcpu_if_idle(l->vm, pulse_now, l))
+	struct fdvm_vcpu *vcpu = &l->vm->vcpus[pin_target(l->vm, l->gsi)];
+
+	if (fdvm_vcpu_if_idle(vcpu, pulse_now, l))
 		return;
 	l->level = LEVEL_PULSE;
-	fdvm_vcpu_request_work(l->vm);
+	l->target = (unsigned)vcpu->id;
+	fdvm_vcpu_request_work(vcpu);
 }
 
 static void level_poll_arm(struct fdvm_vm *vm, bool on)
@@ -221,15 +247,17 @@ static void level_poll(void *opaque, int fd, uint32_t events)
 	pthread_mutex_unlock(&vm->irq_lock);
 }
 
-/* On the vCPU thread, the guest stopped: the pulses the lines asked for. */
-void fdvm_irq_vcpu_work(struct fdvm_vm *vm)
+/* On a vCPU's thread, its guest code stopped: the pulses asked of it. */
+void fdvm_irq_vcpu_work(struct fdvm_vcpu *vcpu)
 {
+	struct fdvm_vm *vm = vcpu->vm;
+
 	pthread_mutex_lock(&vm->irq_lock);
 	for (struct fdvm_irq_line *l = vm->lines; l; l = l->next) {
 		if (l->kernel || l->kind != FDVM_IRQ_LEVEL)
 			continue;
 		pthread_mutex_lock(&l->lock);
-		if (l->level == LEVEL_PULSE)
+		if (l->level == LEVEL_PULSE && l->target == (unsigned)vcpu->id)
 			pulse_now(l);
 		pthread_mutex_unlock(&l->lock);
 	}

@@ -32,6 +32,7 @@ void fdvm_vm_config_init(struct fdvm_vm_config *cfg)
 		.log_level = FDVM_LOG_WARN,
 		.kick_signal = SIGUSR2,
 		.counters = true,
+		.cpus = 1,
 	};
 }
 
@@ -133,6 +134,51 @@ static void read_caps(struct fdvm_vm *vm)
 #undef HAS
 }
 
+static void vcpus_exit(struct fdvm_vm *vm, unsigned n)
+{
+	while (n--)
+		fdvm_vcpu_exit(&vm->vcpus[n]);
+	free(vm->vcpus);
+	vm->vcpus = NULL;
+	vm->ncpus = 0;
+}
+
+/* cfg.cpus vCPUs, id = index = APIC id; vCPU 0 is the bootstrap processor,
+ * the others wait (in KVM) for the guest's INIT and SIPI. */
+static int vcpus_init(struct fdvm_vm *vm)
+{
+	unsigned n = vm->cfg.cpus ? vm->cfg.cpus : 1;
+	int max = ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_MAX_VCPUS);
+
+	if (max <= 0)
+		max = ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_NR_VCPUS);
+	if (max <= 0)
+		max = 4; /* what KVM guarantees without either */
+	if (n > FDVM_MAX_CPUS || (int)n > max) {
+		fdvm_log(vm, FDVM_LOG_ERROR, "vm: %u vCPUs: at most %d here (KVM allows %d, fdvm %d)",
+			 n, max < FDVM_MAX_CPUS ? max : FDVM_MAX_CPUS, max, FDVM_MAX_CPUS);
+		return -EINVAL;
+	}
+	if (n > 1 && !vm->cfg.kick_signal) {
+		/* An application processor waits for its SIPI inside KVM_RUN;
+		 * only a signal gets it out to stop. */
+		fdvm_log(vm, FDVM_LOG_ERROR, "vm: %u vCPUs need a kick signal (config kick_signal is 0)", n);
+		return -EINVAL;
+	}
+	vm->vcpus = calloc(n, sizeof(*vm->vcpus));
+	if (!vm->vcpus)
+		return -ENOMEM;
+	vm->ncpus = n; /* each vCPU's CPUID tells the topology */
+	for (unsigned i = 0; i < n; i++) {
+		int ret = fdvm_vcpu_init(vm, &vm->vcpus[i], (int)i);
+		if (ret) {
+			vcpus_exit(vm, i);
+			return ret;
+		}
+	}
+	return 0;
+}
+
 static void kvm_close(struct fdvm_vm *vm)
 {
 	close(vm->vm_fd);
@@ -184,7 +230,7 @@ int fdvm_kvm_vm_create(const struct fdvm_vm_config *cfg, struct fdvm_vm **vmp)
 	ret = fdvm_iobus_init(&vm->bus[FDVM_SPACE_MMIO]);
 	if (ret)
 		goto err_pio_bus;
-	ret = fdvm_vcpu_init(vm, &vm->vcpu0, 0);
+	ret = vcpus_init(vm);
 	if (ret)
 		goto err_mmio_bus;
 	*vmp = vm;
@@ -215,7 +261,7 @@ void fdvm_kvm_vm_destroy(struct fdvm_vm *vm)
 	/* Lines and doorbells left by their owners, then what create made. */
 	fdvm_doorbells_exit(vm);
 	fdvm_irq_lines_exit(vm);
-	fdvm_vcpu_exit(&vm->vcpu0);
+	vcpus_exit(vm, vm->ncpus);
 	fdvm_iobus_exit(&vm->bus[FDVM_SPACE_MMIO]);
 	fdvm_iobus_exit(&vm->bus[FDVM_SPACE_PIO]);
 	fdvm_memory_exit(vm);
@@ -302,14 +348,18 @@ void fdvm_vm_set_stop(struct fdvm_vm *vm, enum fdvm_stop_reason reason, int stat
 void fdvm_vm_request_stop(struct fdvm_vm *vm)
 {
 	atomic_store(&vm->stop_requested, true);
-	/* Makes the next (or a racing) KVM_RUN return at once with EINTR. */
-	if (vm->vcpu0.run)
-		__atomic_store_n(&vm->vcpu0.run->immediate_exit, 1, __ATOMIC_SEQ_CST);
-	/* And one in progress: a guest in HLT stays in it. */
-	fdvm_vcpu_kick(vm);
-	/* And a parked one. */
-	if (vm->vcpu0.wake_fd >= 0)
-		fdvm_eventfd_signal(vm->vcpu0.wake_fd);
+	for (unsigned i = 0; i < vm->ncpus; i++) {
+		struct fdvm_vcpu *vcpu = &vm->vcpus[i];
+		/* Makes the next (or a racing) KVM_RUN return at once with EINTR. */
+		if (vcpu->run)
+			__atomic_store_n(&vcpu->run->immediate_exit, 1, __ATOMIC_SEQ_CST);
+		/* And one in progress: a guest in HLT, or an application
+		 * processor waiting for its SIPI, stays in it. */
+		fdvm_vcpu_kick(vcpu);
+		/* And a parked one. */
+		if (vcpu->wake_fd >= 0)
+			fdvm_eventfd_signal(vcpu->wake_fd);
+	}
 }
 
 void fdvm_vm_power_off(struct fdvm_vm *vm)
@@ -317,18 +367,29 @@ void fdvm_vm_power_off(struct fdvm_vm *vm)
 	fdvm_vm_set_stop(vm, FDVM_STOP_POWEROFF, 0);
 }
 
+/* pause_lock held: a vCPU is running guest code (in its run loop, not
+ * parked). */
+static bool any_unparked(struct fdvm_vm *vm)
+{
+	for (unsigned i = 0; i < vm->ncpus; i++)
+		if (vm->vcpus[i].in_run && !vm->vcpus[i].parked)
+			return true;
+	return false;
+}
+
 int fdvm_vm_pause(struct fdvm_vm *vm)
 {
-	struct fdvm_vcpu *vcpu = &vm->vcpu0;
-
 	pthread_mutex_lock(&vm->pause_lock);
 	atomic_store(&vm->pause_requested, true);
-	if (vcpu->run)
-		__atomic_store_n(&vcpu->run->immediate_exit, 1, __ATOMIC_SEQ_CST);
-	fdvm_vcpu_kick(vm);
-	/* Back once the vCPU is parked, or is not running at all (it parks
-	 * before entering the guest if it starts). */
-	while (vcpu->in_run && !vcpu->parked && !atomic_load(&vm->stop_requested))
+	for (unsigned i = 0; i < vm->ncpus; i++) {
+		struct fdvm_vcpu *vcpu = &vm->vcpus[i];
+		if (vcpu->run)
+			__atomic_store_n(&vcpu->run->immediate_exit, 1, __ATOMIC_SEQ_CST);
+		fdvm_vcpu_kick(vcpu);
+	}
+	/* Back once every vCPU is parked or not running at all (one that
+	 * starts parks before it enters the guest). */
+	while (any_unparked(vm) && !atomic_load(&vm->stop_requested))
 		pthread_cond_wait(&vm->pause_cond, &vm->pause_lock);
 	pthread_mutex_unlock(&vm->pause_lock);
 	return atomic_load(&vm->stop_requested) ? -ESHUTDOWN : 0;
@@ -339,7 +400,8 @@ int fdvm_vm_resume(struct fdvm_vm *vm)
 	pthread_mutex_lock(&vm->pause_lock);
 	atomic_store(&vm->pause_requested, false);
 	pthread_mutex_unlock(&vm->pause_lock);
-	fdvm_eventfd_signal(vm->vcpu0.wake_fd);
+	for (unsigned i = 0; i < vm->ncpus; i++)
+		fdvm_eventfd_signal(vm->vcpus[i].wake_fd);
 	return atomic_load(&vm->stop_requested) ? -ESHUTDOWN : 0;
 }
 
@@ -356,7 +418,7 @@ enum fdvm_vm_state fdvm_vm_state(struct fdvm_vm *vm)
 	if (atomic_load(&vm->pause_requested))
 		st = FDVM_VM_PAUSED;
 	else
-		st = vm->vcpu0.in_run ? FDVM_VM_RUNNING : FDVM_VM_CREATED;
+		st = vm->vcpus[0].in_run ? FDVM_VM_RUNNING : FDVM_VM_CREATED;
 	pthread_mutex_unlock(&vm->pause_lock);
 	return st;
 }
@@ -372,9 +434,15 @@ const char *fdvm_vm_state_name(enum fdvm_vm_state st)
 	return "?";
 }
 
+void fdvm_kvm_vcpu_run(struct fdvm_vm *vm, unsigned index)
+{
+	if (index < vm->ncpus && fdvm_vcpu_run(&vm->vcpus[index]))
+		fdvm_vm_set_stop(vm, FDVM_STOP_HOST_ERROR, 0);
+}
+
 int fdvm_kvm_vm_run(struct fdvm_vm *vm, struct fdvm_stop *stop)
 {
-	int ret = fdvm_vcpu_run(&vm->vcpu0);
+	int ret = fdvm_vcpu_run(&vm->vcpus[0]);
 
 	if (ret)
 		fdvm_vm_set_stop(vm, FDVM_STOP_HOST_ERROR, 0);
@@ -394,9 +462,11 @@ int fdvm_vm_fd(const struct fdvm_vm *vm) { return vm->vm_fd; }
 
 int fdvm_vm_vcpu0_fd(const struct fdvm_vm *vm, void **kvm_run)
 {
-	*kvm_run = vm->vcpu0.run;
-	return vm->vcpu0.fd;
+	*kvm_run = vm->vcpus[0].run;
+	return vm->vcpus[0].fd;
 }
+
+unsigned fdvm_vm_cpus(const struct fdvm_vm *vm) { return vm->ncpus; }
 
 void *fdvm_gpa(struct fdvm_vm *vm, uint64_t gpa, uint64_t len)
 {
