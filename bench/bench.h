@@ -29,6 +29,8 @@ struct bench_opts {
 	bool no_counters;	/* fdvm: the VM counts nothing (fdvm_vm_config) */
 	bool blk_direct;	/* the disk with cache=none (QEMU: and aio=io_uring) */
 	unsigned poll_us;	/* doorbell: the round-trip backends' polling */
+	unsigned cpus;		/* vCPUs of fdvm's and QEMU's guests (0: 1); the
+				 * bench guest runs on the first, the others wait */
 };
 
 /* One VMM's figures for one row: cycles (and doorbells rung, where the

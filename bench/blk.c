@@ -371,7 +371,7 @@ int fdvm_cmd_bench_blk(int argc, char **argv)
 		if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
 			printf("usage: fdvm bench blk [--rounds N] [--reps N] [--ops N] [--size MiB] [--dir DIR]\n"
 			       "       [--poll-us N] [--json FILE] [--no-qemu] [--no-vhost-user] [--guest FILE]\n"
-			       "       [--cache writeback|none]\n"
+			       "       [--cache writeback|none] [--cpus N]\n"
 			       "       fdvm bench blk --counters-cost ROUNDS [--ops N] [--poll-us N] ...\n"
 			       "4 KiB random reads and writes at queue depths 1 and 32 on a raw image\n"
 			       "made in DIR (default /dev/shm, RAM-backed), under fdvm, QEMU, and fdvm\n"
@@ -389,6 +389,8 @@ int fdvm_cmd_bench_blk(int argc, char **argv)
 			       "--cache none: every row with O_DIRECT (QEMU and qemu-storage-daemon also\n"
 			       "with aio=io_uring), the image filled with data first and the page cache\n"
 			       "dropped before each row (root): use --dir on the disk to measure it.\n"
+			       "--cpus N: vCPUs for fdvm's and QEMU's guests (default 1; the bench runs\n"
+			       "on the first, the others wait for a SIPI).\n"
 			       "--counters-cost ROUNDS: instead, fdvm+poll with its notification\n"
 			       "counters on and off, ROUNDS boots of each in alternating order, and the\n"
 			       "median of the rounds' IOPS ratios: what counting costs (--ops defaults\n"
@@ -420,6 +422,8 @@ int fdvm_cmd_bench_blk(int argc, char **argv)
 			o.reps = (unsigned)n;
 		else if (!strcmp(a, "--rounds") && num && n <= BENCH_MAX_ROUNDS)
 			rounds = (unsigned)n;
+		else if (!strcmp(a, "--cpus") && num && n <= 64)
+			o.cpus = (unsigned)n;
 		else if (!strcmp(a, "--ops") && num && n <= 50000)
 			o.ops = n, ops_given = true;
 		else if (!strcmp(a, "--poll-us") && !*end && n <= 10000)

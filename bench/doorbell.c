@@ -144,6 +144,9 @@ static void usage(FILE *f)
 		"  --png FILE      bar chart with error bars (default fdvm-bench-doorbell.png;\n"
 		"                  needs gnuplot)\n"
 		"  --no-qemu       skip the QEMU rows\n"
+		"  --cpus N        vCPUs for fdvm's and QEMU's guests (default 1; the bench\n"
+		"                  runs on the first, the others wait for a SIPI; the floor\n"
+		"                  loop runs one)\n"
 		"  --guest FILE    the bench guest (default: found beside fdvm)\n"
 		"  --seccomp MODE  fdvm's threads' system call filters, as for fdvm run:\n"
 		"                  kill (default), log or off (any benchmark)\n");
@@ -370,6 +373,8 @@ int fdvm_cmd_bench(int argc, char **argv)
 			o.reps = (unsigned)n;
 		else if (!strcmp(a, "--rounds") && num && n <= BENCH_MAX_ROUNDS)
 			rounds = (unsigned)n;
+		else if (!strcmp(a, "--cpus") && num && n <= 64)
+			o.cpus = (unsigned)n;
 		else if (!strcmp(a, "--ops") && num)
 			o.ops = n;
 		else if (!strcmp(a, "--fast-ops") && num)
@@ -415,9 +420,9 @@ int fdvm_cmd_bench(int argc, char **argv)
 
 	double hz = bench_tsc_hz();
 	printf("fdvm bench doorbell: %u rounds of %u repetitions; %lu ops (exit rows), %lu (ioeventfd "
-	       "rows, ping-pong), %lu (interrupt rows); polling %u us; TSC %.3f GHz\n",
+	       "rows, ping-pong), %lu (interrupt rows); polling %u us; %u vCPUs; TSC %.3f GHz\n",
 	       rounds, o.reps, (unsigned long)o.ops, (unsigned long)o.fops, (unsigned long)o.iops,
-	       o.poll_us, hz / 1e9);
+	       o.poll_us, o.cpus ? o.cpus : 1, hz / 1e9);
 	if (!o.qemu)
 		printf("note: QEMU rows skipped (%s)\n",
 		       bench_have_qemu() ? "--no-qemu" : "qemu-system-x86_64 not installed");

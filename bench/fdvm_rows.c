@@ -231,6 +231,7 @@ int bench_run_fdvm(const struct bench_opts *o, const char *cmdline, char **out, 
 	fdvm_vm_config_init(&cfg);
 	cfg.console_fd = console;
 	cfg.counters = !o->no_counters;
+	cfg.cpus = o->cpus ? o->cpus : 1;
 	if ((ret = fdvm_vm_create(&cfg, &vm)))
 		goto out_close;
 	struct fdvm_virtio_blk_config bc = { .path = o->blk_image, .poll_us = o->blk_poll_us,

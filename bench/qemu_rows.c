@@ -93,6 +93,10 @@ int bench_run_qemu(const struct bench_opts *o, const char *cmdline, char **out, 
 		unsigned n = 0;
 		while (argv[n])
 			n++;
+		char smp[16];
+		snprintf(smp, sizeof(smp), "%u", o->cpus ? o->cpus : 1);
+		argv[n++] = "-smp";
+		argv[n++] = smp;
 		if (o->vhost_user_sock) {
 			/* A vhost-user backend maps guest RAM: it must be shareable. */
 			const char *vu[] = { "-object", "memory-backend-memfd,id=mem,size=128M,share=on",

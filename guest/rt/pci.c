@@ -122,6 +122,21 @@ void msix_program(struct pci_dev *d, unsigned i, uint8_t vector)
 	mmio_write32(e + 8, vector);
 }
 
+void msix_program_dest(struct pci_dev *d, unsigned i, uint8_t vector, uint32_t dest)
+{
+	uint64_t e = d->msix_table + 16ull * i;
+	mmio_write32(e + 0, 0xfee00000u | (dest & 0xff) << 12);
+	mmio_write32(e + 4, 0);
+	mmio_write32(e + 8, vector);
+}
+
+void msix_set_dest(struct pci_dev *d, unsigned i, uint32_t dest)
+{
+	uint64_t e = d->msix_table + 16ull * i;
+	mmio_write32(e + 0, 0xfee00000u | (dest & 0xff) << 12);
+	(void)mmio_read32(e + 0);
+}
+
 static void msix_ctrl(struct pci_dev *d, uint16_t set, uint16_t clear)
 {
 	uint16_t c = (uint16_t)pci_cfg_read(d->slot, d->msix_cap + 2, 2);

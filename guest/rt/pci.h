@@ -34,6 +34,11 @@ unsigned pci_find_cap(unsigned slot, uint8_t id);
 
 /* MSI-X. Vector i is programmed for LAPIC 0, the given vector, masked. */
 void msix_program(struct pci_dev *dev, unsigned i, uint8_t vector);
+/* The same for the CPU with APIC id dest (physical destination), left as
+ * masked or unmasked as it was. */
+void msix_program_dest(struct pci_dev *dev, unsigned i, uint8_t vector, uint32_t dest);
+/* Rewrites only entry i's address for APIC id dest, and reads it back. */
+void msix_set_dest(struct pci_dev *dev, unsigned i, uint32_t dest);
 void msix_enable(struct pci_dev *dev, bool on);
 void msix_function_mask(struct pci_dev *dev, bool masked);
 void msix_mask(struct pci_dev *dev, unsigned i, bool masked);

@@ -24,11 +24,25 @@
  *  - inside: the whole signal fell in the window: written at the end minus
  *    seq at the start (when positive).
  * A function-mask write is a window for every vector.
+ *
+ * With "cpus" on the command line every CPU the MADT lists is started and
+ * waits at CPL3 with interrupts on, and the storm also retargets vectors
+ * at random to another CPU (a rewrite of the entry's address while the
+ * vector is masked, as the PCI spec allows). Each delivery must land on
+ * the CPU its vector names at that moment. A mask of a vector aimed at
+ * another CPU is fenced: once the mask write is done, an IPI at a lower
+ * priority than every MSI-X vector goes to that CPU and is answered, so a
+ * delivery latched there before the mask has been taken by then (its IRR
+ * is served highest first); only then does the guest count the vector as
+ * masked. An unmask works the other way round: from the write on, a
+ * delivery on another CPU may come before the guest records the vector as
+ * unmasked, and is not counted as one while masked.
  */
 #include "testctl.h"
 #include "io.h"
 #include "pci.h"
 #include "rt.h"
+#include "rt_defs.h"
 
 #define N FDVM_TEST_MSIX_VECTORS
 #define VEC0 0x60
@@ -38,6 +52,8 @@
 #define SETTLE_BOUND 5200000000ull	/* ~2 s: a loaded host's slowest delivery */
 #define TIMEOUT_CYCLES 60000000000ull
 #define PACE 4 /* signals per mask/unmask write, at most */
+#define FENCE_VEC 0x40 /* a lower priority class than VEC0.. */
+#define FENCE_CYCLES 10000000000ull
 
 static struct pci_dev dev;
 static struct tc_msix_mailbox mb __attribute__((aligned(64)));
@@ -51,15 +67,34 @@ static uint64_t masks, lost, pba_wrong, ambiguous, unmask_wrong;
 static uint64_t writes, overlapping, inside, win_s0[N], win_w0[N];
 static uint64_t rng = 0x243f6a8885a308d3ull;
 
+/* Several CPUs: the CPU index each vector names now, deliveries by CPU. */
+static uint32_t ids[RT_MAX_CPUS];
+static unsigned ncpu = 1;
+static volatile unsigned target[N];
+static volatile uint64_t wrong_cpu, on_cpu[RT_MAX_CPUS], fence_acks[RT_MAX_CPUS];
+static volatile int aps_stop;
+/* An unmask write in flight (of vector v, or of the function mask): a
+ * delivery on another CPU may land before the guest records the vector
+ * as unmasked. */
+static volatile bool opening[N], opening_all;
+static uint64_t retargets, fence_timeouts;
+
 static bool masked(unsigned v) { return vmask[v] || fmask; }
 
 static void isr(struct rt_frame *f, void *opaque)
 {
 	unsigned v = (unsigned)f->vector - VEC0;
 	(void)opaque;
+	unsigned me = rt_cpu_index();
+	on_cpu[me]++;
+	if (me != target[v])
+		__atomic_add_fetch(&wrong_cpu, 1, __ATOMIC_RELAXED);
 	deliveries[v]++;
 	last_seen[v] = mb.seq[v];
-	if (masked(v)) {
+	/* The opening flags first: one read clear was cleared after the vector
+	 * was recorded as unmasked (the order of set_*_mask). */
+	bool open = opening[v] || (opening_all && !vmask[v]);
+	if (masked(v) && !open) {
 		if (inflight[v])
 			inflight[v]--;
 		else
@@ -72,13 +107,33 @@ static bool irr(unsigned vector)
 	return (mmio_read32(FDVM_LAPIC_BASE + 0x200 + 0x10 * (vector / 32)) >> (vector % 32)) & 1;
 }
 
+static void on_fence(struct rt_frame *f, void *opaque)
+{
+	(void)f;
+	(void)opaque;
+	fence_acks[rt_cpu_index()]++;
+}
+
+/* Until CPU cpu has taken everything latched for it (see the top). */
+static void fence(unsigned cpu)
+{
+	uint64_t before = fence_acks[cpu];
+	rt_send_ipi(ids[cpu], FENCE_VEC);
+	uint64_t t0 = rt_rdtsc();
+	while (fence_acks[cpu] == before && rt_rdtsc() - t0 < FENCE_CYCLES)
+		__asm__ volatile("pause");
+	if (fence_acks[cpu] == before)
+		fence_timeouts++;
+}
+
 /* Records, for a vector about to become masked, what the PBA check needs. */
 static void before_mask(unsigned v) { w_before_mask[v] = mb.written[v]; }
 static void after_mask(unsigned v)
 {
 	s_after_mask[v] = mb.seq[v];
-	/* Injected before the mask, not yet taken: it will come once. */
-	if (irr(VEC0 + v))
+	/* Injected before the mask, not yet taken by this CPU: it will come
+	 * once. (Aimed at another CPU, the fence took it.) */
+	if (target[v] == 0 && irr(VEC0 + v))
 		inflight[v] = 1;
 }
 
@@ -109,10 +164,15 @@ static void set_vector_mask(unsigned v, bool m)
 	bool was = masked(v);
 	if (m && !was)
 		before_mask(v);
+	if (!m && vmask[v] && !fmask)
+		opening[v] = true;
 	window_begin(v, v + 1);
 	msix_mask(&dev, v, m); /* the write and its read-back */
 	window_end(v, v + 1);
+	if (m && !was && target[v] != 0)
+		fence(target[v]);
 	vmask[v] = m;
+	opening[v] = false;
 	if (m && !was)
 		after_mask(v);
 	masks += m;
@@ -128,11 +188,20 @@ static void set_function_mask(bool m)
 		if (m && !was[v])
 			before_mask(v);
 	}
+	if (!m && fmask)
+		opening_all = true;
 	window_begin(0, N);
 	msix_function_mask(&dev, m);
 	(void)pci_cfg_read(dev.slot, dev.msix_cap + 2, 2);
 	window_end(0, N);
+	bool fenced[RT_MAX_CPUS] = { false };
+	for (unsigned v = 0; v < N; v++)
+		if (m && !was[v] && target[v] != 0 && !fenced[target[v]]) {
+			fence(target[v]);
+			fenced[target[v]] = true;
+		}
 	fmask = m;
+	opening_all = false;
 	for (unsigned v = 0; v < N; v++)
 		if (m && !was[v])
 			after_mask(v);
@@ -144,6 +213,19 @@ static void pause_cycles(uint64_t c)
 {
 	for (uint64_t t0 = rt_rdtsc(); rt_rdtsc() - t0 < c;)
 		__asm__ volatile("pause");
+}
+
+/* Aims vector v at CPU to: masked first (if it is not), so that nothing is
+ * on its way to the CPU it leaves. */
+static void retarget(unsigned v, unsigned to)
+{
+	if (to == target[v])
+		return;
+	if (!masked(v))
+		set_vector_mask(v, true);
+	target[v] = to;
+	msix_set_dest(&dev, v, ids[to]); /* the write and its read-back */
+	retargets++;
 }
 
 /* CPL3: random masking until the backend is done. */
@@ -162,6 +244,12 @@ static long storm(void *arg)
 		case 2:
 			pause_cycles((r >> 16) % 100000);
 			break;
+		case 3:
+			if (ncpu > 1) {
+				retarget(v, (unsigned)((r >> 24) % ncpu));
+				break;
+			}
+			/* fall through */
 		default:
 			set_vector_mask(v, !vmask[v]);
 		}
@@ -236,12 +324,27 @@ static long check_round(void *arg)
 	return 0;
 }
 
+/* The other CPUs: at CPL3, interrupts on, until the end. */
+static long ap_wait(void *arg)
+{
+	(void)arg;
+	while (!aps_stop)
+		__asm__ volatile("pause");
+	return 0;
+}
+
+static void ap_main(unsigned index)
+{
+	(void)index;
+	rt_user_call(ap_wait, 0);
+}
+
 int guest_main(const char *cmdline)
 {
 	bool by_process = rt_cmdline_has("process");
 	(void)cmdline;
 
-	rt_tap_plan(8);
+	rt_tap_plan(9);
 	rt_need_harness();
 	bool found = pci_find(FDVM_TEST_PCI_VENDOR, FDVM_TEST_PCI_MSIX_DEVICE, &dev);
 	rt_tap_ok(found && dev.msix_n == N, "MSI-X test device: %u vectors", dev.msix_n);
@@ -249,9 +352,14 @@ int guest_main(const char *cmdline)
 		return rt_tap_done();
 	pci_use_ecam(true); /* the function mask is config space: reach it from CPL3 */
 	rt_tap_ok(tc(TC_MSIX_MAILBOX, (uint64_t)&mb, 0, 0) == 0, "mailbox registered");
-	for (unsigned v = 0; v < N; v++) {
+	rt_irq_set_handler(FENCE_VEC, on_fence, 0);
+	for (unsigned v = 0; v < N; v++)
 		rt_irq_set_handler(VEC0 + v, isr, 0);
-		msix_program(&dev, v, (uint8_t)(VEC0 + v));
+	ids[0] = rt_lapic_id();
+	if (rt_cmdline_has("cpus"))
+		ncpu = rt_smp_start(ap_main, ids);
+	for (unsigned v = 0; v < N; v++) {
+		msix_program_dest(&dev, v, (uint8_t)(VEC0 + v), ids[0]);
 		vmask[v] = true;
 	}
 	msix_enable(&dev, true);
@@ -290,6 +398,19 @@ int guest_main(const char *cmdline)
 		  (unsigned long)pba_wrong);
 	rt_tap_ok(unmask_wrong == 0, "unmask delivers a pending vector exactly once (%lu wrong)",
 		  (unsigned long)unmask_wrong);
+	aps_stop = 1;
+	bool every_cpu = true;
+	for (unsigned c = 0; c < ncpu; c++)
+		every_cpu &= on_cpu[c] > 0;
+	rt_printf("# %u CPUs: %lu retargets, %lu fences timed out; deliveries by CPU:", ncpu,
+		  (unsigned long)retargets, (unsigned long)fence_timeouts);
+	for (unsigned c = 0; c < ncpu; c++)
+		rt_printf(" %lu", (unsigned long)on_cpu[c]);
+	rt_printf("\n");
+	rt_tap_ok(wrong_cpu == 0 && every_cpu && fence_timeouts == 0 &&
+		  (ncpu == 1 || retargets > 0),
+		  "every delivery on the CPU its vector named at that moment (%lu elsewhere; "
+		  "%u CPUs, %lu retargets)", (unsigned long)wrong_cpu, ncpu, (unsigned long)retargets);
 	rt_tap_ok(total <= signals && writes * 10 >= signals && mb.pace_stalls == 0,
 		  "deliveries %lu <= signals %lu; %lu mask/unmask writes >= a tenth of the signals, "
 		  "paced (%lu stalls)", (unsigned long)total, (unsigned long)signals,

@@ -627,6 +627,7 @@ int main(int argc, char **argv)
 	int i = 1, status;
 
 	enum fdvm_unhandled unhandled = FDVM_UNHANDLED_STOP;
+	unsigned cpus = 1;
 	enum fdvm_seccomp_mode seccomp = FDVM_SECCOMP_KILL;
 	for (; i < argc && argv[i][0] == '-' && strcmp(argv[i], "--"); i++) {
 		if (!strcmp(argv[i], "--userspace"))
@@ -639,11 +640,13 @@ int main(int argc, char **argv)
 			unhandled = FDVM_UNHANDLED_IGNORE;
 		else if (!strcmp(argv[i], "--warn-unhandled"))
 			unhandled = FDVM_UNHANDLED_WARN;
+		else if (!strncmp(argv[i], "--cpus=", 7) && atoi(argv[i] + 7) > 0)
+			cpus = (unsigned)atoi(argv[i] + 7);
 		else
 			break;
 	}
 	if (i >= argc) {
-		fprintf(stderr, "usage: %s [--userspace] [--ignore-unhandled|--warn-unhandled] [--seccomp-log|--seccomp-off] GUEST.elf [--] [ARGS...]\n",
+		fprintf(stderr, "usage: %s [--userspace] [--ignore-unhandled|--warn-unhandled] [--seccomp-log|--seccomp-off] [--cpus=N] GUEST.elf [--] [ARGS...]\n",
 			argv[0]);
 		return 2;
 	}
@@ -670,6 +673,7 @@ int main(int argc, char **argv)
 	fdvm_vm_config_init(&cfg);
 	cfg.mem_size = 64ull << 20;
 	cfg.unhandled_pio = cfg.unhandled_mmio = unhandled;
+	cfg.cpus = cpus;
 	if (fdvm_vm_create(&cfg, &vm))
 		return 2;
 	struct fdvm_pci_dev_config mc = {
