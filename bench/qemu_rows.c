@@ -101,14 +101,16 @@ int bench_run_qemu(const struct bench_opts *o, const char *cmdline, char **out, 
 			/* A vhost-user backend maps guest RAM: it must be shareable. */
 			const char *vu[] = { "-object", "memory-backend-memfd,id=mem,size=128M,share=on",
 					     "-machine", "memory-backend=mem", "-chardev", chardev,
-					     "-device", "vhost-user-blk-pci,chardev=c0" };
+					     "-device", "vhost-user-blk-pci,chardev=c0,num-queues=1" };
 			for (unsigned i = 0; i < sizeof(vu) / sizeof(vu[0]); i++)
 				argv[n++] = vu[i];
 		} else if (o->blk_image) {
 			argv[n++] = "-drive";
 			argv[n++] = drive;
 			argv[n++] = "-device";
-			argv[n++] = "virtio-blk-pci,drive=d0";
+			/* One queue, as fdvm's disk has: QEMU would give one per
+			 * vCPU with -smp. */
+			argv[n++] = "virtio-blk-pci,drive=d0,num-queues=1";
 		} else {
 			/* irq-signal-msi's twin: the guest raises edu's MSI. */
 			argv[n++] = "-device";

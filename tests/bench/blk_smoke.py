@@ -167,6 +167,14 @@ res.append((p.returncode == 0 and doc.get("mode") == "counters-cost" and [r.get(
             and "Goal: under" in p.stdout,
             f"--counters-cost 2: a ratio per kind from 2 rounds, the goal line (exit {p.returncode})"))
 
+# Several vCPUs: every row still runs (QEMU's disks keep one queue).
+js6 = os.path.join(tmp, "blk6.json")
+p = run(js6, "--cpus", "2", "--rounds", "1")
+doc = load(js6)
+res.append((p.returncode == 0 and doc.get("failed") == [] and len({r["vmm"] for r in doc.get("rows", [])})
+            == len(expected(qemu)[0]),
+            f"--cpus 2: every row ran (exit {p.returncode}: {p.stderr[-300:]!r})"))
+
 res.append((not [f for f in os.listdir(tmp) if f.startswith("fdvm-bench-blk-")], "image removed"))
 res.append((not [f for f in os.listdir("/tmp") if f.startswith("fdvm-bench-vu-") and
                  os.stat(os.path.join("/tmp", f)).st_mtime > os.stat(tmp).st_mtime],

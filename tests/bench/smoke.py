@@ -83,6 +83,18 @@ if data is not None:
             check((r, "qemu") in by and (r, "qemu_over_fdvm") in ratios
                   and spread_ok(ratios[(r, "qemu_over_fdvm")], 2), f"JSON: {r} on QEMU, ratio per round")
         check(("irq-irqfd", "qemu") not in by, "JSON: no QEMU figure for a row with no QEMU twin")
+# Several vCPUs: the same rows, the bench on vCPU 0 (QEMU: -smp 2).
+js2 = os.path.join(tmp, "b2.json")
+p2 = subprocess.run([fdvm, "bench", "doorbell", "--cpus", "2", "--rounds", "1", "--reps", "1", "--ops", "50",
+                     "--fast-ops", "200", "--irq-ops", "20", "--guest", guest, "--json", js2, "--png",
+                     os.path.join(tmp, "b2.png")], capture_output=True, text=True, timeout=240)
+try:
+    rows2 = {(e["row"], e["vmm"]) for e in json.load(open(js2))["rows"]}
+except Exception:  # noqa: BLE001 - any failure to read is the finding
+    rows2 = set()
+check(p2.returncode == 0 and "2 vCPUs" in p2.stdout and all((r, "fdvm") in rows2 for r in rows)
+      and ("QEMU rows skipped" in p2.stdout or all((r, "qemu") in rows2 for r in qemu_rows)),
+      f"--cpus 2: every row (exit {p2.returncode}; {p2.stderr[-300:]!r})")
 with open(png, "rb") as f:
     check(f.read(8) == b"\x89PNG\r\n\x1a\n", "PNG written")
 for i, (ok, what) in enumerate(results, 1):
