@@ -152,9 +152,14 @@ void rt_cpu_init(void)
 
 void rt_ioapic_route(unsigned pin, unsigned vector, bool level, bool masked)
 {
+	rt_ioapic_route_dest(pin, vector, level, masked, 0);
+}
+
+void rt_ioapic_route_dest(unsigned pin, unsigned vector, bool level, bool masked, uint32_t dest)
+{
 	uint32_t lo = vector | (level ? 1u << 15 : 0) | (masked ? 1u << 16 : 0);
 	mmio_write32(IOAPIC_BASE, 0x10 + 2 * pin + 1);
-	mmio_write32(IOAPIC_BASE + 0x10, 0); /* destination: APIC 0 */
+	mmio_write32(IOAPIC_BASE + 0x10, dest << 24); /* physical destination */
 	mmio_write32(IOAPIC_BASE, 0x10 + 2 * pin);
 	mmio_write32(IOAPIC_BASE + 0x10, lo);
 }

@@ -58,6 +58,8 @@ void rt_idt_set_raw(unsigned vector, void (*entry)(void));
 void rt_lapic_eoi(void);
 /* Routes an IOAPIC pin to vector on APIC 0 (CPL0 only). */
 void rt_ioapic_route(unsigned pin, unsigned vector, bool level, bool masked);
+/* The same to the CPU with APIC id dest. */
+void rt_ioapic_route_dest(unsigned pin, unsigned vector, bool level, bool masked, uint32_t dest);
 uint32_t rt_lapic_id(void);
 
 /*

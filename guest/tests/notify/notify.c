@@ -8,10 +8,16 @@
  *
  * Waiting is done at CPL3, where this machine runs code natively; taking
  * interrupts there is how the guest "enables" them.
+ *
+ * With "cpus" on the command line every CPU the MADT lists is started and
+ * waits at CPL3, and the level line's pin is aimed at the last one: every
+ * delivery must land there (the userspace fallback pulses the pin from
+ * that vCPU's thread).
  */
 #include "testctl.h"
 #include "io.h"
 #include "rt.h"
+#include "rt_defs.h"
 
 #define V_INLINE 0x41
 #define V_THREAD 0x42
@@ -29,7 +35,11 @@
 static struct tc_mailbox mb __attribute__((aligned(64)));
 static volatile uint64_t deliveries[256];
 static volatile uint64_t last_seen[256];
-static volatile uint64_t level_consumed, level_spurious;
+static volatile uint64_t level_consumed, level_spurious, level_on_cpu[RT_MAX_CPUS];
+/* "cpus": the level pin is aimed at the last CPU the MADT lists. */
+static uint32_t ids[RT_MAX_CPUS];
+static unsigned ncpu = 1, level_cpu;
+static volatile int aps_stop;
 
 static void count_isr(struct rt_frame *f, void *opaque)
 {
@@ -42,6 +52,7 @@ static void level_isr(struct rt_frame *f, void *opaque)
 {
 	(void)opaque;
 	deliveries[f->vector]++;
+	level_on_cpu[rt_cpu_index()]++;
 	/* Like a driver reading its device's status: takes one work item. */
 	if (mmio_read64(FDVM_TESTCTL_MMIO + TC_REG_CONSUME))
 		level_consumed++;
@@ -161,7 +172,7 @@ static void test_teardown(void)
 
 static void test_level(void)
 {
-	rt_ioapic_route(LEVEL_PIN, V_LEVEL, true, false);
+	rt_ioapic_route_dest(LEVEL_PIN, V_LEVEL, true, false, ids[level_cpu]);
 	int64_t id = tc(TC_LINE_LEVEL, LEVEL_PIN, 0, 0);
 	rt_tap_ok(id >= 0, "level line on IOAPIC pin %d (%ld)", LEVEL_PIN, (long)id);
 	mb.done = 0;
@@ -183,6 +194,11 @@ static void test_level(void)
 		  "level: %lu deliveries for %lu signals, %lu without work (no storm)",
 		  (unsigned long)deliveries[V_LEVEL], (unsigned long)sent,
 		  (unsigned long)level_spurious);
+	if (ncpu > 1)
+		rt_tap_ok(level_on_cpu[level_cpu] == deliveries[V_LEVEL],
+			  "level: every delivery on CPU %u (APIC id %u), the pin's destination (%lu of %lu)",
+			  level_cpu, ids[level_cpu], (unsigned long)level_on_cpu[level_cpu],
+			  (unsigned long)deliveries[V_LEVEL]);
 	tc(TC_LINE_DESTROY, id, 0, 0);
 	rt_ioapic_route(LEVEL_PIN, V_LEVEL, true, true);
 }
@@ -278,6 +294,21 @@ static void test_doorbells(void)
 		  (long)dev, 2500);
 }
 
+/* The other CPUs: at CPL3, interrupts on, until the end. */
+static long ap_wait(void *arg)
+{
+	(void)arg;
+	while (!aps_stop)
+		__asm__ volatile("pause");
+	return 0;
+}
+
+static void ap_main(unsigned index)
+{
+	(void)index;
+	rt_user_call(ap_wait, 0);
+}
+
 int guest_main(const char *cmdline)
 {
 	(void)cmdline;
@@ -285,7 +316,11 @@ int guest_main(const char *cmdline)
 		rt_irq_set_handler(v, count_isr, 0);
 	rt_irq_set_handler(V_LEVEL, level_isr, 0);
 
-	rt_tap_plan(28);
+	if (rt_cmdline_has("cpus")) {
+		ncpu = rt_smp_start(ap_main, ids);
+		level_cpu = ncpu - 1;
+	}
+	rt_tap_plan(ncpu > 1 ? 29 : 28);
 	rt_need_harness();
 	rt_printf("# paths: %s\n", tc(TC_KERNEL_PATH, 0, 0, 0) ? "kernel (KVM_IRQFD, KVM_IOEVENTFD)"
 								: "userspace fallbacks");
@@ -297,5 +332,6 @@ int guest_main(const char *cmdline)
 	test_teardown();
 	test_level();
 	test_doorbells();
+	aps_stop = 1;
 	return rt_tap_done();
 }
