@@ -210,7 +210,7 @@ int bench_run_floor(const struct bench_opts *o, const char *cmdline, char **out,
 		goto out;
 	if ((ret = fdvm_vm_load_pvh(vm, o->guest, cmdline)))
 		goto out_vm;
-	int vmfd = fdvm_vm_fd(vm), cpufd = fdvm_vm_vcpu0_fd(vm, (void **)&run);
+	int vmfd = fdvm_vm_fd(vm), cpufd = fdvm_vm_vcpu_fd(vm, 0, (void **)&run);
 	if ((ret = add_ioeventfd(vmfd, efd, FDVM_FLOOR_MMIO + 8, 1, false)) ||
 	    (ret = add_ioeventfd(vmfd, efd, FDVM_FLOOR_PIO + 8, 1, true)) ||
 	    (ret = floor_start(&f, vm, o->poll_us)))

@@ -460,10 +460,12 @@ uint64_t fdvm_vm_mem_size(const struct fdvm_vm *vm) { return vm->cfg.mem_size; }
 
 int fdvm_vm_fd(const struct fdvm_vm *vm) { return vm->vm_fd; }
 
-int fdvm_vm_vcpu0_fd(const struct fdvm_vm *vm, void **kvm_run)
+int fdvm_vm_vcpu_fd(const struct fdvm_vm *vm, unsigned index, void **kvm_run)
 {
-	*kvm_run = vm->vcpus[0].run;
-	return vm->vcpus[0].fd;
+	if (index >= vm->ncpus)
+		return -EINVAL;
+	*kvm_run = vm->vcpus[index].run;
+	return vm->vcpus[index].fd;
 }
 
 unsigned fdvm_vm_cpus(const struct fdvm_vm *vm) { return vm->ncpus; }

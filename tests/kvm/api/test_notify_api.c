@@ -215,7 +215,7 @@ static bool failed(void)
 static int vcpu_fd(struct fdvm_vm *vm)
 {
 	void *run;
-	int fd = fdvm_vm_vcpu0_fd(vm, &run);
+	int fd = fdvm_vm_vcpu_fd(vm, 0, &run);
 	assert_true(fd >= 0);
 	return fd;
 }
