@@ -26,7 +26,7 @@
  * A function-mask write is a window for every vector.
  *
  * With "cpus" on the command line every CPU the MADT lists is started and
- * waits at CPL3 with interrupts on, and the storm also retargets vectors
+ * waits in HLT with interrupts on, and the storm also retargets vectors
  * at random to another CPU (a rewrite of the entry's address while the
  * vector is masked, as the PCI spec allows). Each delivery must land on
  * the CPU its vector names at that moment. A mask of a vector aimed at
@@ -324,19 +324,14 @@ static long check_round(void *arg)
 	return 0;
 }
 
-/* The other CPUs: at CPL3, interrupts on, until the end. */
-static long ap_wait(void *arg)
-{
-	(void)arg;
-	while (!aps_stop)
-		__asm__ volatile("pause");
-	return 0;
-}
-
+/* The other CPUs: asleep in HLT with interrupts on, so that their vCPU
+ * threads leave the host's cores to the rest (a spinning CPU would slow
+ * the storm on a host with fewer cores than vCPUs). */
 static void ap_main(unsigned index)
 {
 	(void)index;
-	rt_user_call(ap_wait, 0);
+	while (!aps_stop)
+		rt_wait_for_interrupt();
 }
 
 int guest_main(const char *cmdline)

@@ -10,7 +10,7 @@
  * interrupts there is how the guest "enables" them.
  *
  * With "cpus" on the command line every CPU the MADT lists is started and
- * waits at CPL3, and the level line's pin is aimed at the last one: every
+ * waits in HLT, and the level line's pin is aimed at the last one: every
  * delivery must land there (the userspace fallback pulses the pin from
  * that vCPU's thread).
  */
@@ -294,19 +294,14 @@ static void test_doorbells(void)
 		  (long)dev, 2500);
 }
 
-/* The other CPUs: at CPL3, interrupts on, until the end. */
-static long ap_wait(void *arg)
-{
-	(void)arg;
-	while (!aps_stop)
-		__asm__ volatile("pause");
-	return 0;
-}
-
+/* The other CPUs: asleep in HLT with interrupts on, so that their vCPU
+ * threads leave the host's cores to the rest (a spinning CPU would slow
+ * the storm on a host with fewer cores than vCPUs). */
 static void ap_main(unsigned index)
 {
 	(void)index;
-	rt_user_call(ap_wait, 0);
+	while (!aps_stop)
+		rt_wait_for_interrupt();
 }
 
 int guest_main(const char *cmdline)

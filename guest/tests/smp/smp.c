@@ -186,18 +186,19 @@ int guest_main(const char *cmdline)
 	}
 	rt_tap_ok(all && cpl3, "every application processor runs CPL3 code, its own counter advancing");
 
-	/* IPIs: CPU 0 to each, one at a time; each answered. */
-	bool exact = true;
+	/* IPIs: CPU 0 to each, one at a time, the next only once the answer
+	 * came (two IPIs of one vector pending at once coalesce, as any
+	 * interrupt does). */
+	bool exact = true, back = true;
 	for (unsigned i = 1; i < n; i++) {
 		for (unsigned k = 0; k < IPIS_EACH; k++) {
-			uint64_t b = ipis[i];
+			uint64_t b = ipis[i], b0 = ipis[0];
 			rt_send_ipi(ids[i], IPI_VECTOR);
-			struct wait w = { &ipis[i], b + 1 };
+			struct wait w = { &ipis[i], b + 1 }, w0 = { &ipis[0], b0 + 1 };
 			exact &= rt_user_call(wait_body, &w) == 1;
+			back &= rt_user_call(wait_body, &w0) == 1;
 		}
 	}
-	struct wait w0 = { &ipis[0], (uint64_t)IPIS_EACH * (n - 1) };
-	bool back = rt_user_call(wait_body, &w0) == 1;
 	for (unsigned i = 1; i < n; i++)
 		exact &= ipis[i] == IPIS_EACH;
 	rt_tap_ok(exact, "IPIs to every CPU: %u each, each delivered once", IPIS_EACH);
