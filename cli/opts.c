@@ -386,7 +386,7 @@ static int once(unsigned *seen, unsigned bit, const char *name, char *err, size_
 enum {
 	SEEN_MEM = 1 << 0, SEEN_PIO = 1 << 1, SEEN_MMIO = 1 << 2, SEEN_NOTIFY = 1 << 3,
 	SEEN_SECCOMP = 1 << 4, SEEN_KVM = 1 << 5, SEEN_SERIAL = 1 << 6, SEEN_CMDLINE = 1 << 7,
-	SEEN_API = 1 << 8, SEEN_CPUS = 1 << 9,
+	SEEN_API = 1 << 8, SEEN_CPUS = 1 << 9, SEEN_CPU = 1 << 10, SEEN_INITRD = 1 << 11,
 };
 
 int fdvm_parse_serial(const char *v, struct fdvm_run_opts *o)
@@ -400,6 +400,44 @@ int fdvm_parse_serial(const char *v, struct fdvm_run_opts *o)
 	else
 		return -EINVAL;
 	o->serial_path = o->serial == FDVM_SERIAL_FILE ? v + 5 : NULL;
+	return 0;
+}
+
+/* --cpu host[,-FEATURE|,+FEATURE]...: what KVM supports, minus features. */
+static int parse_cpu(const char *v, uint64_t *remove, char *err, size_t errlen)
+{
+	size_t first = strcspn(v, ",");
+	if (first != 4 || strncmp(v, "host", 4)) {
+		snprintf(err, errlen, "--cpu %s: expected host, then ,-FEATURE or ,+FEATURE (e.g. "
+			 "host,-cx16,-xsave)", v);
+		return -EINVAL;
+	}
+	*remove = 0;
+	for (const char *p = v + first; *p == ',';) {
+		p++;
+		size_t l = strcspn(p, ",");
+		char name[32];
+		if ((p[0] != '-' && p[0] != '+') || l < 2 || l - 1 >= sizeof(name)) {
+			snprintf(err, errlen, "--cpu %s: '%.*s': expected -FEATURE or +FEATURE", v, (int)l, p);
+			return -EINVAL;
+		}
+		memcpy(name, p + 1, l - 1);
+		name[l - 1] = 0;
+		int f = fdvm_cpu_feature(name);
+		if (f < 0) {
+			int n = snprintf(err, errlen, "--cpu %s: no feature '%s' (known:", v, name);
+			for (unsigned k = 0; fdvm_cpu_feature_name(k) && n > 0 && (size_t)n < errlen; k++)
+				n += snprintf(err + n, errlen - (size_t)n, " %s", fdvm_cpu_feature_name(k));
+			if (n > 0 && (size_t)n < errlen)
+				snprintf(err + n, errlen - (size_t)n, ")");
+			return -EINVAL;
+		}
+		if (p[0] == '-')
+			*remove |= 1ull << f;
+		else
+			*remove &= ~(1ull << f);
+		p += l;
+	}
 	return 0;
 }
 
@@ -457,6 +495,19 @@ int fdvm_parse_run(int argc, char **argv, struct fdvm_run_opts *o, char *err,
 				return -EINVAL;
 			}
 			o->cpus = (unsigned)n;
+			continue;
+		}
+		if ((r = take_value(argc, argv, &i, "--cpu", NULL, &v, err, errlen))) {
+			if (r < 0 || (r = once(&seen, SEEN_CPU, "--cpu", err, errlen)))
+				return r;
+			if ((r = parse_cpu(v, &o->cpu_remove, err, errlen)))
+				return r;
+			continue;
+		}
+		if ((r = take_value(argc, argv, &i, "--initrd", NULL, &v, err, errlen))) {
+			if (r < 0 || (r = once(&seen, SEEN_INITRD, "--initrd", err, errlen)))
+				return r;
+			o->initrd = v;
 			continue;
 		}
 		static const struct {

@@ -81,6 +81,8 @@ enum fdvm_serial { FDVM_SERIAL_STDIO, FDVM_SERIAL_NONE, FDVM_SERIAL_FILE };
 struct fdvm_run_opts {
 	uint64_t mem_size;
 	unsigned cpus; /* --cpus, default 1 */
+	uint64_t cpu_remove; /* --cpu host,-NAME...: fdvm_vm_config.cpu_remove */
+	const char *initrd; /* --initrd FILE */
 	const char *mem_arg; /* as the user wrote it, for messages */
 	enum fdvm_unhandled unhandled_pio, unhandled_mmio;
 	const char *kvm_path;

@@ -97,6 +97,11 @@ static void run_usage(FILE *f)
 		"options:\n"
 		"  -m, --mem SIZE           guest RAM: 64M (default), 1G, 512K; a bare number\n"
 		"                           is MiB. At least 2M, at most this host's RAM.\n"
+		"  --cpu host[,-FEATURE]... the CPUID: what KVM supports (host), minus features\n"
+		"                           by name (cx16, xsave, avx, x2apic, ...; -v prints\n"
+		"                           the result): host,-cx16,-xsave boots Linux further\n"
+		"                           on a KVM that cannot emulate those at CPL0\n"
+		"  --initrd FILE            an initramfs for a Linux guest: a PVH module\n"
 		"  --cpus N                 vCPUs (default 1, at most 64 and what KVM allows):\n"
 		"                           vCPU N has APIC id N; vCPU 0 boots the guest, the\n"
 		"                           others wait for its INIT/SIPI (the MADT lists them)\n"
@@ -210,6 +215,24 @@ int fdvm_cmd_run(int argc, char **argv)
 	cfg.console_fd = console;
 	cfg.mem_size = o.mem_size;
 	cfg.cpus = o.cpus;
+	cfg.cpu_remove = o.cpu_remove;
+	if (o.verbose) {
+		uint64_t all = fdvm_cpu_remove_closure(o.cpu_remove);
+		fprintf(stderr, "fdvm: vcpu: CPUID: what KVM supports");
+		const char *sep = " without ";
+		for (unsigned k = 0; fdvm_cpu_feature_name(k); k++)
+			if (o.cpu_remove >> k & 1) {
+				fprintf(stderr, "%s%s", sep, fdvm_cpu_feature_name(k));
+				sep = ", ";
+			}
+		sep = " (and, as they need those, ";
+		for (unsigned k = 0; fdvm_cpu_feature_name(k); k++)
+			if ((all & ~o.cpu_remove) >> k & 1) {
+				fprintf(stderr, "%s%s", sep, fdvm_cpu_feature_name(k));
+				sep = ", ";
+			}
+		fprintf(stderr, "%s\n", strcmp(sep, ", ") ? "" : ")");
+	}
 	cfg.unhandled_pio = o.unhandled_pio;
 	cfg.unhandled_mmio = o.unhandled_mmio;
 	cfg.kvm_path = o.kvm_path;
@@ -256,7 +279,7 @@ int fdvm_cmd_run(int argc, char **argv)
 	}
 	ctl.ndev = (unsigned)(next - ctl.dev);
 	if (!ret)
-		ret = fdvm_vm_load_pvh(vm, o.guest, o.cmdline);
+		ret = fdvm_vm_load_pvh_initrd(vm, o.guest, o.cmdline, o.initrd);
 	/* The control socket: served on a thread of its own (the serve role:
 	 * connections on a listening socket), opened before the filters. */
 	struct fdvm_epoll_loop *api_loop = NULL;

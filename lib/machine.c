@@ -1,7 +1,8 @@
 /*
  * The machine fdvm_vm_create assembles, one layer above the KVM VM
  * (lib/kvm/vm.c): COM1 (lib/dev/uart.c), the exit and ACPI power ports
- * (lib/dev/power.c) and the PCI host (lib/pci/host.c); and running the
+ * (lib/dev/power.c), the CMOS RTC (lib/dev/rtc.c), the i8042's reset
+ * (lib/dev/i8042.c) and the PCI host (lib/pci/host.c); and running the
  * vCPUs: vCPU 0 on the caller's thread or one of the vcpu role, every other
  * one on a thread of its own. lib/kvm/ imports nothing
  * from here or above.
@@ -30,12 +31,22 @@ int fdvm_vm_create(const struct fdvm_vm_config *cfg, struct fdvm_vm **vmp)
 	ret = fdvm_power_init(vm, &vm->power);
 	if (ret)
 		goto err_uart;
-	ret = fdvm_pci_init(vm);
+	ret = fdvm_rtc_init(vm, &vm->rtc);
 	if (ret)
 		goto err_power;
+	ret = fdvm_i8042_init(vm, &vm->i8042);
+	if (ret)
+		goto err_rtc;
+	ret = fdvm_pci_init(vm);
+	if (ret)
+		goto err_i8042;
 	*vmp = vm;
 	return 0;
 
+err_i8042:
+	fdvm_i8042_exit(vm, vm->i8042);
+err_rtc:
+	fdvm_rtc_exit(vm, vm->rtc);
 err_power:
 	fdvm_power_exit(vm, vm->power);
 err_uart:
@@ -59,6 +70,8 @@ void fdvm_vm_destroy(struct fdvm_vm *vm)
 	while (vm->owned)
 		vm->owned->destroy(vm->owned->obj); /* each disowns itself */
 	fdvm_pci_exit(vm);
+	fdvm_i8042_exit(vm, vm->i8042);
+	fdvm_rtc_exit(vm, vm->rtc);
 	fdvm_power_exit(vm, vm->power);
 	fdvm_uart_exit(vm, vm->uart);
 	fdvm_kvm_vm_destroy(vm);

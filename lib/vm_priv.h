@@ -81,6 +81,8 @@ enum fdvm_log_site {
 
 struct fdvm_uart;
 struct fdvm_power;
+struct fdvm_rtc;
+struct fdvm_i8042;
 struct fdvm_gsi;
 struct fdvm_pci;
 struct fdvm_irq_line;
@@ -104,6 +106,8 @@ struct fdvm_vm {
 	unsigned ncpus;
 	struct fdvm_uart *uart;
 	struct fdvm_power *power;
+	struct fdvm_rtc *rtc;
+	struct fdvm_i8042 *i8042;
 	struct fdvm_caps caps;		/* immutable after create */
 
 	/* Interrupts: lib/kvm/gsi.c, lib/kvm/irqfd.c */
@@ -197,6 +201,8 @@ void fdvm_memory_exit(struct fdvm_vm *vm);
 
 /* lib/kvm/vcpu.c */
 int fdvm_vcpu_init(struct fdvm_vm *vm, struct fdvm_vcpu *vcpu, int id);
+/* lib/kvm/cpuid.c */
+int fdvm_vcpu_set_cpuid(struct fdvm_vcpu *vcpu);
 void fdvm_vcpu_exit(struct fdvm_vcpu *vcpu);
 int fdvm_vcpu_set_pvh_entry(struct fdvm_vcpu *vcpu, uint32_t entry, uint32_t start_info);
 int fdvm_vcpu_run(struct fdvm_vcpu *vcpu);
@@ -259,6 +265,11 @@ int fdvm_uart_init(struct fdvm_vm *vm, uint16_t base, int out_fd, struct fdvm_ua
 void fdvm_uart_exit(struct fdvm_vm *vm, struct fdvm_uart *uart);
 void fdvm_uart_flush(struct fdvm_uart *uart);
 int fdvm_power_init(struct fdvm_vm *vm, struct fdvm_power **out);
+/* lib/dev/rtc.c, lib/dev/i8042.c: the legacy devices Linux touches early. */
+int fdvm_rtc_init(struct fdvm_vm *vm, struct fdvm_rtc **out);
+void fdvm_rtc_exit(struct fdvm_vm *vm, struct fdvm_rtc *rtc);
+int fdvm_i8042_init(struct fdvm_vm *vm, struct fdvm_i8042 **out);
+void fdvm_i8042_exit(struct fdvm_vm *vm, struct fdvm_i8042 *k);
 /* lib/boot/acpi.c: the tables in the boot area, for vm->ncpus vCPUs. */
 int fdvm_acpi_build(struct fdvm_vm *vm, uint64_t *rsdp_gpa);
 void fdvm_power_exit(struct fdvm_vm *vm, struct fdvm_power *power);

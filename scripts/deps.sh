@@ -4,7 +4,7 @@
 set -eu
 
 PKGS="gcc libc6-dev meson ninja-build pkg-config python3 linux-libc-dev
-libcmocka-dev libseccomp-dev libjansson-dev liburing-dev g++ qemu-system-x86 gnuplot-nox spin iproute2 iputils-ping acpica-tools"
+libcmocka-dev libseccomp-dev libjansson-dev liburing-dev g++ qemu-system-x86 gnuplot-nox spin iproute2 iputils-ping acpica-tools lz4 zstd"
 
 missing=""
 for p in $PKGS; do

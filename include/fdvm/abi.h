@@ -38,6 +38,20 @@ extern "C" {
 #define FDVM_ACPI_PM1_SCI_EN (1u << 0)	/* reads 1: always in ACPI mode */
 /* The PM1a event block the FADT names: status (reads 0), enable. */
 #define FDVM_PORT_ACPI_PM1A_EVT 0x600
+/* The FADT's reset register: a byte write of 6 to 0xcf9, the reset
+ * control register inside the PCI host's config ports (as on a PC's
+ * chipset); fdvm stops with the reset status (12). */
+#define FDVM_PORT_RESET 0xcf9
+#define FDVM_RESET_VALUE 0x06
+/* The i8042's command port (0x64): command 0xfe (pulse reset) resets, as
+ * Linux's reboot=k does; its data port 0x60 reads 0. */
+#define FDVM_PORT_I8042_DATA 0x60
+#define FDVM_PORT_I8042_CMD 0x64
+/* The CMOS RTC (index 0x70, data 0x71): the host's UTC time, BCD, 24-hour,
+ * century at 0x32, a valid checksum over 0x10-0x2d. */
+#define FDVM_PORT_CMOS_INDEX 0x70
+#define FDVM_PORT_CMOS_DATA 0x71
+#define FDVM_CMOS_CENTURY 0x32
 
 /* Local APIC and IOAPIC, at their architectural default bases. */
 #define FDVM_LAPIC_BASE 0xfee00000ull

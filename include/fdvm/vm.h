@@ -66,9 +66,25 @@ struct fdvm_vm_config {
 	 * guest's INIT and SIPI as on a PC. More than one needs kick_signal.
 	 */
 	unsigned cpus;
+	/*
+	 * CPUID features taken out of what KVM supports: bit i removes feature
+	 * i (fdvm_cpu_feature), and with it every feature that needs it (no
+	 * AVX without XSAVE). Default 0: everything KVM supports.
+	 */
+	uint64_t cpu_remove;
 };
 
 #define FDVM_MAX_CPUS 64
+
+/*
+ * The CPUID features that can be removed, by the names QEMU and Linux use
+ * (cx16, xsave, avx, x2apic, ...): the index of name, or -ENOENT; the name
+ * of index (NULL past the last); and remove with everything that needs
+ * what it removes.
+ */
+int fdvm_cpu_feature(const char *name);
+const char *fdvm_cpu_feature_name(unsigned index);
+uint64_t fdvm_cpu_remove_closure(uint64_t remove);
 
 /* Fills cfg with the defaults above. */
 void fdvm_vm_config_init(struct fdvm_vm_config *cfg);
@@ -101,6 +117,14 @@ void fdvm_vm_destroy(struct fdvm_vm *vm);
  * for segments that do not fit guest RAM, -E2BIG for a too-long cmdline.
  */
 int fdvm_vm_load_pvh(struct fdvm_vm *vm, const char *path, const char *cmdline);
+/*
+ * The same with an initial RAM disk (NULL: none), given to the guest as the
+ * PVH start info's one module (modlist_paddr, nr_modules 1): placed at the
+ * top of the RAM below 4 GiB, page-aligned, above the image (-ENOSPC with
+ * a message when it does not fit).
+ */
+int fdvm_vm_load_pvh_initrd(struct fdvm_vm *vm, const char *path, const char *cmdline,
+			    const char *initrd);
 
 /* Why fdvm_vm_run returned. */
 enum fdvm_stop_reason {
@@ -110,6 +134,7 @@ enum fdvm_stop_reason {
 	FDVM_STOP_GUEST_ERROR,	/* unhandled access, emulation failure, ... */
 	FDVM_STOP_HOST_ERROR,	/* a KVM or host call failed */
 	FDVM_STOP_REQUESTED,	/* fdvm_vm_request_stop() */
+	FDVM_STOP_RESET,	/* the guest asked for a reset (i8042, the ACPI reset register) */
 };
 
 struct fdvm_stop {
@@ -122,7 +147,8 @@ const char *fdvm_stop_reason_name(enum fdvm_stop_reason reason);
 /*
  * The process exit status `fdvm run` uses for a stop: the guest's own for
  * power-off (0) and the exit port (odd); fdvm's even codes otherwise:
- * 4 guest fault, 6 host failure, 8 stop requested.
+ * 4 guest fault, 6 host failure, 8 stop requested, 12 the guest asked for
+ * a reset (fdvm does not restart a guest; a supervisor may).
  */
 int fdvm_stop_exit_status(const struct fdvm_stop *stop);
 

@@ -5,6 +5,7 @@
  * and MCFG (the ECAM window, bus 0). They describe what fdvm builds:
  * the PM1a control register at FDVM_PORT_ACPI_PM1A_CNT (power-off with
  * SLP_TYP 0, which the DSDT's \_S5 names), its event block below it, the
+ * reset register at FDVM_PORT_RESET, the CMOS RTC's century byte, the
  * LAPIC and IOAPIC at their architectural addresses. Layouts are the ACPI
  * 6.0 specification's; every table is checksummed.
  */
@@ -87,11 +88,15 @@ static uint32_t build_fadt(uint8_t *t)
 	t[89] = 2;			/* PM1 control block */
 	put16(t + 96, 101);		/* no C2 */
 	put16(t + 98, 1001);		/* no C3 */
-	/* IA-PC boot architecture: no VGA, no CMOS RTC. */
-	put16(t + 109, 1u << 2 | 1u << 5);
+	t[108] = FDVM_CMOS_CENTURY;	/* the RTC's century byte */
+	/* IA-PC boot architecture: no VGA; no 8042 to probe (the i8042's
+	 * reset command works all the same). */
+	put16(t + 109, 1u << 2);
 	/* WBINVD works; C1 on all processors; power and sleep buttons are not
-	 * fixed features. */
-	put32(t + 112, 1u << 0 | 1u << 2 | 1u << 4 | 1u << 5);
+	 * fixed features; the reset register works. */
+	put32(t + 112, 1u << 0 | 1u << 2 | 1u << 4 | 1u << 5 | 1u << 10);
+	gas_io(t + 116, 8, 1, FDVM_PORT_RESET);
+	t[128] = FDVM_RESET_VALUE;
 	t[131] = 0;			/* minor version: ACPI 6.0 */
 	put64(t + 132, FACS_GPA);
 	put64(t + 140, DSDT_GPA);

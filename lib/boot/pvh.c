@@ -25,6 +25,9 @@ struct hvm_memmap_table_entry {
 	uint64_t addr, size;
 	uint32_t type, reserved;
 };
+struct hvm_modlist_entry {
+	uint64_t paddr, size, cmdline_paddr, reserved;
+};
 #define HVM_START_MAGIC 0x336ec578
 #define E820_RAM 1
 #define E820_RESERVED 2
@@ -33,10 +36,12 @@ struct hvm_memmap_table_entry {
 #define START_INFO_GPA 0x1000ull
 #define MEMMAP_GPA 0x1100ull
 #define MEMMAP_MAX 8
+#define MODLIST_GPA 0x1200ull
 #define CMDLINE_GPA 0x2000ull
 
-_Static_assert(MEMMAP_GPA + MEMMAP_MAX * sizeof(struct hvm_memmap_table_entry) <= CMDLINE_GPA,
+_Static_assert(MEMMAP_GPA + MEMMAP_MAX * sizeof(struct hvm_memmap_table_entry) <= MODLIST_GPA,
 	       "boot area layout");
+_Static_assert(MODLIST_GPA + sizeof(struct hvm_modlist_entry) <= CMDLINE_GPA, "boot area layout");
 _Static_assert(CMDLINE_GPA + FDVM_CMDLINE_MAX <= FDVM_ACPI_START, "boot area layout");
 _Static_assert(FDVM_ACPI_END <= FDVM_BOOT_AREA_END, "boot area layout");
 
@@ -97,7 +102,12 @@ out_close:
 	return ret;
 }
 
-static int write_boot_info(struct fdvm_vm *vm, const char *cmdline)
+/* The initrd (a module), where write_boot_info reports it; size 0: none. */
+struct module {
+	uint64_t gpa, size;
+};
+
+static int write_boot_info(struct fdvm_vm *vm, const char *cmdline, const struct module *mod)
 {
 	size_t cmdlen = cmdline ? strlen(cmdline) : 0;
 	struct hvm_memmap_table_entry map[MEMMAP_MAX];
@@ -122,6 +132,8 @@ static int write_boot_info(struct fdvm_vm *vm, const char *cmdline)
 		.magic = HVM_START_MAGIC,
 		.version = 1,
 		.rsdp_paddr = rsdp,
+		.nr_modules = mod->size ? 1 : 0,
+		.modlist_paddr = mod->size ? MODLIST_GPA : 0,
 		.cmdline_paddr = CMDLINE_GPA,
 		.memmap_paddr = MEMMAP_GPA,
 		.memmap_entries = n,
@@ -132,6 +144,13 @@ static int write_boot_info(struct fdvm_vm *vm, const char *cmdline)
 	if (!psi || !pmap || !pcmd)
 		return -ERANGE; /* unreachable: RAM >= FDVM_MEM_MIN */
 	memcpy(psi, &si, sizeof(si));
+	if (mod->size) {
+		struct hvm_modlist_entry m = { .paddr = mod->gpa, .size = mod->size };
+		void *pm = fdvm_gpa(vm, MODLIST_GPA, sizeof(m));
+		if (!pm)
+			return -ERANGE;
+		memcpy(pm, &m, sizeof(m));
+	}
 	memcpy(pmap, map, n * sizeof(map[0]));
 	memset(pcmd, 0, FDVM_CMDLINE_MAX);
 	if (cmdlen)
@@ -139,8 +158,39 @@ static int write_boot_info(struct fdvm_vm *vm, const char *cmdline)
 	return 0;
 }
 
+/* Reads the initrd to the top of the RAM below 4 GiB, above image_end. */
+static int load_initrd(struct fdvm_vm *vm, const char *path, uint64_t image_end, struct module *mod)
+{
+	const struct fdvm_ram *low = &vm->ram[0];
+	uint8_t *buf;
+	size_t len;
+	int ret = read_file(vm, path, low->size, &buf, &len);
+	if (ret)
+		return ret;
+	uint64_t top = low->gpa + low->size;
+	uint64_t at = len <= top ? (top - len) & ~0xfffull : 0;
+	if (!len || at < image_end || at < FDVM_BOOT_AREA_END) {
+		fdvm_log(vm, FDVM_LOG_ERROR, "%s: %zu bytes do not fit between the image (ends at "
+			 "0x%llx) and the end of RAM below 4 GiB (0x%llx): give the guest more memory",
+			 path, len, (unsigned long long)image_end, (unsigned long long)top);
+		free(buf);
+		return len ? -ENOSPC : -EINVAL;
+	}
+	memcpy(fdvm_gpa(vm, at, len), buf, len); /* inside ram[0], checked above */
+	free(buf);
+	*mod = (struct module){ at, len };
+	return 0;
+}
+
 int fdvm_vm_load_pvh(struct fdvm_vm *vm, const char *path, const char *cmdline)
 {
+	return fdvm_vm_load_pvh_initrd(vm, path, cmdline, NULL);
+}
+
+int fdvm_vm_load_pvh_initrd(struct fdvm_vm *vm, const char *path, const char *cmdline,
+			    const char *initrd)
+{
+	struct module mod = { 0, 0 };
 	struct fdvm_elf_image img;
 	struct fdvm_range ram[FDVM_MAX_RAM_REGIONS];
 	const struct fdvm_range boot_area = { FDVM_BOOT_AREA_START, FDVM_BOOT_AREA_END };
@@ -171,7 +221,16 @@ int fdvm_vm_load_pvh(struct fdvm_vm *vm, const char *path, const char *cmdline)
 		memcpy(dst, buf + s->offset, s->filesz);
 		memset(dst + s->filesz, 0, s->memsz - s->filesz);
 	}
-	ret = write_boot_info(vm, cmdline);
+	if (initrd) {
+		uint64_t end = 0;
+		for (unsigned i = 0; i < img.nseg; i++)
+			if (img.seg[i].paddr + img.seg[i].memsz > end)
+				end = img.seg[i].paddr + img.seg[i].memsz;
+		ret = load_initrd(vm, initrd, end, &mod);
+		if (ret)
+			goto out_free;
+	}
+	ret = write_boot_info(vm, cmdline, &mod);
 	if (ret)
 		goto out_free;
 	ret = fdvm_vcpu_set_pvh_entry(&vm->vcpus[0], (uint32_t)img.pvh_entry, START_INFO_GPA);

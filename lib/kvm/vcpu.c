@@ -1,4 +1,4 @@
-/* vCPUs: creation, CPUID, the PVH entry state, register dumps. */
+/* vCPUs: creation, the PVH entry state, register dumps (CPUID: cpuid.c). */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,87 +8,6 @@
 #include <unistd.h>
 
 #include "../vm_priv.h"
-
-/*
- * Gives the vCPU every CPUID leaf KVM supports, with its own APIC id and
- * the VM's topology: one package of ncpus cores, one thread each.
- */
-static int set_cpuid(struct fdvm_vcpu *vcpu)
-{
-	struct fdvm_vm *vm = vcpu->vm;
-	struct kvm_cpuid2 *cpuid = NULL;
-	int nent = 64, ret;
-
-	for (;;) {
-		free(cpuid);
-		/* Room for the topology leaves added below. */
-		cpuid = calloc(1, sizeof(*cpuid) + (nent + 3) * sizeof(cpuid->entries[0]));
-		if (!cpuid)
-			return -ENOMEM;
-		cpuid->nent = nent;
-		if (ioctl(vm->kvm_fd, KVM_GET_SUPPORTED_CPUID, cpuid) == 0)
-			break;
-		if (errno != E2BIG || nent >= 4096) {
-			ret = fdvm_log_errno(vm, errno, "kvm: KVM_GET_SUPPORTED_CPUID");
-			goto out;
-		}
-		nent *= 2;
-	}
-	unsigned n = vm->ncpus ? vm->ncpus : 1, shift = 0;
-	uint32_t max_basic = 0;
-	while ((1u << shift) < n)
-		shift++; /* APIC id bits for the cores */
-	for (unsigned i = 0; i < cpuid->nent; i++) {
-		struct kvm_cpuid_entry2 *e = &cpuid->entries[i];
-		if (e->function == 0)
-			max_basic = e->eax;
-		if (e->function == 1) {
-			/* Initial APIC id; logical processors addressable in the
-			 * package; HTT: that field is valid. */
-			e->ebx = (e->ebx & 0x0000ffff) | ((uint32_t)vcpu->id << 24) |
-				 ((1u << shift) & 0xff) << 16;
-			if (n > 1)
-				e->edx |= 1u << 28;
-		} else if (e->function == 4) {
-			/* Cores per package - 1; threads sharing this cache - 1:
-			 * the core's own (level 1, 2) or the package's (3). */
-			unsigned level = (e->eax >> 5) & 7;
-			e->eax &= 0x00003fff;
-			e->eax |= ((1u << shift) - 1) << 26;
-			if (level >= 3)
-				e->eax |= ((1u << shift) - 1) << 14;
-		}
-	}
-	/* Leaf 0xb, extended topology, whatever KVM listed (it may list none,
-	 * or level 0 alone): level 0 the threads (one a core), level 1 the
-	 * cores, level 2 the end of the list. Leaf 0x1f is left out, so that
-	 * 0xb is what the guest reads. */
-	unsigned kept = 0;
-	for (unsigned i = 0; i < cpuid->nent; i++)
-		if (cpuid->entries[i].function != 0xb && cpuid->entries[i].function != 0x1f)
-			cpuid->entries[kept++] = cpuid->entries[i];
-	cpuid->nent = kept;
-	if (max_basic >= 0xb) {
-		static const uint32_t type[3] = { 1, 2, 0 };
-		for (uint32_t level = 0; level < 3; level++) {
-			struct kvm_cpuid_entry2 *e = &cpuid->entries[cpuid->nent++];
-			memset(e, 0, sizeof(*e));
-			e->function = 0xb;
-			e->index = level;
-			e->flags = KVM_CPUID_FLAG_SIGNIFCANT_INDEX;
-			e->eax = level == 0 ? 0 : level == 1 ? shift : 0;
-			e->ebx = level == 0 ? 1 : level == 1 ? n : 0;
-			e->ecx = type[level] << 8 | level;
-			e->edx = (uint32_t)vcpu->id;
-		}
-	}
-	ret = 0;
-	if (ioctl(vcpu->fd, KVM_SET_CPUID2, cpuid) < 0)
-		ret = fdvm_log_errno(vm, errno, "vcpu %d: KVM_SET_CPUID2", vcpu->id);
-out:
-	free(cpuid);
-	return ret;
-}
 
 int fdvm_vcpu_init(struct fdvm_vm *vm, struct fdvm_vcpu *vcpu, int id)
 {
@@ -122,7 +41,7 @@ int fdvm_vcpu_init(struct fdvm_vm *vm, struct fdvm_vcpu *vcpu, int id)
 		goto err_close;
 	}
 	vcpu->run_size = size;
-	ret = set_cpuid(vcpu);
+	ret = fdvm_vcpu_set_cpuid(vcpu);
 	if (ret)
 		goto err_unmap;
 	return 0;

@@ -73,6 +73,10 @@ static void cfgio_write(void *opaque, uint64_t off, uint64_t val, unsigned size)
 			pthread_mutex_lock(&pci->lock);
 			pci->cf8 = (uint32_t)val & 0x80fffffcu;
 			pthread_mutex_unlock(&pci->lock);
+		} else if (off == 1 && size == 1 && ((val & 0xff) == FDVM_RESET_VALUE || (val & 0xff) == 0x0e)) {
+			/* 0xcf9 as a byte: the reset control register of a PC's
+			 * host bridge, which the FADT names as its reset register. */
+			fdvm_vm_set_stop(pci->vm, FDVM_STOP_RESET, 0);
 		}
 		return;
 	}

@@ -160,6 +160,8 @@ int guest_main(const char *cmdline)
 	for (unsigned i = 1; i < n; i++)
 		apic_ok &= apic_seen[i] == ids[i] && cpuid_apic[i] == ids[i];
 	rt_tap_ok(apic_ok, "each CPU's LAPIC and CPUID give the APIC id the MADT lists");
+	cpuid(1, 0, r);
+	rt_printf("# cpuid 1: ecx 0x%x edx 0x%x\n", r[2], r[3]);
 	cpuid(0, 0, r);
 	uint32_t max_leaf = r[0];
 	bool topo = true;
