@@ -324,8 +324,12 @@ int fdvm_cmd_run(int argc, char **argv)
 	running_vm = NULL;
 
 	status = fdvm_stop_exit_status(&stop);
-	fdvm_log(vm, FDVM_LOG_INFO, "guest stopped: %s, exit status %d",
-		 fdvm_stop_reason_name(stop.reason), status);
+	if (stop.reason == FDVM_STOP_RESET)
+		fdvm_log(vm, FDVM_LOG_WARN, "the guest asked for a reset: fdvm does not restart a guest; "
+			 "exit status %d (a supervisor may start it again)", status);
+	else
+		fdvm_log(vm, FDVM_LOG_INFO, "guest stopped: %s, exit status %d",
+			 fdvm_stop_reason_name(stop.reason), status);
 out:
 	/* The socket's thread first: it reaches into the VM. */
 	fdvm_epoll_loop_destroy(api_loop);

@@ -31,6 +31,32 @@ struct fdvm_rtc {
 
 static uint8_t bcd(int v) { return (uint8_t)((v / 10) << 4 | (v % 10)); }
 
+/*
+ * UTC from the epoch's seconds, by the days-to-civil arithmetic, not
+ * gmtime_r: glibc's may read the time zone files on first use, which the
+ * vCPU thread's seccomp filter does not allow (and UTC needs none).
+ */
+static void utc(time_t t, struct tm *tm)
+{
+	int64_t days = t / 86400, rem = t % 86400;
+	if (rem < 0) {
+		rem += 86400;
+		days--;
+	}
+	tm->tm_hour = (int)(rem / 3600);
+	tm->tm_min = (int)(rem / 60 % 60);
+	tm->tm_sec = (int)(rem % 60);
+	tm->tm_wday = (int)((days % 7 + 11) % 7); /* 1970-01-01 was a Thursday */
+	int64_t z = days + 719468, era = (z >= 0 ? z : z - 146096) / 146097;
+	int64_t doe = z - era * 146097;
+	int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+	int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100), mp = (5 * doy + 2) / 153;
+	int64_t d = doy - (153 * mp + 2) / 5 + 1, m = mp < 10 ? mp + 3 : mp - 9;
+	tm->tm_mday = (int)d;
+	tm->tm_mon = (int)m - 1;
+	tm->tm_year = (int)(yoe + era * 400 + (m <= 2)) - 1900;
+}
+
 /* Lock held. */
 static uint8_t cmos_read(struct fdvm_rtc *r, uint8_t i)
 {
@@ -38,7 +64,7 @@ static uint8_t cmos_read(struct fdvm_rtc *r, uint8_t i)
 	struct tm tm;
 	if (i <= 9 || i == FDVM_CMOS_CENTURY) {
 		clock_gettime(CLOCK_REALTIME, &ts);
-		gmtime_r(&ts.tv_sec, &tm);
+		utc(ts.tv_sec, &tm);
 	}
 	switch (i) {
 	case 0x00: return bcd(tm.tm_sec);

@@ -1,0 +1,69 @@
+#!/usr/bin/env python3
+"""The legacy devices and boot inputs a Linux guest needs: the legacy guest's checks
+(CMOS RTC, PIT, the initrd as a PVH module, the FADT's reset register), its RTC
+against the host's clock, a reset through the i8042 and through 0xcf9 (exit 12), and
+bad --initrd and --cpu values."""
+import datetime
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from clitest import check, done  # noqa: E402
+
+fdvm, guest = sys.argv[1], sys.argv[2]
+if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+    print("1..0 # SKIP no usable /dev/kvm")
+    sys.exit(0)
+tmp = tempfile.mkdtemp(prefix="fdvm-legacy-")
+
+
+def run(*args, timeout=60):
+    return subprocess.run([fdvm, "run", *args], capture_output=True, text=True, timeout=timeout)
+
+
+initrd = os.path.join(tmp, "initrd")
+with open(initrd, "wb") as f:
+    f.write(b"fdvm-initrd-" + os.urandom(8).hex().encode() + b"\n" + os.urandom(300000))
+magic = open(initrd, "rb").read().split(b"\n")[0].decode()
+p = run("--initrd", initrd, guest, "--", f"initrd={magic}")
+fails = [l for l in p.stdout.splitlines() if l.startswith("not ok")]
+check(p.returncode == 0 and "1..7" in p.stdout and not fails,
+      f"legacy guest: RTC, CMOS, PIT, the initrd module, the FADT (exit {p.returncode}; {fails} {p.stderr[-200:]!r})")
+m = re.search(r"# rtc (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)", p.stdout)
+if m:
+    t = datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S").replace(tzinfo=datetime.timezone.utc)
+    skew = abs((datetime.datetime.now(datetime.timezone.utc) - t).total_seconds())
+else:
+    skew = None
+check(skew is not None and skew < 120, f"the RTC reads the host's UTC time ({m.group(1) if m else None}, off by {skew} s)")
+
+for how in ("kbd", "cf9"):
+    p = run(guest, "--", f"reset={how}")
+    check(p.returncode == 12 and "reset" in p.stderr and "no reset happened" not in p.stdout,
+          f"reset through {'the i8042' if how == 'kbd' else 'the reset register 0xcf9'}: exit 12 "
+          f"(got {p.returncode}; {p.stderr.strip()[-120:]!r})")
+
+p = run("--initrd", os.path.join(tmp, "missing"), guest)
+check(p.returncode == 2 and "missing" in p.stderr, f"--initrd of a missing file: exit 2, named ({p.stderr.strip()[-100:]!r})")
+p = run("--initrd", tmp, guest)
+check(p.returncode == 2 and "directory" in p.stderr, f"--initrd of a directory: exit 2 ({p.stderr.strip()[-100:]!r})")
+big = os.path.join(tmp, "big")
+with open(big, "wb") as f:
+    f.truncate(3 << 20)
+p = run("--mem", "4M", "--initrd", big, guest)
+check(p.returncode == 2 and "do not fit" in p.stderr,
+      f"--initrd too large for --mem: exit 2 with the reason ({p.stderr.strip()[-160:]!r})")
+p = run("--initrd", initrd, "--initrd", initrd, guest)
+check(p.returncode == 2, "--initrd given twice: exit 2")
+
+for bad, why in (("kvm64", "expected host"), ("host,-nosuch", "no feature 'nosuch'"), ("host,xsave", "expected -FEATURE"),
+                 ("host,-", "expected -FEATURE"), ("", "expected host")):
+    p = run("--cpu", bad, guest)
+    check(p.returncode == 2 and why in p.stderr, f"--cpu {bad!r}: exit 2, {why} ({p.stderr.strip()[:120]!r})")
+p = run("-v", "--cpu", "host,-cx16,-xsave,+cx16", guest, "--", f"initrd=x")
+check("without xsave (and, as they need those, osxsave, avx" in p.stderr and "cx16" not in p.stderr.split("CPUID")[1].split("\n")[0],
+      "-v prints the CPUID policy: xsave and what needs it removed, cx16 put back by +cx16")
+done()
