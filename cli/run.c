@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "api.h"
@@ -83,6 +84,24 @@ static void on_signal(int sig)
 		fdvm_vm_request_stop(running_vm);
 }
 
+/*
+ * Standard input as COM1's receiver (--serial stdio): a pipe or a socket,
+ * or the terminal when fdvm runs in its foreground (a background job that
+ * read it would be stopped by SIGTTIN); not a file or /dev/null, which
+ * have nothing to wait for. -1: no input.
+ */
+static int stdin_for_guest(void)
+{
+	struct stat st;
+	if (fstat(0, &st) < 0)
+		return -1;
+	if (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode))
+		return 0;
+	if (isatty(0) && tcgetpgrp(0) == getpgrp())
+		return 0;
+	return -1;
+}
+
 static void run_usage(FILE *f)
 {
 	fprintf(f,
@@ -154,8 +173,10 @@ static void run_usage(FILE *f)
 		"                           with a line naming the thread and the call, exit\n"
 		"                           10), log (report each such call once, allow it),\n"
 		"                           or off\n"
-		"  --serial WHERE           the guest's COM1: stdio (default: standard output),\n"
-		"                           file:PATH (made or truncated), or none\n"
+		"  --serial WHERE           the guest's COM1: stdio (default: standard output,\n"
+		"                           and standard input as what COM1 receives when it is\n"
+		"                           a pipe, a socket, or the terminal in the foreground;\n"
+		"                           IRQ 4), file:PATH (made or truncated), or none\n"
 		"  --cmdline ARGS           the guest's command line, as one argument (or give\n"
 		"                           the arguments after --)\n"
 		"  --api-socket PATH        a control socket at PATH: JSON, one request per\n"
@@ -213,6 +234,7 @@ int fdvm_cmd_run(int argc, char **argv)
 
 	fdvm_vm_config_init(&cfg);
 	cfg.console_fd = console;
+	cfg.console_in_fd = o.serial == FDVM_SERIAL_STDIO ? stdin_for_guest() : -1;
 	cfg.mem_size = o.mem_size;
 	cfg.cpus = o.cpus;
 	cfg.cpu_remove = o.cpu_remove;

@@ -5,8 +5,10 @@
  * writes of any size, around and inside the eight registers.
  *
  * Checked against a model of the registers kept here: every read returns
- * what the model says, and the output is exactly the bytes written to THR
- * outside the divisor latch, carriage returns dropped.
+ * what the model says (the receive FIFO fed by loopback, the interrupt
+ * identification with its transmitter-empty event, the modem status in
+ * loopback), and the output is exactly the bytes written to THR outside
+ * the divisor latch and loopback, carriage returns dropped.
  */
 #include <fcntl.h>
 #include <stdlib.h>
@@ -38,7 +40,10 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 }
 
 struct model {
-	uint8_t ier, lcr, mcr, scr, dll, dlm;
+	uint8_t ier, lcr, mcr, scr, dll, dlm, fcr;
+	bool thre;
+	uint8_t rx[64];
+	unsigned rx_head, rx_len;
 	uint8_t sent[MAX_OPS];
 	size_t nsent;
 };
@@ -48,16 +53,31 @@ static void model_write(struct model *m, unsigned off, uint8_t v)
 	bool dlab = m->lcr & 0x80;
 	switch (off) {
 	case 0:
-		if (dlab)
+		if (dlab) {
 			m->dll = v;
-		else if (v != '\r')
-			m->sent[m->nsent++] = v;
+		} else {
+			m->thre = true;
+			if (m->mcr & 0x10) {
+				if (m->rx_len < 64)
+					m->rx[(m->rx_head + m->rx_len++) % 64] = v;
+			} else if (v != '\r') {
+				m->sent[m->nsent++] = v;
+			}
+		}
 		break;
 	case 1:
-		if (dlab)
+		if (dlab) {
 			m->dlm = v;
-		else
+		} else {
+			if ((v & 2) && !(m->ier & 2))
+				m->thre = true;
 			m->ier = v & 0x0f;
+		}
+		break;
+	case 2:
+		m->fcr = v & 1;
+		if (v & 2)
+			m->rx_len = 0;
 		break;
 	case 3: m->lcr = v; break;
 	case 4: m->mcr = v & 0x1f; break;
@@ -65,17 +85,39 @@ static void model_write(struct model *m, unsigned off, uint8_t v)
 	}
 }
 
-static uint8_t model_read(const struct model *m, unsigned off)
+static uint8_t model_read(struct model *m, unsigned off)
 {
 	bool dlab = m->lcr & 0x80;
+	uint8_t v;
 	switch (off) {
-	case 0: return dlab ? m->dll : 0;
+	case 0:
+		if (dlab)
+			return m->dll;
+		if (!m->rx_len)
+			return 0;
+		v = m->rx[m->rx_head];
+		m->rx_head = (m->rx_head + 1) % 64;
+		m->rx_len--;
+		return v;
 	case 1: return dlab ? m->dlm : m->ier;
-	case 2: return 0x01;
+	case 2:
+		if ((m->ier & 1) && m->rx_len) {
+			v = 0x04;
+		} else if ((m->ier & 2) && m->thre) {
+			v = 0x02;
+			m->thre = false;
+		} else {
+			v = 0x01;
+		}
+		return (uint8_t)(v | (m->fcr ? 0xc0 : 0));
 	case 3: return m->lcr;
 	case 4: return m->mcr;
-	case 5: return 0x60;
-	case 6: return 0xb0;
+	case 5: return (uint8_t)(0x60 | (m->rx_len ? 1 : 0));
+	case 6:
+		if (m->mcr & 0x10)
+			return (uint8_t)((m->mcr & 0x02) << 3 | (m->mcr & 0x01) << 5 | (m->mcr & 0x04) << 4 |
+					 (m->mcr & 0x08) << 4);
+		return 0xb0;
 	default: return m->scr;
 	}
 }
@@ -89,7 +131,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (!vm)
 		LLVMFuzzerInitialize(NULL, NULL);
 	memset(&m, 0, sizeof(m));
-	if (fdvm_uart_init(vm, BASE, out[1], &u))
+	if (fdvm_uart_init(vm, BASE, out[1], -1, &u))
 		abort();
 	for (unsigned n = 0; n < MAX_OPS && fin_more(&in); n++) {
 		uint8_t op = fin_u8(&in);

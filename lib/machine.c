@@ -25,7 +25,7 @@ int fdvm_vm_create(const struct fdvm_vm_config *cfg, struct fdvm_vm **vmp)
 
 	if (ret)
 		return ret;
-	ret = fdvm_uart_init(vm, FDVM_PORT_COM1, cfg->console_fd, &vm->uart);
+	ret = fdvm_uart_init(vm, FDVM_PORT_COM1, cfg->console_fd, cfg->console_in_fd, &vm->uart);
 	if (ret)
 		goto err_vm;
 	ret = fdvm_power_init(vm, &vm->power);

@@ -222,6 +222,11 @@ int fdvm_vcpu_kick_handler(struct fdvm_vm *vm);
 /* Runs fn(arg) and returns true if no thread runs the vCPU (so it cannot
  * run guest code until fn returns); else returns false without calling it. */
 bool fdvm_vcpu_if_idle(struct fdvm_vcpu *vcpu, void (*fn)(void *), void *arg);
+/* lib/kvm/irqfd.c: an IOAPIC/PIC pin driven to level (KVM_IRQ_LINE), for
+ * devices with a wire of their own (the UART); the VM's service loop,
+ * started on first need. */
+int fdvm_irq_pin_set(struct fdvm_vm *vm, uint32_t pin, bool level);
+int fdvm_vm_service_loop(struct fdvm_vm *vm, struct fdvm_loop **out);
 /* lib/kvm/irqfd.c: work that must run while this vCPU is out of the guest. */
 void fdvm_irq_vcpu_work(struct fdvm_vcpu *vcpu);
 
@@ -261,7 +266,7 @@ bool fdvm_doorbell_dispatch(struct fdvm_vm *vm, enum fdvm_space space, uint64_t 
 			    unsigned size, uint64_t value);
 
 /* lib/dev/ */
-int fdvm_uart_init(struct fdvm_vm *vm, uint16_t base, int out_fd, struct fdvm_uart **out);
+int fdvm_uart_init(struct fdvm_vm *vm, uint16_t base, int out_fd, int in_fd, struct fdvm_uart **out);
 void fdvm_uart_exit(struct fdvm_vm *vm, struct fdvm_uart *uart);
 void fdvm_uart_flush(struct fdvm_uart *uart);
 int fdvm_power_init(struct fdvm_vm *vm, struct fdvm_power **out);

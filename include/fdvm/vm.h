@@ -37,6 +37,10 @@ struct fdvm_vm_config {
 	uint64_t mem_size;	/* bytes of guest RAM (default 64 MiB) */
 	enum fdvm_unhandled unhandled_pio, unhandled_mmio; /* default STOP */
 	int console_fd;		/* the UART's output (default 1; -1 drops it) */
+	/* The UART's input (received bytes; IRQ 4): -1 (the default) none.
+	 * Read on the VM's service loop, at most 64 bytes ahead of the guest;
+	 * at end of file nothing more comes. */
+	int console_in_fd;
 	const char *kvm_path;	/* default "/dev/kvm" */
 	fdvm_log_fn log;	/* default: "fdvm: MSG" on stderr */
 	void *log_opaque;

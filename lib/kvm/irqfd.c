@@ -329,6 +329,18 @@ int fdvm_vcpu_kick_handler(struct fdvm_vm *vm)
 	return 0;
 }
 
+static int service_loop(struct fdvm_vm *vm, struct fdvm_loop **out);
+
+int fdvm_irq_pin_set(struct fdvm_vm *vm, uint32_t pin, bool level)
+{
+	return irq_line(vm, pin, level, false);
+}
+
+int fdvm_vm_service_loop(struct fdvm_vm *vm, struct fdvm_loop **out)
+{
+	return service_loop(vm, out);
+}
+
 /* Starts the VM's service loop (once) and the level poll timer on it. */
 static int service_loop(struct fdvm_vm *vm, struct fdvm_loop **out)
 {

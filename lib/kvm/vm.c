@@ -28,6 +28,7 @@ void fdvm_vm_config_init(struct fdvm_vm_config *cfg)
 		.unhandled_pio = FDVM_UNHANDLED_STOP,
 		.unhandled_mmio = FDVM_UNHANDLED_STOP,
 		.console_fd = 1,
+		.console_in_fd = -1,
 		.kvm_path = "/dev/kvm",
 		.log_level = FDVM_LOG_WARN,
 		.kick_signal = SIGUSR2,

@@ -1,19 +1,22 @@
 #!/usr/bin/env python3
 """The legacy devices and boot inputs a Linux guest needs: the legacy guest's checks
 (CMOS RTC, PIT, the initrd as a PVH module, the FADT's reset register), its RTC
-against the host's clock, a reset through the i8042 and through 0xcf9 (exit 12), and
-bad --initrd and --cpu values."""
+against the host's clock, a reset through the i8042 and through 0xcf9 (exit 12), bad
+--initrd and --cpu values; and COM1's receiver: a line written to fdvm's standard
+input reaches the uart_rx guest through IRQ 4."""
 import datetime
 import os
 import re
+import select
 import subprocess
+import time
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from clitest import check, done  # noqa: E402
 
-fdvm, guest = sys.argv[1], sys.argv[2]
+fdvm, guest, uart_guest = sys.argv[1], sys.argv[2], sys.argv[3]
 if not os.access("/dev/kvm", os.R_OK | os.W_OK):
     print("1..0 # SKIP no usable /dev/kvm")
     sys.exit(0)
@@ -66,4 +69,27 @@ for bad, why in (("kvm64", "expected host"), ("host,-nosuch", "no feature 'nosuc
 p = run("-v", "--cpu", "host,-cx16,-xsave,+cx16", guest, "--", f"initrd=x")
 check("without xsave (and, as they need those, osxsave, avx" in p.stderr and "cx16" not in p.stderr.split("CPUID")[1].split("\n")[0],
       "-v prints the CPUID policy: xsave and what needs it removed, cx16 put back by +cx16")
+# COM1's receiver: standard input (a pipe here) through IRQ 4.
+p = subprocess.Popen([fdvm, "run", uart_guest], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                     stderr=subprocess.PIPE)
+out, t0 = b"", time.monotonic()
+while b"# ready" not in out and time.monotonic() - t0 < 30 and p.poll() is None:
+    r, _, _ = select.select([p.stdout], [], [], 0.5)
+    if r:
+        out += os.read(p.stdout.fileno(), 4096)
+try:
+    p.stdin.write(b"hello fdvm\n")
+    p.stdin.flush()
+    rest, err = p.communicate(timeout=60)
+except (BrokenPipeError, subprocess.TimeoutExpired):
+    p.kill()
+    rest, err = p.communicate()
+text = (out + rest).decode(errors="replace")
+err = err.decode(errors="replace")
+fails = [l for l in text.splitlines() if l.startswith("not ok")]
+check(p.returncode == 0 and "1..4" in text and not fails,
+      f"COM1 receives standard input through IRQ 4; THRE and loopback (exit {p.returncode}; {fails} {err[-200:]!r})")
+# With /dev/null as standard input the receiver stays empty and nothing waits on it.
+p = subprocess.run([fdvm, "run", guest], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+check(p.returncode == 0, f"standard input /dev/null: no input, the guest runs (exit {p.returncode})")
 done()
