@@ -25,20 +25,6 @@
 static uint64_t reps = 5, ops = 2000, fops = 20000, iops = 1000;
 static const char *rows = "";
 
-static uint64_t arg(const char *key, uint64_t def)
-{
-	size_t n = strlen(key);
-	for (const char *p = rt_cmdline(); *p; p++) {
-		if ((p == rt_cmdline() || p[-1] == ' ') && !strncmp(p, key, n) && p[n] == '=') {
-			uint64_t v = 0;
-			for (p += n + 1; *p >= '0' && *p <= '9'; p++)
-				v = v * 10 + (uint64_t)(*p - '0');
-			return v;
-		}
-	}
-	return def;
-}
-
 static bool want(const char *row)
 {
 	size_t n = strlen(row);
@@ -313,7 +299,7 @@ static long summarize(void *arg)
 
 static int blk_bench(void)
 {
-	uint64_t bops = arg("bops", 5000);
+	uint64_t bops = rt_cmdline_u64("bops", 5000);
 	if (bops > BLK_MAX_OPS)
 		bops = BLK_MAX_OPS;
 	if (!virtio_find(2, 0, &blk) || !virtio_negotiate(&blk, 1ull << VIRTIO_F_EVENT_IDX |
@@ -624,7 +610,7 @@ static long net_tx_loop(void *arg)
 
 static int net_bench(void)
 {
-	uint64_t count = arg("count", 20000);
+	uint64_t count = rt_cmdline_u64("count", 20000);
 	if (count > NET_MAX_COUNT)
 		count = NET_MAX_COUNT;
 	if (!count)
@@ -708,10 +694,10 @@ static void edu_rows(void)
 int guest_main(const char *cmdline)
 {
 	(void)cmdline;
-	reps = arg("reps", reps);
-	ops = arg("ops", ops);
-	fops = arg("fops", fops);
-	iops = arg("iops", iops);
+	reps = rt_cmdline_u64("reps", reps);
+	ops = rt_cmdline_u64("ops", ops);
+	fops = rt_cmdline_u64("fops", fops);
+	iops = rt_cmdline_u64("iops", iops);
 	for (const char *p = rt_cmdline(); *p; p++)
 		if ((p == rt_cmdline() || p[-1] == ' ') && !strncmp(p, "rows=", 5))
 			rows = p + 5;

@@ -27,6 +27,16 @@ pvh_start32:
 	cld
 	mov %ebx, %esi
 	lgdt gdt_ptr
+	mov $start64, %edi
+	jmp long_mode
+
+/*
+ * From 32-bit protected mode, paging off, to the 64-bit code at %edi:
+ * PAE, the static page tables, EFER.LME, paging (and caching: CD and NW go,
+ * as an application processor has them set after INIT); then a far return
+ * into the 64-bit code segment.
+ */
+long_mode:
 	mov %cr4, %eax
 	or $CR4_PAE, %eax
 	mov %eax, %cr4
@@ -37,9 +47,12 @@ pvh_start32:
 	or $EFER_LME, %eax
 	wrmsr
 	mov %cr0, %eax
+	and $0x9fffffff, %eax
 	or $(CR0_PG | CR0_PE), %eax
 	mov %eax, %cr0
-	ljmp $SEL_KCODE, $start64
+	push $SEL_KCODE
+	push %edi
+	lret
 
 	.code64
 start64:
@@ -61,8 +74,8 @@ start64:
 /*
  * An application processor's way up. rt_smp copies the real-mode part to
  * RT_AP_TRAMPOLINE and sends the SIPI for that page: it loads rt_gdt,
- * enters protected mode at rt_ap_start32, which does what pvh_start32
- * does (the same page tables) and goes on at rt_ap_start64 with the stack
+ * enters protected mode at rt_ap_start32, which goes to long mode as
+ * pvh_start32 does (long_mode, the same page tables), at rt_ap_start64 with the stack
  * in rt_ap_stack, then rt_ap_main (smp.c).
  */
 	.section .rodata.trampoline, "a"
@@ -90,20 +103,8 @@ rt_ap_start32:
 	mov %ax, %ds
 	mov %ax, %es
 	mov %ax, %ss
-	mov %cr4, %eax
-	or $CR4_PAE, %eax
-	mov %eax, %cr4
-	mov $pml4, %eax
-	mov %eax, %cr3
-	mov $MSR_EFER, %ecx
-	rdmsr
-	or $EFER_LME, %eax
-	wrmsr
-	mov %cr0, %eax
-	and $0x9fffffff, %eax		/* caches on (CD, NW off after INIT) */
-	or $(CR0_PG | CR0_PE), %eax
-	mov %eax, %cr0
-	ljmp $SEL_KCODE, $rt_ap_start64
+	mov $rt_ap_start64, %edi
+	jmp long_mode
 
 	.text
 	.code64

@@ -133,6 +133,8 @@ unsigned rt_memmap(unsigned i, uint64_t *addr, uint64_t *size, uint32_t *type);
 const char *rt_cmdline(void);
 /* Returns true if word appears as a whole space-separated word in cmdline. */
 bool rt_cmdline_has(const char *word);
+/* The number after "key=" on the command line (decimal), or def. */
+uint64_t rt_cmdline_u64(const char *key, uint64_t def);
 
 /* Tiny libc. */
 void *memset(void *d, int c, size_t n);

@@ -34,6 +34,20 @@ unsigned rt_memmap(unsigned i, uint64_t *addr, uint64_t *size, uint32_t *type)
 
 const char *rt_cmdline(void) { return cmdline; }
 
+uint64_t rt_cmdline_u64(const char *key, uint64_t def)
+{
+	size_t n = strlen(key);
+	for (const char *p = cmdline; *p; p++) {
+		if ((p == cmdline || p[-1] == ' ') && !strncmp(p, key, n) && p[n] == '=') {
+			uint64_t v = 0;
+			for (p += n + 1; *p >= '0' && *p <= '9'; p++)
+				v = v * 10 + (uint64_t)(*p - '0');
+			return v;
+		}
+	}
+	return def;
+}
+
 uint64_t rt_rsdp_paddr(void)
 {
 	return start_info && start_info->version >= 1 ? start_info->rsdp_paddr : 0;

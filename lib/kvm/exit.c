@@ -207,7 +207,6 @@ void fdvm_vcpu_kick(struct fdvm_vcpu *vcpu)
 
 bool fdvm_vcpu_if_idle(struct fdvm_vcpu *vcpu, void (*fn)(void *), void *arg)
 {
-
 	/* kick_lock keeps fdvm_vcpu_run from starting while fn runs. */
 	pthread_mutex_lock(&vcpu->kick_lock);
 	bool idle = !vcpu->has_thread;

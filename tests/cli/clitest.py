@@ -1,7 +1,9 @@
-"""What the cli suite's Python tests share: TAP results, waiting for a path to appear, and
-reading a child's output up to a marker."""
+"""What the cli suite's Python tests share: TAP results, waiting for a path to appear,
+reading a child's output up to a marker, and a client of fdvm's control socket."""
+import json
 import os
 import select
+import socket
 import time
 
 results = []
@@ -40,3 +42,25 @@ def read_until(proc, marker, secs):
                 break
             out += chunk
     return out
+
+
+class Api:
+    """A client of fdvm's control socket: one JSON request a line, one answer a line."""
+
+    def __init__(self, path):
+        self.s = socket.socket(socket.AF_UNIX)
+        self.s.settimeout(10)
+        self.s.connect(path)
+        self.f = self.s.makefile("rw")
+
+    def raw(self, line):
+        self.f.write(line + "\n")
+        self.f.flush()
+        return json.loads(self.f.readline())
+
+    def call(self, cmd):
+        return self.raw(json.dumps({"execute": cmd}))
+
+    def close(self):
+        self.f.close()
+        self.s.close()

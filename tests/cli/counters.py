@@ -14,35 +14,14 @@ reports the rings' counters, fdvm run's reports the MSI-X side."""
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
-from clitest import check, done, read_until, wait_path
+from clitest import Api, check, done, read_until, wait_path
 
 fdvm, guest = sys.argv[1], sys.argv[2]
-
-
-class Api:
-    def __init__(self, path):
-        self.s = socket.socket(socket.AF_UNIX)
-        self.s.settimeout(10)
-        self.s.connect(path)
-        self.f = self.s.makefile("rw")
-
-    def raw(self, line):
-        self.f.write(line + "\n")
-        self.f.flush()
-        return json.loads(self.f.readline())
-
-    def call(self, cmd):
-        return self.raw(json.dumps({"execute": cmd}))
-
-    def close(self):
-        self.f.close()
-        self.s.close()
 
 
 def wait_ready(p, secs=120):

@@ -3,19 +3,17 @@
 this machine's cores), its ACPI tables dumped from guest memory and disassembled by
 ACPICA's iasl with no errors, pause and resume and a stop reaching every vCPU, bad
 --cpus values."""
-import json
 import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from clitest import check, done, read_until, wait_path  # noqa: E402
+from clitest import Api, check, done, read_until, wait_path  # noqa: E402
 
 fdvm, guest = sys.argv[1], sys.argv[2]
 if not os.access("/dev/kvm", os.R_OK | os.W_OK):
@@ -85,23 +83,12 @@ proc = subprocess.Popen([fdvm, "run", "--cpus", "4", "--api-socket", sock, guest
 out = read_until(proc, b"# holding", 60)
 paused = False
 if b"# holding" in out and wait_path(sock, proc):
-    def api(cmd):
-        s = socket.socket(socket.AF_UNIX)
-        s.settimeout(10)
-        s.connect(sock)
-        s.sendall(json.dumps({"execute": cmd}).encode() + b"\n")
-        buf = b""
-        while not buf.endswith(b"\n"):
-            c = s.recv(4096)
-            if not c:
-                break
-            buf += c
-        s.close()
-        return json.loads(buf or b"{}")
-    r1 = api("pause")
-    st = api("status").get("return", {}).get("state")
+    api = Api(sock)
+    r1 = api.call("pause")
+    st = api.call("status").get("return", {}).get("state")
     time.sleep(0.5)
-    r2 = api("resume")
+    r2 = api.call("resume")
+    api.close()
     paused = "return" in r1 and st == "paused" and "return" in r2
 try:
     rest, err = proc.communicate(timeout=60)

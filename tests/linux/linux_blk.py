@@ -38,7 +38,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from linuxguest import (QEMU, Guest, Tap, Unavailable, finish, make_initrd,  # noqa: E402
+from linuxguest import (INIT_PREAMBLE, QEMU, Guest, Tap, Unavailable, finish, make_initrd,  # noqa: E402
                         prepare_cache, results, skip, start, stop_backend, wait_socket)
 
 QSD = "qemu-storage-daemon"
@@ -48,14 +48,7 @@ ROOT_MODULES = ["virtio_pci", "virtio_blk"]
 # The guest's /init. Every line meant for the runner starts with "FDVMT ";
 # the runner finds them anywhere in a console line, in case a kernel message
 # got in first.
-INIT = r"""#!/bin/busybox sh
-/bin/busybox --install -s /bin
-export PATH=/bin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs dev /dev
-mount -t tmpfs -o size=400m tmp /tmp
-
+INIT = INIT_PREAMBLE + r"""
 say() { echo "FDVMT $*"; }
 die() { say "fail $*"; dmesg | tail -40; say "end"; sync; poweroff -f; sleep 10; exit 1; }
 

@@ -40,7 +40,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from linuxguest import (QEMU, Guest, Tap, Unavailable, comment, comment_file,  # noqa: E402
+from linuxguest import (INIT_PREAMBLE, QEMU, Guest, Tap, Unavailable, comment, comment_file,  # noqa: E402
                         finish, kill_group, make_initrd, prepare_cache, run, skip,
                         start, stop_backend, wait_socket)
 
@@ -53,14 +53,7 @@ STEP_TIMEOUT = 60  # s for one step of the exchange (a boot, a transfer)
 # The guest's /init. Every line meant for the runner starts with "FDVMT ".
 # Each nc runs under busybox timeout, and -w bounds its connect or accept, so
 # the guest always gets to its poweroff even if the host side went away.
-INIT = r"""#!/bin/busybox sh
-/bin/busybox --install -s /bin
-export PATH=/bin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs dev /dev
-mount -t tmpfs -o size=400m tmp /tmp
-
+INIT = INIT_PREAMBLE + r"""
 say() { echo "FDVMT $*"; }
 die() { say "fail $*"; dmesg | tail -40; say "end"; poweroff -f; sleep 10; exit 1; }
 

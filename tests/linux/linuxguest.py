@@ -33,6 +33,15 @@ QEMU = "qemu-system-x86_64"
 CACHE_MODULES = ["virtio_pci", "virtio_blk", "virtio_net"]
 CACHE_FORMAT = 2  # 2: all of CACHE_MODULES, with "depends" in ready.json
 BACKEND_GONE_GRACE = 10  # s that QEMU may go on after the backend exited
+# How every guest's /init starts: busybox's applets, /proc, /sys, /dev, /tmp.
+INIT_PREAMBLE = r"""#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs dev /dev
+mount -t tmpfs -o size=400m tmp /tmp
+"""
 
 
 def skip(why):

@@ -25,20 +25,6 @@ static volatile unsigned started, done;
 static volatile int stop;
 static uint32_t ids[RT_MAX_CPUS];
 
-static uint64_t arg(const char *key, uint64_t def)
-{
-	size_t n = strlen(key);
-	for (const char *p = rt_cmdline(); *p; p++) {
-		if ((p == rt_cmdline() || p[-1] == ' ') && !strncmp(p, key, n) && p[n] == '=') {
-			uint64_t v = 0;
-			for (p += n + 1; *p >= '0' && *p <= '9'; p++)
-				v = v * 10 + (uint64_t)(*p - '0');
-			return v;
-		}
-	}
-	return def;
-}
-
 static void cpuid(uint32_t leaf, uint32_t sub, uint32_t r[4])
 {
 	__asm__ volatile("cpuid" : "=a"(r[0]), "=b"(r[1]), "=c"(r[2]), "=d"(r[3]) : "a"(leaf), "c"(sub));
@@ -116,7 +102,7 @@ static void dump(const char *sig)
 int guest_main(const char *cmdline)
 {
 	(void)cmdline;
-	unsigned want = (unsigned)arg("cpus", 1);
+	unsigned want = (unsigned)rt_cmdline_u64("cpus", 1);
 	rt_tap_plan(13);
 
 	uint32_t len, flen, dlen, mlen;
@@ -211,7 +197,7 @@ int guest_main(const char *cmdline)
 	rt_tap_ok(back && ipis[0] == (uint64_t)IPIS_EACH * (n - 1), "IPIs back to CPU 0: %lu of %lu",
 		  (unsigned long)ipis[0], (unsigned long)IPIS_EACH * (n - 1));
 
-	uint64_t hold = arg("hold", 0);
+	uint64_t hold = rt_cmdline_u64("hold", 0);
 	if (hold) {
 		uint64_t b1 = counter[n > 1 ? 1 : 0];
 		rt_printf("# holding\n");
