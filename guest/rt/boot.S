@@ -27,14 +27,15 @@ pvh_start32:
 	cld
 	mov %ebx, %esi
 	lgdt gdt_ptr
-	mov $start64, %edi
+	mov $bsp_entry64, %edi
 	jmp long_mode
 
 /*
- * From 32-bit protected mode, paging off, to the 64-bit code at %edi:
- * PAE, the static page tables, EFER.LME, paging (and caching: CD and NW go,
- * as an application processor has them set after INIT); then a far return
- * into the 64-bit code segment.
+ * From 32-bit protected mode, paging off, to the 64-bit code the far
+ * pointer at %edi names (rdmsr takes %edx): PAE, the static page tables, EFER.LME, paging (and
+ * caching: CD and NW go, as an application processor has them set after
+ * INIT); then a far jump through that pointer into the 64-bit code
+ * segment. No stack: the PVH entry gives none.
  */
 long_mode:
 	mov %cr4, %eax
@@ -50,9 +51,17 @@ long_mode:
 	and $0x9fffffff, %eax
 	or $(CR0_PG | CR0_PE), %eax
 	mov %eax, %cr0
-	push $SEL_KCODE
-	push %edi
-	lret
+	ljmp *(%edi)
+
+/* The far pointers (offset, selector) long_mode jumps through. */
+	.p2align 3
+bsp_entry64:
+	.long start64
+	.word SEL_KCODE
+	.p2align 3
+ap_entry64:
+	.long rt_ap_start64
+	.word SEL_KCODE
 
 	.code64
 start64:
@@ -103,7 +112,7 @@ rt_ap_start32:
 	mov %ax, %ds
 	mov %ax, %es
 	mov %ax, %ss
-	mov $rt_ap_start64, %edi
+	mov $ap_entry64, %edi
 	jmp long_mode
 
 	.text
