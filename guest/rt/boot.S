@@ -32,10 +32,10 @@ pvh_start32:
 
 /*
  * From 32-bit protected mode, paging off, to the 64-bit code the far
- * pointer at %edi names (rdmsr takes %edx): PAE, the static page tables, EFER.LME, paging (and
- * caching: CD and NW go, as an application processor has them set after
- * INIT); then a far jump through that pointer into the 64-bit code
- * segment. No stack: the PVH entry gives none.
+ * pointer at %edi names (not %edx: rdmsr takes it): PAE, the static page
+ * tables, EFER.LME, paging (and caching: CD and NW go, as an application
+ * processor has them set after INIT); then a far jump through that
+ * pointer into the 64-bit code segment. No stack: the PVH entry gives none.
  */
 long_mode:
 	mov %cr4, %eax

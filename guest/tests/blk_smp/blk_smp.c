@@ -31,6 +31,7 @@ static struct req reqs[RT_MAX_CPUS][DEPTH];
 static uint8_t data[RT_MAX_CPUS][DEPTH][4096] __attribute__((aligned(4096)));
 static volatile uint64_t irqs[RT_MAX_CPUS], wrong_cpu, completed[RT_MAX_CPUS], bad[RT_MAX_CPUS];
 static volatile unsigned finished;
+static volatile int go; /* every vector aimed and unmasked: start */
 static uint32_t ids[RT_MAX_CPUS];
 static unsigned ncpu;
 
@@ -138,6 +139,8 @@ static long drive(void *arg)
 static void ap_main(unsigned index)
 {
 	(void)index;
+	while (!go)
+		__asm__ volatile("pause");
 	rt_user_call(drive, 0);
 }
 
@@ -176,7 +179,10 @@ int guest_main(const char *cmdline)
 		msix_program_dest(&dev.pci, i, (uint8_t)(VEC0 + i), ids[i]);
 		msix_mask(&dev.pci, i, false);
 	}
-	/* CPU 0 drives its own queue too. */
+	/* Only now, with every vector where it belongs, does I/O start (an AP
+	 * done before its vector was unmasked would halt with its interrupt
+	 * still pending). CPU 0 drives its own queue too. */
+	go = 1;
 	rt_user_call(drive, 0);
 	for (uint64_t t0 = rt_rdtsc(); finished < n && rt_rdtsc() - t0 < 120000000000ull;)
 		__asm__ volatile("pause");
