@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "bench.h"
+#include "fdvm/vm.h"
 
 #define KINDS 4 /* read/write x depth 1/32 */
 
@@ -52,20 +53,6 @@ static void parse(const char *out, double hz, struct blk_fig *f)
 		k->errors += err;
 		k->n++;
 	}
-}
-
-static int cmp(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return (x > y) - (x < y);
-}
-
-static double median(double *v, unsigned n)
-{
-	if (!n)
-		return 0;
-	qsort(v, n, sizeof(*v), cmp);
-	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
 /* The rows, in table order: V_VU_* have QEMU, V_FVU_* fdvm as the
@@ -328,8 +315,8 @@ static int counters_cost(struct bench_opts *o, unsigned rounds, unsigned poll_us
 			continue;
 		}
 		struct bench_spread sp = bench_spread(ratio[k], n[k]);
-		double med = sp.median, lo = sp.min, hi = sp.max, on = median(iops[0][k], n[k]),
-		       offv = median(iops[1][k], n[k]), cost = (1 - med) * 100;
+		double med = sp.median, lo = sp.min, hi = sp.max, cost = (1 - med) * 100;
+		double on = bench_spread(iops[0][k], n[k]).median, offv = bench_spread(iops[1][k], n[k]).median;
 		printf("%-15s %10.0f %10.0f %8.3f %8.3f %8.3f %7.1f%%\n", names[k], on, offv, med, lo,
 		       hi, cost);
 		if (k % 2) { /* depth 32 */
@@ -422,7 +409,7 @@ int fdvm_cmd_bench_blk(int argc, char **argv)
 			o.reps = (unsigned)n;
 		else if (!strcmp(a, "--rounds") && num && n <= BENCH_MAX_ROUNDS)
 			rounds = (unsigned)n;
-		else if (!strcmp(a, "--cpus") && num && n <= 64)
+		else if (!strcmp(a, "--cpus") && num && n <= FDVM_MAX_CPUS)
 			o.cpus = (unsigned)n;
 		else if (!strcmp(a, "--ops") && num && n <= 50000)
 			o.ops = n, ops_given = true;
@@ -576,9 +563,9 @@ int fdvm_cmd_bench_blk(int argc, char **argv)
 			for (int k = 0; k < KINDS; k++) {
 				if (!f[k].n)
 					continue;
-				iops[v][k][r] = median(f[k].iops, f[k].n);
-				mean[v][k][r] = median(f[k].mean_us, f[k].n);
-				p99[v][k][r] = median(f[k].p99_us, f[k].n);
+				iops[v][k][r] = bench_spread(f[k].iops, f[k].n).median;
+				mean[v][k][r] = bench_spread(f[k].mean_us, f[k].n).median;
+				p99[v][k][r] = bench_spread(f[k].p99_us, f[k].n).median;
 				errors[v][k] += f[k].errors;
 			}
 		}

@@ -373,7 +373,7 @@ int fdvm_cmd_bench(int argc, char **argv)
 			o.reps = (unsigned)n;
 		else if (!strcmp(a, "--rounds") && num && n <= BENCH_MAX_ROUNDS)
 			rounds = (unsigned)n;
-		else if (!strcmp(a, "--cpus") && num && n <= 64)
+		else if (!strcmp(a, "--cpus") && num && n <= FDVM_MAX_CPUS)
 			o.cpus = (unsigned)n;
 		else if (!strcmp(a, "--ops") && num)
 			o.ops = n;

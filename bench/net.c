@@ -687,22 +687,6 @@ static int run_row(int r, const struct net_opts *o, const struct net_host *h, do
 
 /* ---- figures ---- */
 
-static int cmp(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return (x > y) - (x < y);
-}
-
-static double median(const double *v, unsigned n)
-{
-	double s[BENCH_MAX_REPS];
-	if (!n)
-		return 0;
-	memcpy(s, v, n * sizeof(*v));
-	qsort(s, n, sizeof(*s), cmp);
-	return n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
-}
-
 /* A table row's two ratio cells: median [lowest..highest round], or -. */
 static void print_ratios(double per[2][BENCH_MAX_ROUNDS], const bool have[2], unsigned rounds)
 {
@@ -852,8 +836,8 @@ int fdvm_cmd_bench_net(int argc, char **argv)
 	double m[NR][NK][2];
 	for (int r = 0; r < NR; r++)
 		for (int k = 0; k < NK; k++) {
-			m[r][k][0] = median(fig[r][k].a, fig[r][k].n);
-			m[r][k][1] = median(fig[r][k].b, fig[r][k].n);
+			m[r][k][0] = bench_spread(fig[r][k].a, fig[r][k].n).median;
+			m[r][k][1] = bench_spread(fig[r][k].b, fig[r][k].n).median;
 		}
 	/* Ratios against QEMU tap and QEMU + fdvm serve net, taken within each
 	 * round: rtt by p99 (the reference's over the row's: above 1, the
