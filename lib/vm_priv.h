@@ -216,6 +216,9 @@ void fdvm_vcpu_request_work(struct fdvm_vcpu *vcpu);
  * that KVM_RUN returns; only once the signal has a handler (kick_ready).
  * Async-signal-safe, any thread. */
 void fdvm_vcpu_kick(struct fdvm_vcpu *vcpu);
+/* Makes vcpu's thread leave the guest now and not enter it again before it
+ * looks at its flags (immediate_exit, then the kick). Async-signal-safe. */
+void fdvm_vcpu_leave_guest(struct fdvm_vcpu *vcpu);
 /* Installs an empty handler for the kick signal if it has none (then
  * kick_ready is set); -ENOTSUP for a config without one. irqfd.c. */
 int fdvm_vcpu_kick_handler(struct fdvm_vm *vm);

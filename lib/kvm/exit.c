@@ -191,7 +191,16 @@ void fdvm_vcpu_request_work(struct fdvm_vcpu *vcpu)
 	 * immediate_exit before it looks at the flag, so one of the three
 	 * always reaches it (see fdvm_vcpu_run). */
 	atomic_store(&vcpu->work, true);
-	__atomic_store_n(&vcpu->run->immediate_exit, 1, __ATOMIC_SEQ_CST);
+	fdvm_vcpu_leave_guest(vcpu);
+}
+
+void fdvm_vcpu_leave_guest(struct fdvm_vcpu *vcpu)
+{
+	/* The next (or a racing) KVM_RUN returns at once; one in progress
+	 * (a guest in HLT, an application processor waiting for its SIPI)
+	 * is interrupted by the kick. */
+	if (vcpu->run)
+		__atomic_store_n(&vcpu->run->immediate_exit, 1, __ATOMIC_SEQ_CST);
 	fdvm_vcpu_kick(vcpu);
 }
 

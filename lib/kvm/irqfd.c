@@ -329,20 +329,13 @@ int fdvm_vcpu_kick_handler(struct fdvm_vm *vm)
 	return 0;
 }
 
-static int service_loop(struct fdvm_vm *vm, struct fdvm_loop **out);
-
 int fdvm_irq_pin_set(struct fdvm_vm *vm, uint32_t pin, bool level)
 {
 	return irq_line(vm, pin, level, false);
 }
 
-int fdvm_vm_service_loop(struct fdvm_vm *vm, struct fdvm_loop **out)
-{
-	return service_loop(vm, out);
-}
-
 /* Starts the VM's service loop (once) and the level poll timer on it. */
-static int service_loop(struct fdvm_vm *vm, struct fdvm_loop **out)
+int fdvm_vm_service_loop(struct fdvm_vm *vm, struct fdvm_loop **out)
 {
 	int ret = 0;
 
@@ -489,7 +482,7 @@ int fdvm_irq_line_create(struct fdvm_vm *vm, const struct fdvm_irq_line_config *
 			if (ret)
 				goto err_resample;
 		}
-		ret = service_loop(vm, &loop);
+		ret = fdvm_vm_service_loop(vm, &loop);
 		if (ret)
 			goto err_resample;
 		ret = fdvm_loop_add(loop, l->fd, EPOLLIN, line_signalled, l);

@@ -362,12 +362,7 @@ void fdvm_vm_request_stop(struct fdvm_vm *vm)
 	atomic_store(&vm->stop_requested, true);
 	for (unsigned i = 0; i < vm->ncpus; i++) {
 		struct fdvm_vcpu *vcpu = &vm->vcpus[i];
-		/* Makes the next (or a racing) KVM_RUN return at once with EINTR. */
-		if (vcpu->run)
-			__atomic_store_n(&vcpu->run->immediate_exit, 1, __ATOMIC_SEQ_CST);
-		/* And one in progress: a guest in HLT, or an application
-		 * processor waiting for its SIPI, stays in it. */
-		fdvm_vcpu_kick(vcpu);
+		fdvm_vcpu_leave_guest(vcpu);
 		/* And a parked one. */
 		if (vcpu->wake_fd >= 0)
 			fdvm_eventfd_signal(vcpu->wake_fd);
@@ -393,12 +388,8 @@ int fdvm_vm_pause(struct fdvm_vm *vm)
 {
 	pthread_mutex_lock(&vm->pause_lock);
 	atomic_store(&vm->pause_requested, true);
-	for (unsigned i = 0; i < vm->ncpus; i++) {
-		struct fdvm_vcpu *vcpu = &vm->vcpus[i];
-		if (vcpu->run)
-			__atomic_store_n(&vcpu->run->immediate_exit, 1, __ATOMIC_SEQ_CST);
-		fdvm_vcpu_kick(vcpu);
-	}
+	for (unsigned i = 0; i < vm->ncpus; i++)
+		fdvm_vcpu_leave_guest(&vm->vcpus[i]);
 	/* Back once every vCPU is parked or not running at all (one that
 	 * starts parks before it enters the guest). */
 	while (any_unparked(vm) && !atomic_load(&vm->stop_requested))
