@@ -200,9 +200,11 @@ int fdvm_memory_init(struct fdvm_vm *vm);
 void fdvm_memory_exit(struct fdvm_vm *vm);
 
 /* lib/kvm/vcpu.c */
-int fdvm_vcpu_init(struct fdvm_vm *vm, struct fdvm_vcpu *vcpu, int id);
+/* cpuid: the VM's table (fdvm_cpuid_build); the vCPU gets it with its id. */
+int fdvm_vcpu_init(struct fdvm_vm *vm, struct fdvm_vcpu *vcpu, int id, struct kvm_cpuid2 *cpuid);
 /* lib/kvm/cpuid.c */
-int fdvm_vcpu_set_cpuid(struct fdvm_vcpu *vcpu);
+int fdvm_cpuid_build(struct fdvm_vm *vm, struct kvm_cpuid2 **out);
+int fdvm_vcpu_set_cpuid(struct fdvm_vcpu *vcpu, struct kvm_cpuid2 *cpuid);
 void fdvm_vcpu_exit(struct fdvm_vcpu *vcpu);
 int fdvm_vcpu_set_pvh_entry(struct fdvm_vcpu *vcpu, uint32_t entry, uint32_t start_info);
 int fdvm_vcpu_run(struct fdvm_vcpu *vcpu);

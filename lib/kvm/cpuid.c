@@ -105,14 +105,15 @@ static void apply_removals(struct kvm_cpuid2 *cpuid, uint64_t remove)
 }
 
 /*
- * Gives the vCPU every CPUID leaf KVM supports, with its own APIC id and
- * the VM's topology: one package of ncpus cores, one thread each.
+ * The VM's CPUID table, made once for all its vCPUs: every leaf KVM
+ * supports, with the VM's topology (one package of ncpus cores, one thread
+ * each) and the removals; the per-vCPU APIC ids are set by
+ * fdvm_vcpu_set_cpuid. *out is the caller's (free).
  */
-int fdvm_vcpu_set_cpuid(struct fdvm_vcpu *vcpu)
+int fdvm_cpuid_build(struct fdvm_vm *vm, struct kvm_cpuid2 **out)
 {
-	struct fdvm_vm *vm = vcpu->vm;
 	struct kvm_cpuid2 *cpuid = NULL;
-	int nent = 64, ret;
+	int nent = 64;
 
 	for (;;) {
 		free(cpuid);
@@ -124,8 +125,9 @@ int fdvm_vcpu_set_cpuid(struct fdvm_vcpu *vcpu)
 		if (ioctl(vm->kvm_fd, KVM_GET_SUPPORTED_CPUID, cpuid) == 0)
 			break;
 		if (errno != E2BIG || nent >= 4096) {
-			ret = fdvm_log_errno(vm, errno, "kvm: KVM_GET_SUPPORTED_CPUID");
-			goto out;
+			int ret = fdvm_log_errno(vm, errno, "kvm: KVM_GET_SUPPORTED_CPUID");
+			free(cpuid);
+			return ret;
 		}
 		nent *= 2;
 	}
@@ -138,10 +140,9 @@ int fdvm_vcpu_set_cpuid(struct fdvm_vcpu *vcpu)
 		if (e->function == 0)
 			max_basic = e->eax;
 		if (e->function == 1) {
-			/* Initial APIC id; logical processors addressable in the
-			 * package; HTT: that field is valid. */
-			e->ebx = (e->ebx & 0x0000ffff) | ((uint32_t)vcpu->id << 24) |
-				 ((1u << shift) & 0xff) << 16;
+			/* Logical processors addressable in the package; HTT:
+			 * that field is valid. */
+			e->ebx = (e->ebx & 0xff00ffff) | ((1u << shift) & 0xff) << 16;
 			if (n > 1)
 				e->edx |= 1u << 28;
 		} else if (e->function == 4) {
@@ -164,25 +165,31 @@ int fdvm_vcpu_set_cpuid(struct fdvm_vcpu *vcpu)
 			cpuid->entries[kept++] = cpuid->entries[i];
 	cpuid->nent = kept;
 	if (max_basic >= 0xb) {
-		static const uint32_t type[3] = { 1, 2, 0 };
-		for (uint32_t level = 0; level < 3; level++) {
-			struct kvm_cpuid_entry2 *e = &cpuid->entries[cpuid->nent++];
-			memset(e, 0, sizeof(*e));
-			e->function = 0xb;
-			e->index = level;
-			e->flags = KVM_CPUID_FLAG_SIGNIFCANT_INDEX;
-			e->eax = level == 0 ? 0 : level == 1 ? shift : 0;
-			e->ebx = level == 0 ? 1 : level == 1 ? n : 0;
-			e->ecx = type[level] << 8 | level;
-			e->edx = (uint32_t)vcpu->id;
-		}
+		const uint32_t eax[3] = { 0, shift, 0 }, ebx[3] = { 1, n, 0 }, type[3] = { 1, 2, 0 };
+		for (uint32_t level = 0; level < 3; level++)
+			cpuid->entries[cpuid->nent++] = (struct kvm_cpuid_entry2){
+				.function = 0xb, .index = level,
+				.flags = KVM_CPUID_FLAG_SIGNIFCANT_INDEX,
+				.eax = eax[level], .ebx = ebx[level], .ecx = type[level] << 8 | level,
+			};
 	}
 	apply_removals(cpuid, fdvm_cpu_remove_closure(vm->cfg.cpu_remove));
-	ret = 0;
-	if (ioctl(vcpu->fd, KVM_SET_CPUID2, cpuid) < 0)
-		ret = fdvm_log_errno(vm, errno, "vcpu %d: KVM_SET_CPUID2", vcpu->id);
-out:
-	free(cpuid);
-	return ret;
+	*out = cpuid;
+	return 0;
 }
 
+/* The VM's table with this vCPU's APIC id (leaf 1's initial APIC id, leaf
+ * 0xb's x2APIC id), given to KVM. */
+int fdvm_vcpu_set_cpuid(struct fdvm_vcpu *vcpu, struct kvm_cpuid2 *cpuid)
+{
+	for (unsigned i = 0; i < cpuid->nent; i++) {
+		struct kvm_cpuid_entry2 *e = &cpuid->entries[i];
+		if (e->function == 1)
+			e->ebx = (e->ebx & 0x00ffffff) | (uint32_t)vcpu->id << 24;
+		else if (e->function == 0xb)
+			e->edx = (uint32_t)vcpu->id;
+	}
+	if (ioctl(vcpu->fd, KVM_SET_CPUID2, cpuid) < 0)
+		return fdvm_log_errno(vcpu->vm, errno, "vcpu %d: KVM_SET_CPUID2", vcpu->id);
+	return 0;
+}

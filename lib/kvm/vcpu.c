@@ -9,7 +9,7 @@
 
 #include "../vm_priv.h"
 
-int fdvm_vcpu_init(struct fdvm_vm *vm, struct fdvm_vcpu *vcpu, int id)
+int fdvm_vcpu_init(struct fdvm_vm *vm, struct fdvm_vcpu *vcpu, int id, struct kvm_cpuid2 *cpuid)
 {
 	int ret, size;
 
@@ -41,7 +41,7 @@ int fdvm_vcpu_init(struct fdvm_vm *vm, struct fdvm_vcpu *vcpu, int id)
 		goto err_close;
 	}
 	vcpu->run_size = size;
-	ret = fdvm_vcpu_set_cpuid(vcpu);
+	ret = fdvm_vcpu_set_cpuid(vcpu, cpuid);
 	if (ret)
 		goto err_unmap;
 	return 0;

@@ -177,15 +177,21 @@ static int vcpus_init(struct fdvm_vm *vm)
 	vm->vcpus = calloc(n, sizeof(*vm->vcpus));
 	if (!vm->vcpus)
 		return -ENOMEM;
-	vm->ncpus = n; /* each vCPU's CPUID tells the topology */
+	vm->ncpus = n; /* the CPUID tells the topology */
+	struct kvm_cpuid2 *cpuid;
+	int ret = fdvm_cpuid_build(vm, &cpuid);
+	if (ret) {
+		vcpus_exit(vm, 0);
+		return ret;
+	}
 	for (unsigned i = 0; i < n; i++) {
-		int ret = fdvm_vcpu_init(vm, &vm->vcpus[i], (int)i);
-		if (ret) {
+		if ((ret = fdvm_vcpu_init(vm, &vm->vcpus[i], (int)i, cpuid))) {
 			vcpus_exit(vm, i);
-			return ret;
+			break;
 		}
 	}
-	return 0;
+	free(cpuid);
+	return ret;
 }
 
 static void kvm_close(struct fdvm_vm *vm)
