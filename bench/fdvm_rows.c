@@ -37,13 +37,26 @@ struct benchdev {
 	struct fdvm_epoll_loop *backend;
 	struct fdvm_msi msi;
 	struct bench_poll poll;
-	uint64_t seen_kernel, seen_user; /* the backend thread's */
+	/* The backend's side of each doorbell: its line, its last request
+	 * answered (the backend thread's). */
+	struct bench_db {
+		struct benchdev *b;
+		struct fdvm_irq_line *line;
+		uint64_t seen;
+	} kernel_db, user_db;
 };
 
 static int signal_fd(int fd)
 {
 	uint64_t one = 1;
 	return write(fd, &one, sizeof(one)) == sizeof(one) ? 0 : -errno;
+}
+
+/* One interrupt on a doorbell's line (the backend's answer; a kick's). */
+static void answer_db(void *opaque)
+{
+	struct bench_db *d = opaque;
+	signal_fd(fdvm_irq_line_fd(d->line));
 }
 
 static uint64_t bd_read(void *opaque, uint64_t off, unsigned size)
@@ -53,18 +66,6 @@ static uint64_t bd_read(void *opaque, uint64_t off, unsigned size)
 	return off == BENCH_REG_MAGIC ? FDVM_BENCH_MAGIC : 0;
 }
 
-static void answer_kernel(void *opaque)
-{
-	struct benchdev *b = opaque;
-	signal_fd(fdvm_irq_line_fd(b->line_kernel));
-}
-
-static void answer_user(void *opaque)
-{
-	struct benchdev *b = opaque;
-	signal_fd(fdvm_irq_line_fd(b->line_user));
-}
-
 static void bd_write(void *opaque, uint64_t off, uint64_t val, unsigned size)
 {
 	struct benchdev *b = opaque;
@@ -72,13 +73,13 @@ static void bd_write(void *opaque, uint64_t off, uint64_t val, unsigned size)
 	/* On the vCPU thread, before it re-enters the guest. */
 	switch (off) {
 	case BENCH_KICK_IRQFD:
-		answer_kernel(b);
+		answer_db(&b->kernel_db);
 		break;
 	case BENCH_KICK_MSI:
 		fdvm_vm_signal_msi(b->vm, &b->msi);
 		break;
 	case BENCH_KICK_USER:
-		answer_user(b);
+		answer_db(&b->user_db);
 		break;
 	case BENCH_REG_SHM:
 		/* The guest's page; NULL (polling off) if it is not RAM. */
@@ -94,24 +95,13 @@ static void bd_write(void *opaque, uint64_t off, uint64_t val, unsigned size)
 static const struct fdvm_io_ops bd_ops = { .read = bd_read, .write = bd_write };
 
 /* The backend: a doorbell rang, answer (or poll, and answer each request). */
-static void on_kernel_doorbell(void *opaque, int fd, uint32_t events)
+static void on_doorbell(void *opaque, int fd, uint32_t events)
 {
-	struct benchdev *b = opaque;
+	struct bench_db *d = opaque;
 	uint64_t n;
 	(void)events;
-	if (read(fd, &n, sizeof(n)) == sizeof(n) &&
-	    !bench_poll_serve(&b->poll, &b->seen_kernel, answer_kernel, b))
-		answer_kernel(b);
-}
-
-static void on_user_doorbell(void *opaque, int fd, uint32_t events)
-{
-	struct benchdev *b = opaque;
-	uint64_t n;
-	(void)events;
-	if (read(fd, &n, sizeof(n)) == sizeof(n) &&
-	    !bench_poll_serve(&b->poll, &b->seen_user, answer_user, b))
-		answer_user(b);
+	if (read(fd, &n, sizeof(n)) == sizeof(n) && !bench_poll_serve(&d->b->poll, &d->seen, answer_db, d))
+		answer_db(d);
 }
 
 static int benchdev_init(struct fdvm_vm *vm, struct benchdev *b, unsigned poll_us)
@@ -149,8 +139,10 @@ static int benchdev_init(struct fdvm_vm *vm, struct benchdev *b, unsigned poll_u
 	if ((ret = fdvm_epoll_loop_create(&b->backend)))
 		return ret;
 	struct fdvm_loop *l = fdvm_epoll_loop_handle(b->backend);
-	if ((ret = fdvm_loop_add(l, fdvm_doorbell_fd(b->db_kernel), EPOLLIN, on_kernel_doorbell, b)) ||
-	    (ret = fdvm_loop_add(l, fdvm_doorbell_fd(b->db_user), EPOLLIN, on_user_doorbell, b)))
+	b->kernel_db = (struct bench_db){ b, b->line_kernel, 0 };
+	b->user_db = (struct bench_db){ b, b->line_user, 0 };
+	if ((ret = fdvm_loop_add(l, fdvm_doorbell_fd(b->db_kernel), EPOLLIN, on_doorbell, &b->kernel_db)) ||
+	    (ret = fdvm_loop_add(l, fdvm_doorbell_fd(b->db_user), EPOLLIN, on_doorbell, &b->user_db)))
 		return ret;
 	return fdvm_epoll_loop_start(b->backend, "bench-backend");
 }
