@@ -80,6 +80,7 @@ void fdvm_vm_destroy(struct fdvm_vm *vm)
 struct ap {
 	struct fdvm_vm *vm;
 	unsigned index;
+	pthread_t thread;
 };
 
 static void *ap_main(void *arg)
@@ -92,24 +93,19 @@ static void *ap_main(void *arg)
 int fdvm_vm_run(struct fdvm_vm *vm, struct fdvm_stop *stop)
 {
 	unsigned n = fdvm_vm_cpus(vm), started = 1;
-	pthread_t *threads = NULL;
 	struct ap *aps = NULL;
 	int ret = 0;
 
 	/* The application processors, each on its own thread: they wait in
 	 * KVM for the guest's SIPI, so a stop must be able to kick them. */
 	if (n > 1) {
-		threads = calloc(n, sizeof(*threads));
 		aps = calloc(n, sizeof(*aps));
-		if (!threads || !aps)
-			ret = -ENOMEM;
-		else
-			ret = fdvm_vcpu_kick_handler(vm);
+		ret = aps ? fdvm_vcpu_kick_handler(vm) : -ENOMEM;
 		for (unsigned i = 1; !ret && i < n; i++) {
 			char name[24];
 			snprintf(name, sizeof(name), "fdvm-vcpu%u", i);
-			aps[i] = (struct ap){ vm, i };
-			ret = fdvm_thread_create(&threads[i], FDVM_ROLE_VCPU, name, ap_main, &aps[i]);
+			aps[i] = (struct ap){ .vm = vm, .index = i };
+			ret = fdvm_thread_create(&aps[i].thread, FDVM_ROLE_VCPU, name, ap_main, &aps[i]);
 			if (ret)
 				fdvm_log_errno(vm, -ret, "vm: vCPU thread %s", name);
 			else
@@ -122,9 +118,8 @@ int fdvm_vm_run(struct fdvm_vm *vm, struct fdvm_stop *stop)
 	if (started > 1) {
 		fdvm_vm_request_stop(vm); /* vCPU 0 is out: so are the others */
 		for (unsigned i = 1; i < started; i++)
-			pthread_join(threads[i], NULL);
+			pthread_join(aps[i].thread, NULL);
 	}
-	free(threads);
 	free(aps);
 	fdvm_uart_flush(vm->uart);
 	return ret;
