@@ -103,6 +103,13 @@ static void load_idt(void)
 	__asm__ volatile("lidt %0" ::"m"(idtr));
 }
 
+/* This CPU's LAPIC: accepting every priority, software-enabled. */
+static void lapic_enable(void)
+{
+	mmio_write32(FDVM_LAPIC_BASE + LAPIC_TPR, 0);
+	mmio_write32(FDVM_LAPIC_BASE + LAPIC_SVR, LAPIC_SVR_ENABLE | SPURIOUS_VECTOR);
+}
+
 /* CPU index's per-CPU state: %gs, its TSS (trap stack) in gdt, ltr. */
 static void cpu_setup(unsigned index, uint64_t *gdt, uint64_t trap_stack, uint64_t user_stack)
 {
@@ -142,10 +149,7 @@ void rt_cpu_init(void)
 	};
 	for (unsigned i = 0; i < sizeof(pic_init) / sizeof(pic_init[0]); i++)
 		outb(pic_init[i][0], pic_init[i][1]);
-
-	mmio_write32(FDVM_LAPIC_BASE + LAPIC_TPR, 0);
-	mmio_write32(FDVM_LAPIC_BASE + LAPIC_SVR,
-		     LAPIC_SVR_ENABLE | SPURIOUS_VECTOR);
+	lapic_enable();
 }
 
 #define IOAPIC_BASE 0xfec00000ull
@@ -230,25 +234,27 @@ void rt_cpu_init_ap(unsigned index, uint64_t trap_stack, uint64_t user_stack)
 			 "1:" ::"m"(gdtr), "i"(SEL_KCODE) : "rax", "memory");
 	cpu_setup(index, c->gdt, trap_stack, user_stack);
 	load_idt();
-	mmio_write32(FDVM_LAPIC_BASE + LAPIC_TPR, 0);
-	mmio_write32(FDVM_LAPIC_BASE + LAPIC_SVR, LAPIC_SVR_ENABLE | SPURIOUS_VECTOR);
+	lapic_enable();
+}
+
+/* An IPI: the destination APIC id, then the low word (which sends it). */
+static void send_icr(uint32_t dest, uint32_t lo)
+{
+	mmio_write32(FDVM_LAPIC_BASE + LAPIC_ICR_HI, dest << 24);
+	mmio_write32(FDVM_LAPIC_BASE + LAPIC_ICR_LO, lo);
 }
 
 /* A fixed interrupt at vector to the CPU with APIC id dest (CPL0 or 3). */
 void rt_send_ipi(uint32_t dest, uint8_t vector)
 {
-	mmio_write32(FDVM_LAPIC_BASE + LAPIC_ICR_HI, dest << 24);
-	mmio_write32(FDVM_LAPIC_BASE + LAPIC_ICR_LO, vector | 1u << 14);
+	send_icr(dest, vector | 1u << 14);
 }
 
 void rt_send_init_sipi(uint32_t dest, uint8_t page)
 {
-	mmio_write32(FDVM_LAPIC_BASE + LAPIC_ICR_HI, dest << 24);
-	mmio_write32(FDVM_LAPIC_BASE + LAPIC_ICR_LO, 0x4500); /* INIT, assert */
-	for (int i = 0; i < 2; i++) {
-		mmio_write32(FDVM_LAPIC_BASE + LAPIC_ICR_HI, dest << 24);
-		mmio_write32(FDVM_LAPIC_BASE + LAPIC_ICR_LO, 0x4600u | page); /* SIPI */
-	}
+	send_icr(dest, 0x4500); /* INIT, assert */
+	for (int i = 0; i < 2; i++)
+		send_icr(dest, 0x4600u | page); /* SIPI */
 }
 
 long rt_kernel_call(long (*fn)(void *), void *arg)

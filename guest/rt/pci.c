@@ -115,17 +115,17 @@ bool pci_probe(unsigned s, struct pci_dev *d)
 
 void msix_program(struct pci_dev *d, unsigned i, uint8_t vector)
 {
-	uint64_t e = d->msix_table + 16ull * i;
-	mmio_write32(e + 12, 1);
-	mmio_write32(e + 0, 0xfee00000u);
-	mmio_write32(e + 4, 0);
-	mmio_write32(e + 8, vector);
+	mmio_write32(d->msix_table + 16ull * i + 12, 1);
+	msix_program_dest(d, i, vector, 0);
 }
+
+/* An MSI's address: fixed delivery, physical destination APIC id dest. */
+static uint32_t msi_address(uint32_t dest) { return 0xfee00000u | (dest & 0xff) << 12; }
 
 void msix_program_dest(struct pci_dev *d, unsigned i, uint8_t vector, uint32_t dest)
 {
 	uint64_t e = d->msix_table + 16ull * i;
-	mmio_write32(e + 0, 0xfee00000u | (dest & 0xff) << 12);
+	mmio_write32(e + 0, msi_address(dest));
 	mmio_write32(e + 4, 0);
 	mmio_write32(e + 8, vector);
 }
@@ -133,7 +133,7 @@ void msix_program_dest(struct pci_dev *d, unsigned i, uint8_t vector, uint32_t d
 void msix_set_dest(struct pci_dev *d, unsigned i, uint32_t dest)
 {
 	uint64_t e = d->msix_table + 16ull * i;
-	mmio_write32(e + 0, 0xfee00000u | (dest & 0xff) << 12);
+	mmio_write32(e + 0, msi_address(dest));
 	(void)mmio_read32(e + 0);
 }
 
@@ -166,7 +166,7 @@ bool msi_enable(struct pci_dev *d, uint8_t vector)
 		msix_enable(d, false);
 	uint16_t ctrl = (uint16_t)pci_cfg_read(d->slot, c + 2, 2);
 	bool is64 = ctrl & 0x80;
-	pci_cfg_write(d->slot, c + 4, 0xfee00000u, 4);
+	pci_cfg_write(d->slot, c + 4, msi_address(0), 4);
 	if (is64)
 		pci_cfg_write(d->slot, c + 8, 0, 4);
 	pci_cfg_write(d->slot, c + (is64 ? 12 : 8), vector, 2);
