@@ -64,6 +64,14 @@ struct fdvm_uart {
 
 static void on_input(void *opaque, int fd, uint32_t events);
 
+/* Lock held: a received byte into the FIFO, unless it is full (loopback
+ * overruns; input is read only while there is room). */
+static void rx_push(struct fdvm_uart *u, uint8_t c)
+{
+	if (u->rx_len < RX_SIZE)
+		u->rx[(u->rx_head + u->rx_len++) % RX_SIZE] = c;
+}
+
 /* Lock held: IRQ 4 to what the registers say. */
 static void update_irq(struct fdvm_uart *u)
 {
@@ -93,7 +101,7 @@ static void on_input(void *opaque, int fd, uint32_t events)
 	ssize_t n = room ? read(fd, tmp, room) : 0;
 	if (n > 0) {
 		for (ssize_t i = 0; i < n; i++)
-			u->rx[(u->rx_head + u->rx_len++) % RX_SIZE] = tmp[i];
+			rx_push(u, tmp[i]);
 		update_irq(u);
 	} else if (room && (n == 0 || (errno != EINTR && errno != EAGAIN))) {
 		if (n < 0)
@@ -149,8 +157,7 @@ static void uart_write(void *opaque, uint64_t off, uint64_t value, unsigned size
 		 * the byte comes back to the receiver instead. */
 		u->thre_pending = true;
 		if (u->mcr & MCR_LOOP) {
-			if (u->rx_len < RX_SIZE)
-				u->rx[(u->rx_head + u->rx_len++) % RX_SIZE] = v;
+			rx_push(u, v);
 			update_irq(u);
 			break;
 		}
