@@ -12,6 +12,17 @@
  */
 #include "rt_defs.h"
 
+/* In 64-bit mode at CPL0: the flat kernel data segment, FS and GS null. */
+.macro data_segments64
+	mov $SEL_KDATA, %ax
+	mov %ax, %ds
+	mov %ax, %es
+	mov %ax, %ss
+	xor %ax, %ax
+	mov %ax, %fs
+	mov %ax, %gs
+.endm
+
 /* The PVH entry note: name "Xen", type XEN_ELFNOTE_PHYS32_ENTRY (18). */
 	.section .note.Xen, "a"
 	.p2align 2
@@ -65,13 +76,7 @@ ap_entry64:
 
 	.code64
 start64:
-	mov $SEL_KDATA, %ax
-	mov %ax, %ds
-	mov %ax, %es
-	mov %ax, %ss
-	xor %ax, %ax
-	mov %ax, %fs
-	mov %ax, %gs
+	data_segments64
 	lea rt_boot_stack_top(%rip), %rsp
 	xor %ebp, %ebp
 	mov %esi, %edi
@@ -118,13 +123,7 @@ rt_ap_start32:
 	.text
 	.code64
 rt_ap_start64:
-	mov $SEL_KDATA, %ax
-	mov %ax, %ds
-	mov %ax, %es
-	mov %ax, %ss
-	xor %ax, %ax
-	mov %ax, %fs
-	mov %ax, %gs
+	data_segments64
 	mov rt_ap_stack(%rip), %rsp
 	xor %ebp, %ebp
 	call rt_ap_main
