@@ -21,7 +21,7 @@
 #define SECTOR 512
 #define AREA_SECTORS 2048	/* the first 1 MiB is the pattern area */
 #define STRESS 70000
-#define STRESS_LONG 700000	/* "long": time for a test to kill and restart a backend */
+#define STRESS_LONG 1400000	/* "long": time for a test to kill and restart a backend twice */
 
 struct req {
 	uint32_t type, ioprio;
