@@ -24,4 +24,6 @@ status=0
 meson test -C build --print-errorlogs || status=1
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	meson test -C build-asan --print-errorlogs --suite unit --suite kvm-api --suite cli --suite kvm || status=1
+# Last, where a log viewer that shows the end sees it: why each failed test failed.
+[ $status -eq 0 ] || python3 scripts/failures.py build build-asan
 exit $status
