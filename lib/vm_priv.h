@@ -137,6 +137,9 @@ struct fdvm_vm {
 
 	/* Pause (fdvm_vm_pause): vCPUs park outside the guest while set. */
 	atomic_bool pause_requested;
+	/* fdvm_vm_hold: how many holds keep them parked too, apart from a
+	 * caller's pause, which a hold neither ends nor extends. */
+	atomic_uint holds;
 	pthread_mutex_t pause_lock;	/* vcpu in_run, parked; pause_cond */
 	pthread_cond_t pause_cond;	/* a vCPU parked, woke or left its run */
 
@@ -227,6 +230,18 @@ int fdvm_vcpu_kick_handler(struct fdvm_vm *vm);
 /* Runs fn(arg) and returns true if no thread runs the vCPU (so it cannot
  * run guest code until fn returns); else returns false without calling it. */
 bool fdvm_vcpu_if_idle(struct fdvm_vcpu *vcpu, void (*fn)(void *), void *arg);
+/*
+ * Runs fn(arg) with every vCPU out of the guest (parked as for a pause, or
+ * not running), then lets them go on; a pause requested meanwhile stays.
+ * Not from a vCPU thread, nor with a lock a vCPU thread takes on its way
+ * out of the guest held (vm.c).
+ */
+void fdvm_vm_hold(struct fdvm_vm *vm, void (*fn)(void *), void *arg);
+/* Whether vCPUs are to park now: a pause or a hold. */
+static inline bool fdvm_vm_parking(struct fdvm_vm *vm)
+{
+	return atomic_load(&vm->pause_requested) || atomic_load(&vm->holds);
+}
 /* lib/kvm/irqfd.c: an IOAPIC/PIC pin driven to level (KVM_IRQ_LINE), for
  * devices with a wire of their own (the UART); the VM's service loop,
  * started on first need. */

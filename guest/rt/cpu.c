@@ -54,6 +54,8 @@ __attribute__((noreturn)) void rt_user_resume(struct rt_kctx *ctx, long value);
 #define LAPIC_ID 0x20
 #define LAPIC_TPR 0x80
 #define LAPIC_EOI 0xb0
+#define LAPIC_LDR 0xd0
+#define LAPIC_DFR 0xe0
 #define LAPIC_SVR 0xf0
 #define LAPIC_ICR_LO 0x300
 #define LAPIC_ICR_HI 0x310
@@ -159,13 +161,31 @@ void rt_ioapic_route(unsigned pin, unsigned vector, bool level, bool masked)
 	rt_ioapic_route_dest(pin, vector, level, masked, 0);
 }
 
-void rt_ioapic_route_dest(unsigned pin, unsigned vector, bool level, bool masked, uint32_t dest)
+static void ioapic_route(unsigned pin, unsigned vector, bool level, bool masked, bool logical,
+			 uint32_t dest)
 {
-	uint32_t lo = vector | (level ? 1u << 15 : 0) | (masked ? 1u << 16 : 0);
+	uint32_t lo = vector | (logical ? 1u << 11 : 0) | (level ? 1u << 15 : 0) |
+		      (masked ? 1u << 16 : 0);
 	mmio_write32(IOAPIC_BASE, 0x10 + 2 * pin + 1);
-	mmio_write32(IOAPIC_BASE + 0x10, dest << 24); /* physical destination */
+	mmio_write32(IOAPIC_BASE + 0x10, dest << 24);
 	mmio_write32(IOAPIC_BASE, 0x10 + 2 * pin);
 	mmio_write32(IOAPIC_BASE + 0x10, lo);
+}
+
+void rt_ioapic_route_dest(unsigned pin, unsigned vector, bool level, bool masked, uint32_t dest)
+{
+	ioapic_route(pin, vector, level, masked, false, dest);
+}
+
+void rt_ioapic_route_logical(unsigned pin, unsigned vector, bool level, bool masked, uint8_t cpus)
+{
+	ioapic_route(pin, vector, level, masked, true, cpus);
+}
+
+void rt_lapic_flat_logical(void)
+{
+	mmio_write32(FDVM_LAPIC_BASE + LAPIC_DFR, 0xffffffffu);
+	mmio_write32(FDVM_LAPIC_BASE + LAPIC_LDR, (1u << rt_cpu_index()) << 24);
 }
 
 void rt_lapic_eoi(void) { mmio_write32(FDVM_LAPIC_BASE + LAPIC_EOI, 0); }

@@ -60,6 +60,12 @@ void rt_lapic_eoi(void);
 void rt_ioapic_route(unsigned pin, unsigned vector, bool level, bool masked);
 /* The same to the CPU with APIC id dest. */
 void rt_ioapic_route_dest(unsigned pin, unsigned vector, bool level, bool masked, uint32_t dest);
+/* The same with a logical destination: a mask of the CPUs' LDR bits (flat
+ * model, see rt_lapic_flat_logical). */
+void rt_ioapic_route_logical(unsigned pin, unsigned vector, bool level, bool masked, uint8_t cpus);
+/* This CPU's LAPIC in the flat logical model (DFR all ones), its LDR bit
+ * 1 << its index (index < 8), as Linux sets it up with up to 8 CPUs. */
+void rt_lapic_flat_logical(void);
 uint32_t rt_lapic_id(void);
 
 /*

@@ -225,8 +225,9 @@ bool fdvm_vcpu_if_idle(struct fdvm_vcpu *vcpu, void (*fn)(void *), void *arg)
 	return idle;
 }
 
-/* Out of the guest until resumed or stopped (fdvm_vm_pause). Work a
- * userspace level line asks for meanwhile waits: the guest runs nothing. */
+/* Out of the guest until resumed or stopped (fdvm_vm_pause), or while a
+ * hold lasts (fdvm_vm_hold). Work a userspace level line asks for
+ * meanwhile waits: the guest runs nothing. */
 static void park(struct fdvm_vcpu *vcpu)
 {
 	struct fdvm_vm *vm = vcpu->vm;
@@ -236,7 +237,7 @@ static void park(struct fdvm_vcpu *vcpu)
 	vcpu->parked = true;
 	pthread_cond_broadcast(&vm->pause_cond);
 	pthread_mutex_unlock(&vm->pause_lock);
-	while (atomic_load(&vm->pause_requested) && !atomic_load(&vm->stop_requested)) {
+	while (fdvm_vm_parking(vm) && !atomic_load(&vm->stop_requested)) {
 		struct pollfd p = { .fd = vcpu->wake_fd, .events = POLLIN };
 		if (poll(&p, 1, -1) > 0)
 			fdvm_eventfd_drain(vcpu->wake_fd, &n);
@@ -266,7 +267,7 @@ int fdvm_vcpu_run(struct fdvm_vcpu *vcpu)
 		__atomic_store_n(&vcpu->run->immediate_exit, 0, __ATOMIC_SEQ_CST);
 		if (atomic_load(&vm->stop_requested))
 			break;
-		if (atomic_load(&vm->pause_requested)) {
+		if (fdvm_vm_parking(vm)) {
 			park(vcpu);
 			continue;
 		}

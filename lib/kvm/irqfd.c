@@ -17,14 +17,17 @@
  * LEVEL_POLL_NS while it waits for one, and then writes the resample fd.
  * The pin is pulsed, never left high, so the IOAPIC cannot re-deliver on
  * its own; while the guest keeps the pin masked, the line stays pending and
- * is pulsed once the pin is unmasked. The pulse is made on the vCPU thread
- * while the guest is out (fdvm_vcpu_request_work kicks it): pulsed from
- * another thread, a guest quick enough to take the interrupt and EOI it
- * between the raise and the lower would see it delivered again. The cost
+ * is pulsed once the pin is unmasked. The pulse is made on the thread of
+ * the vCPU the pin's entry names, while its guest code is out
+ * (fdvm_vcpu_request_work kicks it): pulsed from another thread, a guest
+ * quick enough to take the interrupt and EOI it between the raise and the
+ * lower would see it delivered again. A destination that may reach several
+ * vCPUs (logical, broadcast) is pulsed with all of them held out. The cost
  * against the kernel path is a vCPU kick per pulse and up to one poll
  * period of added latency at each EOI.
  */
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,7 +63,7 @@ struct fdvm_irq_line {
 	struct fdvm_msi msi;
 	bool masked, pending, assigned;
 	enum level_state level;		/* userspace LEVEL only */
-	unsigned target;		/* LEVEL_PULSE: the vCPU that pulses it */
+	unsigned target;		/* LEVEL_PULSE: the vCPU that pulses it, or TARGET_ALL */
 	uint64_t masked_signals;	/* MSI: counts drained while masked */
 	uint64_t unmask_deliveries;	/* MSI: unmasks that found pending set */
 };
@@ -167,10 +170,12 @@ static void pulse_now(void *arg)
 	l->level = level_pulse(l) ? LEVEL_WAIT_EOI : LEVEL_PENDING;
 }
 
+#define TARGET_ALL UINT_MAX
+
 /*
  * The vCPU a pin's interrupt goes to: its IOAPIC entry's destination in
  * physical mode (APIC id = vCPU index). A logical or broadcast destination
- * may reach any vCPU; vCPU 0 pulses those (on one vCPU that is exact).
+ * may reach several: TARGET_ALL, pulsed with every vCPU out (pulse_held).
  */
 static unsigned pin_target(struct fdvm_vm *vm, uint32_t pin)
 {
@@ -180,26 +185,50 @@ static unsigned pin_target(struct fdvm_vm *vm, uint32_t pin)
 		return 0;
 	if (ioctl(vm->vm_fd, KVM_GET_IRQCHIP, &chip) < 0) {
 		fdvm_log_errno(vm, errno, "irq: KVM_GET_IRQCHIP (ioapic)");
-		return 0;
+		return TARGET_ALL;
 	}
 	const __typeof__(chip.chip.ioapic.redirtbl[0]) *e = &chip.chip.ioapic.redirtbl[pin];
 	if (e->fields.dest_mode == 0 && e->fields.dest_id < vm->ncpus)
 		return e->fields.dest_id;
-	return 0;
+	return TARGET_ALL;
 }
 
 /* Line lock held: a pulse where no EOI can race with it: now if no thread
  * runs the vCPU the pin delivers to, else on that vCPU's thread with its
- * guest code out. */
+ * guest code out; for TARGET_ALL, by the level poll timer (level_poll),
+ * which holds every vCPU out for it. */
 static void request_pulse(struct fdvm_irq_line *l)
 {
-	struct fdvm_vcpu *vcpu = &l->vm->vcpus[pin_target(l->vm, l->gsi)];
+	unsigned target = pin_target(l->vm, l->gsi);
 
+	if (target == TARGET_ALL) {
+		l->level = LEVEL_PULSE;
+		l->target = TARGET_ALL;
+		return;
+	}
+	struct fdvm_vcpu *vcpu = &l->vm->vcpus[target];
 	if (fdvm_vcpu_if_idle(vcpu, pulse_now, l))
 		return;
 	l->level = LEVEL_PULSE;
-	l->target = (unsigned)vcpu->id;
+	l->target = target;
 	fdvm_vcpu_request_work(vcpu);
+}
+
+/* Every vCPU held out of the guest (fdvm_vm_hold): the TARGET_ALL pulses. */
+static void pulse_held(void *arg)
+{
+	struct fdvm_vm *vm = arg;
+
+	pthread_mutex_lock(&vm->irq_lock);
+	for (struct fdvm_irq_line *l = vm->lines; l; l = l->next) {
+		if (l->kernel || l->kind != FDVM_IRQ_LEVEL)
+			continue;
+		pthread_mutex_lock(&l->lock);
+		if (l->level == LEVEL_PULSE && l->target == TARGET_ALL)
+			pulse_now(l);
+		pthread_mutex_unlock(&l->lock);
+	}
+	pthread_mutex_unlock(&vm->irq_lock);
 }
 
 static void level_poll_arm(struct fdvm_vm *vm, bool on)
@@ -217,7 +246,7 @@ static void level_poll(void *opaque, int fd, uint32_t events)
 	struct fdvm_vm *vm = opaque;
 	struct kvm_irqchip chip = { .chip_id = KVM_IRQCHIP_IOAPIC };
 	uint64_t ticks;
-	bool busy = false;
+	bool busy = false, hold = false;
 
 	(void)events;
 	fdvm_eventfd_drain(fd, &ticks);
@@ -238,6 +267,7 @@ static void level_poll(void *opaque, int fd, uint32_t events)
 			request_pulse(l);
 		}
 		busy |= l->level != LEVEL_IDLE;
+		hold |= l->level == LEVEL_PULSE && l->target == TARGET_ALL;
 		pthread_mutex_unlock(&l->lock);
 	}
 	if (!busy && vm->level_timer_armed) {
@@ -245,6 +275,10 @@ static void level_poll(void *opaque, int fd, uint32_t events)
 		level_poll_arm(vm, false);
 	}
 	pthread_mutex_unlock(&vm->irq_lock);
+	/* Here, not on a line's own watch: a vCPU thread may be deleting
+	 * that watch (fdvm_loop_del waits for its callback), never this one. */
+	if (hold)
+		fdvm_vm_hold(vm, pulse_held, vm);
 }
 
 /* On a vCPU's thread, its guest code stopped: the pulses asked of it. */

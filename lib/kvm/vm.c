@@ -390,16 +390,28 @@ static bool any_unparked(struct fdvm_vm *vm)
 	return false;
 }
 
+/* pause_lock held: kicks every vCPU out of the guest and waits until each
+ * is parked or not running (one that starts parks before it enters). */
+static void wait_parked(struct fdvm_vm *vm)
+{
+	for (unsigned i = 0; i < vm->ncpus; i++)
+		fdvm_vcpu_leave_guest(&vm->vcpus[i]);
+	while (any_unparked(vm) && !atomic_load(&vm->stop_requested))
+		pthread_cond_wait(&vm->pause_cond, &vm->pause_lock);
+}
+
+/* Parked vCPUs look at the flags again. */
+static void wake_parked(struct fdvm_vm *vm)
+{
+	for (unsigned i = 0; i < vm->ncpus; i++)
+		fdvm_eventfd_signal(vm->vcpus[i].wake_fd);
+}
+
 int fdvm_vm_pause(struct fdvm_vm *vm)
 {
 	pthread_mutex_lock(&vm->pause_lock);
 	atomic_store(&vm->pause_requested, true);
-	for (unsigned i = 0; i < vm->ncpus; i++)
-		fdvm_vcpu_leave_guest(&vm->vcpus[i]);
-	/* Back once every vCPU is parked or not running at all (one that
-	 * starts parks before it enters the guest). */
-	while (any_unparked(vm) && !atomic_load(&vm->stop_requested))
-		pthread_cond_wait(&vm->pause_cond, &vm->pause_lock);
+	wait_parked(vm);
 	pthread_mutex_unlock(&vm->pause_lock);
 	return atomic_load(&vm->stop_requested) ? -ESHUTDOWN : 0;
 }
@@ -409,9 +421,19 @@ int fdvm_vm_resume(struct fdvm_vm *vm)
 	pthread_mutex_lock(&vm->pause_lock);
 	atomic_store(&vm->pause_requested, false);
 	pthread_mutex_unlock(&vm->pause_lock);
-	for (unsigned i = 0; i < vm->ncpus; i++)
-		fdvm_eventfd_signal(vm->vcpus[i].wake_fd);
+	wake_parked(vm);
 	return atomic_load(&vm->stop_requested) ? -ESHUTDOWN : 0;
+}
+
+void fdvm_vm_hold(struct fdvm_vm *vm, void (*fn)(void *), void *arg)
+{
+	pthread_mutex_lock(&vm->pause_lock);
+	atomic_fetch_add(&vm->holds, 1);
+	wait_parked(vm);
+	pthread_mutex_unlock(&vm->pause_lock);
+	fn(arg);
+	atomic_fetch_sub(&vm->holds, 1);
+	wake_parked(vm);
 }
 
 enum fdvm_vm_state fdvm_vm_state(struct fdvm_vm *vm)

@@ -12,7 +12,10 @@
  * With "cpus" on the command line every CPU the MADT lists is started and
  * waits in HLT, and the level line's pin is aimed at the last one: every
  * delivery must land there (the userspace fallback pulses the pin from
- * that vCPU's thread).
+ * that vCPU's thread). With "logical" too, every CPU's LAPIC is in the
+ * flat logical model and the pin's entry names the last CPU by its LDR
+ * bit, as Linux routes with up to 8 CPUs (the userspace fallback then
+ * holds every vCPU out of the guest for the pulse).
  */
 #include "testctl.h"
 #include "io.h"
@@ -39,7 +42,9 @@ static volatile uint64_t level_consumed, level_spurious, level_on_cpu[RT_MAX_CPU
 /* "cpus": the level pin is aimed at the last CPU the MADT lists. */
 static uint32_t ids[RT_MAX_CPUS];
 static unsigned ncpu = 1, level_cpu;
+static bool logical;
 static volatile int aps_stop;
+static volatile unsigned aps_logical; /* how many CPUs set their LDR */
 
 static void count_isr(struct rt_frame *f, void *opaque)
 {
@@ -172,9 +177,13 @@ static void test_teardown(void)
 
 static void test_level(void)
 {
-	rt_ioapic_route_dest(LEVEL_PIN, V_LEVEL, true, false, ids[level_cpu]);
+	if (logical)
+		rt_ioapic_route_logical(LEVEL_PIN, V_LEVEL, true, false, (uint8_t)(1u << level_cpu));
+	else
+		rt_ioapic_route_dest(LEVEL_PIN, V_LEVEL, true, false, ids[level_cpu]);
 	int64_t id = tc(TC_LINE_LEVEL, LEVEL_PIN, 0, 0);
-	rt_tap_ok(id >= 0, "level line on IOAPIC pin %d (%ld)", LEVEL_PIN, (long)id);
+	rt_tap_ok(id >= 0, "level line on IOAPIC pin %d, %s destination (%ld)", LEVEL_PIN,
+		  logical ? "logical" : "physical", (long)id);
 	mb.done = 0;
 	tc(TC_LEVEL_WORK, id, LEVEL_WORK, 0);
 	wait_for(&level_consumed, LEVEL_WORK, 0);
@@ -300,6 +309,10 @@ static void test_doorbells(void)
 static void ap_main(unsigned index)
 {
 	(void)index;
+	if (logical) {
+		rt_lapic_flat_logical();
+		__atomic_add_fetch(&aps_logical, 1, __ATOMIC_SEQ_CST);
+	}
 	while (!aps_stop)
 		rt_wait_for_interrupt();
 }
@@ -312,8 +325,13 @@ int guest_main(const char *cmdline)
 	rt_irq_set_handler(V_LEVEL, level_isr, 0);
 
 	if (rt_cmdline_has("cpus")) {
+		logical = rt_cmdline_has("logical");
+		if (logical)
+			rt_lapic_flat_logical();
 		ncpu = rt_smp_start(ap_main, ids);
-		level_cpu = ncpu - 1;
+		level_cpu = logical && ncpu > 8 ? 7 : ncpu - 1; /* 8 LDR bits */
+		while (logical && aps_logical < ncpu - 1)
+			__builtin_ia32_pause();
 	}
 	rt_tap_plan(ncpu > 1 ? 29 : 28);
 	rt_need_harness();
