@@ -331,9 +331,11 @@ def results(console):
 
     The guest starts every line meant for the runner with "FDVMT "; they are
     found anywhere in a console line, in case a kernel message got in first.
+    Only whole lines count: the console is read while QEMU writes it, and
+    a line caught half-written (a sha256 cut short) is not yet its value.
     """
     r = {}
-    for m in re.finditer(r"FDVMT (\S+) ?([^\n]*)", console):
+    for m in re.finditer(r"FDVMT (\S+) ?([^\n]*)\n", console):
         r.setdefault(m.group(1), m.group(2).strip())
     return r
 
