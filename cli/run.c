@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include "api.h"
@@ -102,6 +103,49 @@ static int stdin_for_guest(void)
 	return -1;
 }
 
+/* The terminal's settings before console_raw changed them. */
+static struct termios saved_tio;
+static bool tio_saved;
+
+static void console_restore(void)
+{
+	if (tio_saved && tcsetattr(0, TCSANOW, &saved_tio) < 0)
+		fprintf(stderr, "fdvm run: standard input: putting the terminal's settings back: %s\n",
+			strerror(errno));
+	tio_saved = false;
+}
+
+/*
+ * The terminal as the guest's serial line, as QEMU's stdio character
+ * device has it: each key goes to the guest at once, not echoed here and
+ * untranslated (Enter is a CR; the guest's own tty does the rest). Signals
+ * stay on, so ^C stops fdvm. Undone when fdvm exits.
+ */
+static void console_raw(int fd)
+{
+	struct termios t;
+
+	if (fd < 0 || !isatty(fd))
+		return;
+	if (tcgetattr(fd, &saved_tio) < 0) {
+		fprintf(stderr, "fdvm run: standard input: reading the terminal's settings: %s\n",
+			strerror(errno));
+		return;
+	}
+	t = saved_tio;
+	t.c_iflag &= ~(tcflag_t)(IGNBRK | BRKINT | PARMRK | ISTRIP | INLCR | IGNCR | ICRNL | IXON);
+	t.c_lflag &= ~(tcflag_t)(ICANON | ECHO | ECHONL | IEXTEN);
+	t.c_cc[VMIN] = 1;
+	t.c_cc[VTIME] = 0;
+	if (tcsetattr(fd, TCSANOW, &t) < 0) {
+		fprintf(stderr, "fdvm run: standard input: making the terminal raw: %s (input stays line by line)\n",
+			strerror(errno));
+		return;
+	}
+	tio_saved = true;
+	atexit(console_restore);
+}
+
 static void run_usage(FILE *f)
 {
 	fprintf(f,
@@ -175,8 +219,10 @@ static void run_usage(FILE *f)
 		"                           or off\n"
 		"  --serial WHERE           the guest's COM1: stdio (default: standard output,\n"
 		"                           and standard input as what COM1 receives when it is\n"
-		"                           a pipe, a socket, or the terminal in the foreground;\n"
-		"                           IRQ 4), file:PATH (made or truncated), or none\n"
+		"                           a pipe, a socket, or the terminal in the foreground,\n"
+		"                           which is then raw until fdvm exits: keys go to the\n"
+		"                           guest unechoed, ^C stops fdvm; IRQ 4), file:PATH\n"
+		"                           (made or truncated), or none\n"
 		"  --cmdline ARGS           the guest's command line, as one argument (or give\n"
 		"                           the arguments after --)\n"
 		"  --api-socket PATH        a control socket at PATH: JSON, one request per\n"
@@ -325,6 +371,7 @@ int fdvm_cmd_run(int argc, char **argv)
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
+	console_raw(cfg.console_in_fd);
 
 	/* The vCPU runs on a thread of its own role; this thread waits, then
 	 * takes the VM down, within the control role's list. */
@@ -340,6 +387,7 @@ int fdvm_cmd_run(int argc, char **argv)
 	if ((ret = fdvm_sandbox_enter(FDVM_ROLE_CONTROL, NULL)))
 		fprintf(stderr, "fdvm run: --seccomp: main thread: %s\n", strerror(-ret));
 	fdvm_vm_join(vm, &stop);
+	console_restore();
 
 	signal(SIGINT, SIG_DFL);
 	signal(SIGTERM, SIG_DFL);
@@ -353,6 +401,7 @@ int fdvm_cmd_run(int argc, char **argv)
 		fdvm_log(vm, FDVM_LOG_INFO, "guest stopped: %s, exit status %d",
 			 fdvm_stop_reason_name(stop.reason), status);
 out:
+	console_restore();
 	/* The socket's thread first: it reaches into the VM. */
 	fdvm_epoll_loop_destroy(api_loop);
 	api_destroy(api, false);

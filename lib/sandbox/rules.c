@@ -113,6 +113,7 @@ static const struct rule control[] = {
 	{ SCMP_SYS(clone), 0, CLONE_THREAD, CLONE_THREAD },
 	ANY(set_robust_list), ANY(rseq), ANY(prctl), ANY(seccomp), ANY(sched_getaffinity),
 	ANY(prlimit64), ANY(getrlimit),
+	IOCTL(TCSETS), /* fdvm run puts the terminal's settings back */
 	END
 };
 

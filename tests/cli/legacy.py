@@ -3,15 +3,19 @@
 (CMOS RTC, PIT, the initrd as a PVH module, the FADT's reset register), its RTC
 against the host's clock, a reset through the i8042 and through 0xcf9 (exit 12), bad
 --initrd and --cpu values; and COM1's receiver: a line written to fdvm's standard
-input reaches the uart_rx guest through IRQ 4."""
+input reaches the uart_rx guest through IRQ 4, from a pipe and from a terminal, which
+fdvm makes raw while it runs and puts back as it was."""
 import datetime
+import fcntl
 import os
+import pty
 import re
 import select
 import subprocess
 import time
 import sys
 import tempfile
+import termios
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from clitest import check, done  # noqa: E402
@@ -89,6 +93,48 @@ err = err.decode(errors="replace")
 fails = [l for l in text.splitlines() if l.startswith("not ok")]
 check(p.returncode == 0 and "1..4" in text and not fails,
       f"COM1 receives standard input through IRQ 4; THRE and loopback (exit {p.returncode}; {fails} {err[-200:]!r})")
+# The terminal in the foreground (a pty made fdvm's controlling terminal):
+# raw while fdvm runs, so the guest gets each key unechoed; as it was after.
+master, slave = pty.openpty()
+before = termios.tcgetattr(slave)
+
+
+def own_terminal():
+    os.setsid()
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+p = subprocess.Popen([fdvm, "run", uart_guest], stdin=slave, stdout=slave, stderr=subprocess.PIPE,
+                     preexec_fn=own_terminal)
+
+
+def read_master(until, limit):
+    got, t0 = b"", time.monotonic()
+    while until(got) and time.monotonic() - t0 < limit:
+        r, _, _ = select.select([master], [], [], 0.2)
+        if r:
+            got += os.read(master, 4096)
+    return got
+
+
+out = read_master(lambda b: b"# ready" not in b and p.poll() is None, 30)
+during = termios.tcgetattr(slave)
+os.write(master, b"hello fdvm\n")
+out += read_master(lambda b: p.poll() is None, 60)
+if p.poll() is None:
+    p.kill()
+err = p.communicate()[1].decode(errors="replace")
+out += read_master(lambda b: True, 0.5)
+after = termios.tcgetattr(slave)
+os.close(master)
+os.close(slave)
+text = out.decode(errors="replace")
+fails = [l for l in text.splitlines() if l.startswith("not ok")]
+raw = not during[3] & (termios.ICANON | termios.ECHO) and not during[0] & termios.ICRNL
+check(p.returncode == 0 and "1..4" in text and not fails and raw and b"hello fdvm\r\n" not in out,
+      f"the terminal as standard input: raw while the guest runs (no line editing, echo or CR "
+      f"translation), the line reaches the guest (exit {p.returncode}; raw {raw}; {fails} {err[-200:]!r})")
+check(after == before, "the terminal's settings are as before once fdvm exits")
 # With /dev/null as standard input the receiver stays empty and nothing waits on it.
 p = subprocess.run([fdvm, "run", guest], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
 check(p.returncode == 0, f"standard input /dev/null: no input, the guest runs (exit {p.returncode})")
