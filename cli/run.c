@@ -118,8 +118,8 @@ static void console_restore(void)
 /*
  * The terminal as the guest's serial line, as QEMU's stdio character
  * device has it: each key goes to the guest at once, not echoed here and
- * untranslated (Enter is a CR; the guest's own tty does the rest). Signals
- * stay on, so ^C stops fdvm. Undone when fdvm exits.
+ * untranslated (Enter is a CR; the guest's own tty does the rest). ^C
+ * still stops fdvm; ^Z goes to the guest. Undone when fdvm exits.
  */
 static void console_raw(int fd)
 {
@@ -137,6 +137,8 @@ static void console_raw(int fd)
 	t.c_lflag &= ~(tcflag_t)(ICANON | ECHO | ECHONL | IEXTEN);
 	t.c_cc[VMIN] = 1;
 	t.c_cc[VTIME] = 0;
+	/* ^Z to the guest: fdvm stopped by it would leave the terminal raw. */
+	t.c_cc[VSUSP] = _POSIX_VDISABLE;
 	if (tcsetattr(fd, TCSANOW, &t) < 0) {
 		fprintf(stderr, "fdvm run: standard input: making the terminal raw: %s (input stays line by line)\n",
 			strerror(errno));
@@ -221,7 +223,8 @@ static void run_usage(FILE *f)
 		"                           and standard input as what COM1 receives when it is\n"
 		"                           a pipe, a socket, or the terminal in the foreground,\n"
 		"                           which is then raw until fdvm exits: keys go to the\n"
-		"                           guest unechoed, ^C stops fdvm; IRQ 4), file:PATH\n"
+		"                           guest unechoed, ^C stops fdvm, ^Z is the guest's;\n"
+		"                           IRQ 4), file:PATH\n"
 		"                           (made or truncated), or none\n"
 		"  --cmdline ARGS           the guest's command line, as one argument (or give\n"
 		"                           the arguments after --)\n"

@@ -130,10 +130,11 @@ os.close(master)
 os.close(slave)
 text = out.decode(errors="replace")
 fails = [l for l in text.splitlines() if l.startswith("not ok")]
-raw = not during[3] & (termios.ICANON | termios.ECHO) and not during[0] & termios.ICRNL
+raw = (not during[3] & (termios.ICANON | termios.ECHO) and not during[0] & termios.ICRNL
+       and during[6][termios.VSUSP] == b"\0" and during[6][termios.VINTR] == before[6][termios.VINTR])
 check(p.returncode == 0 and "1..4" in text and not fails and raw and b"hello fdvm\r\n" not in out,
       f"the terminal as standard input: raw while the guest runs (no line editing, echo or CR "
-      f"translation), the line reaches the guest (exit {p.returncode}; raw {raw}; {fails} {err[-200:]!r})")
+      f"translation, ^Z the guest's, ^C fdvm's), the line reaches the guest (exit {p.returncode}; raw {raw}; {fails} {err[-200:]!r})")
 check(after == before, "the terminal's settings are as before once fdvm exits")
 # With /dev/null as standard input the receiver stays empty and nothing waits on it.
 p = subprocess.run([fdvm, "run", guest], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
