@@ -96,6 +96,24 @@ void bench_order(unsigned round, unsigned n, unsigned *order);
 void bench_json_spread(FILE *f, const char *key, const double *v, unsigned n, const char *fmt);
 const char *bench_fmt_spread(char *buf, size_t len, struct bench_spread s, const char *fmt);
 
+/*
+ * A PNG bar chart with error bars (gnuplot), a panel beside another: in
+ * each panel, a group of bars along x for each of its groups, one bar per
+ * series: value(ctx, panel, group, series)'s median, its bar from lowest
+ * to highest round (n == 0: no bar). Prints "chart: PATH"; 0, or -1 with
+ * a message when gnuplot is missing or fails.
+ */
+struct bench_panel {
+	const char *title, *ylabel;
+	bool logscale;
+	unsigned ngroups;
+	const char *const *groups;
+};
+int bench_chart(const char *path, const char *title, unsigned nseries, const char *const *series,
+		unsigned npanels, const struct bench_panel *panels,
+		struct bench_spread (*value)(void *ctx, unsigned panel, unsigned group, unsigned series),
+		void *ctx);
+
 /* Shared by the benchmarks (doorbell.c). */
 double bench_tsc_hz(void);
 const char *bench_default_guest(void);

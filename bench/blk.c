@@ -345,11 +345,27 @@ static bool have_qsd(void)
 	return system("command -v qemu-storage-daemon >/dev/null 2>&1") == 0;
 }
 
+/* The chart's figures: IOPS (panel 0) and p99 (panel 1) of each row and
+ * workload over the rounds; a failed row has none. */
+struct blk_chart {
+	double (*iops)[KINDS][BENCH_MAX_ROUNDS], (*p99)[KINDS][BENCH_MAX_ROUNDS];
+	unsigned rounds;
+	const bool *failed;
+};
+
+static struct bench_spread blk_chart_value(void *opaque, unsigned panel, unsigned k, unsigned v)
+{
+	const struct blk_chart *c = opaque;
+	if (c->failed[v])
+		return (struct bench_spread){ 0 };
+	return bench_spread(panel ? c->p99[v][k] : c->iops[v][k], c->rounds);
+}
+
 int fdvm_cmd_bench_blk(int argc, char **argv)
 {
 	struct bench_opts o = { .reps = 1, .ops = 5000, .qemu = -1 };
 	unsigned rounds = 3;
-	const char *dir = "/dev/shm", *json = "fdvm-bench-blk.json";
+	const char *dir = "/dev/shm", *json = "fdvm-bench-blk.json", *png = "fdvm-bench-blk.png";
 	unsigned long size_mb = 256, poll_us = 50, cost_rounds = 0;
 	bool vhost_user = true, ops_given = false;
 
@@ -357,7 +373,8 @@ int fdvm_cmd_bench_blk(int argc, char **argv)
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
 			printf("usage: fdvm bench blk [--rounds N] [--reps N] [--ops N] [--size MiB] [--dir DIR]\n"
-			       "       [--poll-us N] [--json FILE] [--no-qemu] [--no-vhost-user] [--guest FILE]\n"
+			       "       [--poll-us N] [--json FILE] [--png FILE] [--no-qemu] [--no-vhost-user]\n"
+			       "       [--guest FILE]\n"
 			       "       [--cache writeback|none] [--cpus N]\n"
 			       "       fdvm bench blk --counters-cost ROUNDS [--ops N] [--poll-us N] ...\n"
 			       "4 KiB random reads and writes at queue depths 1 and 32 on a raw image\n"
@@ -372,7 +389,9 @@ int fdvm_cmd_bench_blk(int argc, char **argv)
 			       "order turning every round, with --reps (default 1) repetitions of --ops\n"
 			       "(default 5000) operations a boot; figures are medians over the rounds,\n"
 			       "ratios are taken within each round and shown as their median\n"
-			       "[lowest..highest].\n"
+			       "[lowest..highest]. --json (default fdvm-bench-blk.json) keeps every\n"
+			       "round; --png (default fdvm-bench-blk.png) charts IOPS and p99 with the\n"
+			       "rounds' spread as error bars (gnuplot).\n"
 			       "--cache none: every row with O_DIRECT (QEMU and qemu-storage-daemon also\n"
 			       "with aio=io_uring), the image filled with data first and the page cache\n"
 			       "dropped before each row (root): use --dir on the disk to measure it.\n"
@@ -423,6 +442,8 @@ int fdvm_cmd_bench_blk(int argc, char **argv)
 			dir = v;
 		else if (!strcmp(a, "--json"))
 			json = v;
+		else if (!strcmp(a, "--png"))
+			png = v;
 		else if (!strcmp(a, "--guest"))
 			o.guest = v;
 		else {
@@ -734,5 +755,14 @@ int fdvm_cmd_bench_blk(int argc, char **argv)
 		fclose(j);
 		printf("figures: %s\n", json);
 	}
+	struct blk_chart c = { .iops = iops, .p99 = p99, .rounds = rounds, .failed = failed };
+	char title[120];
+	snprintf(title, sizeof(title), "fdvm bench blk: 4 KiB, median of %u round%s; bars: lowest and "
+		 "highest round", rounds, rounds == 1 ? "" : "s");
+	const struct bench_panel panels[2] = {
+		{ "IOPS (higher is better)", "IOPS", true, KINDS, names },
+		{ "p99 latency (lower is better)", "us", true, KINDS, names },
+	};
+	bench_chart(png, title, NV, vmm_names, 2, panels, blk_chart_value, &c);
 	return status;
 }

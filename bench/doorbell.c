@@ -231,55 +231,38 @@ static void write_json(const char *path, double hz, const struct bench_opts *o,
 	fclose(f);
 }
 
+/* The chart: the rows fdvm ran, in table order, for bench_chart. */
+struct chart_ctx {
+	const struct figures *fg;
+	unsigned row[N_ROWS];
+};
+
+static struct bench_spread chart_value(void *opaque, unsigned panel, unsigned group, unsigned v)
+{
+	const struct chart_ctx *c = opaque;
+	(void)panel;
+	return bench_spread(c->fg->us[c->row[group]][v], c->fg->rounds);
+}
+
 static void write_png(const char *path, const struct figures *fg)
 {
-	char dat[] = "/tmp/fdvm-bench-XXXXXX";
-	int fd = mkstemp(dat);
-	if (fd < 0)
-		return;
-	FILE *f = fdopen(fd, "w");
-	if (!f) {
-		close(fd);
-		unlink(dat);
-		return;
-	}
-	for (unsigned i = 0; i < N_ROWS; i++) {
-		if (!bench_spread(fg->us[i][VMM_FDVM], fg->rounds).n)
-			continue;
-		fprintf(f, "%s", all_rows[i].name);
-		for (unsigned v = 0; v < N_VMM; v++) {
-			struct bench_spread sp = bench_spread(fg->us[i][v], fg->rounds);
-			if (sp.n)
-				fprintf(f, " %.4f %.4f %.4f", sp.median, sp.min, sp.max);
-			else
-				fprintf(f, " NaN NaN NaN");
+	static const char *const series[N_VMM] = { "fdvm", "floor (bare KVM loop)", "QEMU" };
+	struct chart_ctx c = { .fg = fg };
+	const char *names[N_ROWS];
+	unsigned n = 0;
+	char title[160];
+
+	for (unsigned i = 0; i < N_ROWS; i++)
+		if (bench_spread(fg->us[i][VMM_FDVM], fg->rounds).n) {
+			c.row[n] = i;
+			names[n++] = all_rows[i].name;
 		}
-		fprintf(f, "\n");
-	}
-	fclose(f);
-	FILE *g = popen("gnuplot 2>/dev/null", "w");
-	if (!g) {
-		unlink(dat);
-		return;
-	}
-	fprintf(g,
-		"set terminal png size 1400,650\n"
-		"set output '%s'\n"
-		"set title 'fdvm doorbell benchmark: microseconds per operation, median of %u rounds; "
-		"bars: lowest and highest round (lower is better)'\n"
-		"set style data histogram\nset style histogram errorbars gap 1 lw 1\n"
-		"set style fill solid border -1\nset boxwidth 0.9\n"
-		"set logscale y\nset ylabel 'us per operation'\nset grid ytics\n"
-		"set xtics rotate by -30\nset datafile missing 'NaN'\n"
-		"plot '%s' using 2:3:4:xtic(1) title 'fdvm', '' using 5:6:7 title 'floor (bare KVM loop)', "
-		"'' using 8:9:10 title 'QEMU'\n",
-		path, fg->rounds, dat);
-	int rc = pclose(g);
-	unlink(dat);
-	if (rc != 0)
-		fprintf(stderr, "fdvm bench: gnuplot failed or is missing: no %s\n", path);
-	else
-		printf("chart: %s\n", path);
+	snprintf(title, sizeof(title),
+		 "fdvm doorbell benchmark: median of %u round%s; bars: lowest and highest round "
+		 "(lower is better)", fg->rounds, fg->rounds == 1 ? "" : "s");
+	struct bench_panel panel = { .title = "", .ylabel = "us per operation", .logscale = true,
+				     .ngroups = n, .groups = names };
+	bench_chart(path, title, N_VMM, series, 1, &panel, chart_value, &c);
 }
 
 /* The guest's command line for VMM v: the wanted rows it has a twin of. */

@@ -702,7 +702,7 @@ static void print_ratios(double per[2][BENCH_MAX_ROUNDS], const bool have[2], un
 static void usage(void)
 {
 	printf("usage: fdvm bench net [--rounds N] [--count N] [--poll US] [--json FILE]\n"
-	       "                      [--no-qemu] [--no-vhost-user] [--guest FILE]\n"
+	       "                      [--png FILE] [--no-qemu] [--no-vhost-user] [--guest FILE]\n"
 	       "The bench guest's virtio-net driver (polling, one queue pair) on four\n"
 	       "devices on the same tap, in one run: fdvm's in-process device (fdvm --net),\n"
 	       "fdvm's and QEMU's vhost-user frontends on 'fdvm serve net' (this\n"
@@ -717,13 +717,34 @@ static void usage(void)
 	       "queue this long before sleeping (default: the device's default).\n"
 	       "Needs root: everything runs in a network namespace the benchmark makes\n"
 	       "(tap " TAP ", host " HOST_IP ", guest " GUEST_IP ") and that goes with it.\n"
-	       "--no-qemu leaves out the QEMU rows, --no-vhost-user the fdvm serve net rows.\n");
+	       "--no-qemu leaves out the QEMU rows, --no-vhost-user the fdvm serve net rows.\n"
+	       "--json (default fdvm-bench-net.json) keeps every round; --png (default\n"
+	       "fdvm-bench-net.png) charts the round trip and the packet rates with the\n"
+	       "rounds' spread as error bars (gnuplot).\n");
+}
+
+/* The chart's figures, per row over the rounds: the round trip's mean and
+ * p99 (panel 0), the guest's rates at both sizes (panel 1). */
+struct net_chart {
+	double (*ra)[NK][BENCH_MAX_ROUNDS], (*rb)[NK][BENCH_MAX_ROUNDS];
+	unsigned rounds;
+	const bool *failed;
+};
+
+static struct bench_spread net_chart_value(void *opaque, unsigned panel, unsigned g, unsigned r)
+{
+	const struct net_chart *c = opaque;
+	if (c->failed[r])
+		return (struct bench_spread){ 0 };
+	if (panel == 0)
+		return bench_spread(g ? c->rb[r][K_RTT] : c->ra[r][K_RTT], c->rounds);
+	return bench_spread(c->ra[r][g ? K_TX1500 : K_TX64], c->rounds);
 }
 
 int fdvm_cmd_bench_net(int argc, char **argv)
 {
 	struct net_opts o = { .rounds = 3, .count = 20000 };
-	const char *json = "fdvm-bench-net.json";
+	const char *json = "fdvm-bench-net.json", *png = "fdvm-bench-net.png";
 	int qemu = -1;
 	bool vhost_user = true;
 
@@ -758,6 +779,8 @@ int fdvm_cmd_bench_net(int argc, char **argv)
 			o.poll_set = true;
 		} else if (!strcmp(a, "--json"))
 			json = v;
+		else if (!strcmp(a, "--png"))
+			png = v;
 		else if (!strcmp(a, "--guest"))
 			o.guest = v;
 		else {
@@ -973,5 +996,16 @@ int fdvm_cmd_bench_net(int argc, char **argv)
 		fclose(j);
 		printf("figures: %s\n", json);
 	}
+	static const char *const rtt_groups[2] = { "mean", "p99" };
+	static const char *const tx_groups[2] = { "64-byte frames", "1500-byte packets" };
+	const struct bench_panel panels[2] = {
+		{ "UDP round trip (lower is better)", "us", false, 2, rtt_groups },
+		{ "packets the guest sent a second (higher is better)", "packets/s", false, 2, tx_groups },
+	};
+	struct net_chart c = { .ra = ra, .rb = rb, .rounds = o.rounds, .failed = failed };
+	char title[120];
+	snprintf(title, sizeof(title), "fdvm bench net: median of %u round%s; bars: lowest and highest "
+		 "round", o.rounds, o.rounds == 1 ? "" : "s");
+	bench_chart(png, title, NR, row_names, 2, panels, net_chart_value, &c);
 	return status;
 }

@@ -8,6 +8,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "bench.h"
 
@@ -79,4 +80,98 @@ const char *bench_fmt_spread(char *buf, size_t len, struct bench_spread s, const
 	else
 		snprintf(buf, len, "%s [%s..%s]", a, b, c);
 	return buf;
+}
+
+/* One panel's data: a line per group, its name quoted, then median, lowest
+ * and highest for each series (NaN: none). 0 or -1. */
+static int chart_data(char *path, unsigned p, const struct bench_panel *panel, unsigned nseries,
+		      struct bench_spread (*value)(void *, unsigned, unsigned, unsigned), void *ctx)
+{
+	int fd = mkstemp(path);
+	if (fd < 0)
+		return -1;
+	FILE *f = fdopen(fd, "w");
+	if (!f) {
+		close(fd);
+		unlink(path);
+		return -1;
+	}
+	for (unsigned g = 0; g < panel->ngroups; g++) {
+		fprintf(f, "\"%s\"", panel->groups[g]);
+		for (unsigned s = 0; s < nseries; s++) {
+			struct bench_spread sp = value(ctx, p, g, s);
+			if (sp.n)
+				fprintf(f, " %g %g %g", sp.median, sp.min, sp.max);
+			else
+				fprintf(f, " NaN NaN NaN");
+		}
+		fprintf(f, "\n");
+	}
+	if (fclose(f)) {
+		unlink(path);
+		return -1;
+	}
+	return 0;
+}
+
+int bench_chart(const char *path, const char *title, unsigned nseries, const char *const *series,
+		unsigned npanels, const struct bench_panel *panels,
+		struct bench_spread (*value)(void *ctx, unsigned panel, unsigned group, unsigned series),
+		void *ctx)
+{
+	char dat[4][32];
+	unsigned made = 0;
+	int ret = -1;
+
+	if (npanels > 4)
+		npanels = 4;
+	for (; made < npanels; made++) {
+		snprintf(dat[made], sizeof(dat[made]), "/tmp/fdvm-bench-XXXXXX");
+		if (chart_data(dat[made], made, &panels[made], nseries, value, ctx))
+			goto out;
+	}
+	FILE *g = popen("gnuplot 2>/dev/null", "w");
+	if (!g)
+		goto out;
+	unsigned width = 0;
+	for (unsigned p = 0; p < npanels; p++) { /* room for every bar */
+		unsigned w = 40 + panels[p].ngroups * (nseries + 1) * 18;
+		width += w > 600 ? w : 600;
+	}
+	fprintf(g, "set terminal png size %u,700\nset output '%s'\n", width, path);
+	fprintf(g, "set multiplot layout 1,%u title '%s'\n", npanels, title);
+	fprintf(g, "set style data histogram\nset style histogram errorbars gap 1 lw 1\n"
+		   "set style fill solid border -1\nset boxwidth 0.9\nset grid ytics\n"
+		   "set xtics rotate by -30\nset datafile missing 'NaN'\nset key below\n");
+	for (unsigned p = 0; p < npanels; p++) {
+		/* A linear axis starts at 0, so that bar heights compare. */
+		fprintf(g, "%sset logscale y\nset yrange [%s:*]\nset title '%s'\nset ylabel '%s'\n",
+			panels[p].logscale ? "" : "un", panels[p].logscale ? "*" : "0", panels[p].title,
+			panels[p].ylabel);
+		/* Only the series with a figure here (gnuplot refuses a column
+		 * with none), each in its own colour in every panel. */
+		bool first = true;
+		for (unsigned s = 0; s < nseries; s++) {
+			bool any = false;
+			for (unsigned gi = 0; gi < panels[p].ngroups && !any; gi++)
+				any = value(ctx, p, gi, s).n > 0;
+			if (!any)
+				continue;
+			fprintf(g, "%s'%s' using %u:%u:%u%s lt %u title '%s'", first ? "plot " : ", ",
+				dat[p], 2 + 3 * s, 3 + 3 * s, 4 + 3 * s, first ? ":xtic(1)" : "", s + 1,
+				series[s]);
+			first = false;
+		}
+		fprintf(g, first ? "plot NaN notitle\n" : "\n");
+	}
+	fprintf(g, "unset multiplot\n");
+	ret = pclose(g) == 0 ? 0 : -1;
+out:
+	for (unsigned i = 0; i < made; i++)
+		unlink(dat[i]);
+	if (ret)
+		fprintf(stderr, "fdvm bench: gnuplot failed or is missing: no %s\n", path);
+	else
+		printf("chart: %s\n", path);
+	return ret;
 }

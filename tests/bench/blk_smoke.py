@@ -30,8 +30,17 @@ res = []
 
 def run(js, *extra):
     return subprocess.run([fdvm, "bench", "blk", "--rounds", "2", "--ops", "300", "--size", "16",
-                           "--dir", tmp, "--guest", guest, "--json", js, *extra],
+                           "--dir", tmp, "--guest", guest, "--json", js, "--png", js[:-len(".json")] + ".png", *extra],
                           capture_output=True, text=True, timeout=240)
+
+
+def png_ok(js):
+    """The chart beside js: a PNG, and said so."""
+    try:
+        with open(js[:-len(".json")] + ".png", "rb") as f:
+            return f.read(8) == b"\x89PNG\r\n\x1a\n"
+    except OSError:
+        return False
 
 
 def load(js):
@@ -112,6 +121,8 @@ def check(label, p, doc, with_qemu):
 js = os.path.join(tmp, "blk.json")
 p = run(js)
 check("all rows", p, load(js), qemu)
+res.append((png_ok(js) and "chart: " + js[:-len(".json")] + ".png" in p.stdout,
+            "all rows: the chart (IOPS and p99 with error bars) written"))
 res.append(("randread qd32" in p.stdout, "table printed"))
 
 if qemu:  # without QEMU the run above was this one
