@@ -15,6 +15,9 @@ import subprocess
 import sys
 import tempfile
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from chart import chart_of, png_ok  # noqa: E402
+
 fdvm, guest = sys.argv[1], sys.argv[2]
 if not os.access("/dev/kvm", os.R_OK | os.W_OK):
     print("1..0 # SKIP no usable /dev/kvm")
@@ -30,17 +33,8 @@ res = []
 
 def run(js, *extra):
     return subprocess.run([fdvm, "bench", "blk", "--rounds", "2", "--ops", "300", "--size", "16",
-                           "--dir", tmp, "--guest", guest, "--json", js, "--png", js[:-len(".json")] + ".png", *extra],
+                           "--dir", tmp, "--guest", guest, "--json", js, "--png", chart_of(js), *extra],
                           capture_output=True, text=True, timeout=240)
-
-
-def png_ok(js):
-    """The chart beside js: a PNG, and said so."""
-    try:
-        with open(js[:-len(".json")] + ".png", "rb") as f:
-            return f.read(8) == b"\x89PNG\r\n\x1a\n"
-    except OSError:
-        return False
 
 
 def load(js):
@@ -121,7 +115,7 @@ def check(label, p, doc, with_qemu):
 js = os.path.join(tmp, "blk.json")
 p = run(js)
 check("all rows", p, load(js), qemu)
-res.append((png_ok(js) and "chart: " + js[:-len(".json")] + ".png" in p.stdout,
+res.append((png_ok(chart_of(js)) and "chart: " + chart_of(js) in p.stdout,
             "all rows: the chart (IOPS and p99 with error bars) written"))
 res.append(("randread qd32" in p.stdout, "table printed"))
 

@@ -17,6 +17,9 @@ import subprocess
 import sys
 import tempfile
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from chart import chart_of, png_ok  # noqa: E402
+
 fdvm, guest = sys.argv[1], sys.argv[2]
 
 
@@ -67,19 +70,10 @@ before_pids, before_dirs = ours(), sockdirs()
 def run(js, *extra):
     try:
         return subprocess.run([fdvm, "bench", "net", "--rounds", str(REPS), "--count", str(COUNT),
-                               "--guest", guest, "--json", js, "--png", js[:-len(".json")] + ".png", *extra],
+                               "--guest", guest, "--json", js, "--png", chart_of(js), *extra],
                               capture_output=True, text=True, timeout=280)
     except subprocess.TimeoutExpired as e:
         return subprocess.CompletedProcess(e.cmd, -1, e.stdout or "", f"timed out: {e.stderr!r}")
-
-
-def png_ok(js):
-    """The chart beside js: a PNG, and said so."""
-    try:
-        with open(js[:-len(".json")] + ".png", "rb") as f:
-            return f.read(8) == b"\x89PNG\r\n\x1a\n"
-    except OSError:
-        return False
 
 
 def load(js):
@@ -148,7 +142,7 @@ js = os.path.join(tmp, "net.json")
 if qemu:
     p = run(js)
     check("all rows", p, load(js), ROWS)
-    res.append((png_ok(js) and "chart: " + js[:-len(".json")] + ".png" in p.stdout,
+    res.append((png_ok(chart_of(js)) and "chart: " + chart_of(js) in p.stdout,
                 "all rows: the chart written"))
 else:
     comments.append("no qemu-system-x86_64: the QEMU rows are left out (--no-qemu)")
@@ -158,7 +152,7 @@ else:
 js2 = os.path.join(tmp, "net2.json")
 p = run(js2, "--no-qemu", "--no-vhost-user")
 check("--no-qemu --no-vhost-user", p, load(js2), ROWS[:1])
-res.append((png_ok(js2) and "chart: " + js2[:-len(".json")] + ".png" in p.stdout,
+res.append((png_ok(chart_of(js2)) and "chart: " + chart_of(js2) in p.stdout,
             "--no-qemu --no-vhost-user: the chart (round trip and rates with error bars) written"))
 
 res.append((subprocess.run(["ip", "link", "show", "fdvmb0"], capture_output=True).returncode != 0,

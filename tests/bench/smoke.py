@@ -7,6 +7,9 @@ import subprocess
 import sys
 import tempfile
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from chart import png_ok  # noqa: E402
+
 fdvm, guest = sys.argv[1], sys.argv[2]
 if not os.access("/dev/kvm", os.R_OK | os.W_OK):
     print("1..0 # SKIP no usable /dev/kvm")
@@ -95,8 +98,7 @@ except Exception:  # noqa: BLE001 - any failure to read is the finding
 check(p2.returncode == 0 and "2 vCPUs" in p2.stdout and all((r, "fdvm") in rows2 for r in rows)
       and ("QEMU rows skipped" in p2.stdout or all((r, "qemu") in rows2 for r in qemu_rows)),
       f"--cpus 2: every row (exit {p2.returncode}; {p2.stderr[-300:]!r})")
-with open(png, "rb") as f:
-    check(f.read(8) == b"\x89PNG\r\n\x1a\n", "PNG written")
+check(png_ok(png), "PNG written")
 for i, (ok, what) in enumerate(results, 1):
     print(f"{'ok' if ok else 'not ok'} {i} - {what}")
 print(f"1..{len(results)}")
