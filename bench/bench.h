@@ -100,8 +100,8 @@ const char *bench_fmt_spread(char *buf, size_t len, struct bench_spread s, const
  * A PNG bar chart with error bars (gnuplot), a panel beside another: in
  * each panel, a group of bars along x for each of its groups, one bar per
  * series: value(ctx, panel, group, series)'s median, its bar from lowest
- * to highest round (n == 0: no bar). Prints "chart: PATH"; 0, or -1 with
- * a message when gnuplot is missing or fails.
+ * to highest round (n == 0: no bar); at most 4 panels. Prints "chart:
+ * PATH"; 0, or -1 with a message when gnuplot is missing or fails.
  */
 struct bench_panel {
 	const char *title, *ylabel;

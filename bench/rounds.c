@@ -5,9 +5,11 @@
  * with its spread (the lowest and highest round), so that drift of the
  * machine over a run shows as spread instead of as a ratio.
  */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "bench.h"
@@ -127,12 +129,17 @@ int bench_chart(const char *path, const char *title, unsigned nseries, const cha
 		npanels = 4;
 	for (; made < npanels; made++) {
 		snprintf(dat[made], sizeof(dat[made]), "/tmp/fdvm-bench-XXXXXX");
-		if (chart_data(dat[made], made, &panels[made], nseries, value, ctx))
+		if (chart_data(dat[made], made, &panels[made], nseries, value, ctx)) {
+			fprintf(stderr, "fdvm bench: the chart's data in /tmp: %s: no %s\n",
+				strerror(errno), path);
 			goto out;
+		}
 	}
 	FILE *g = popen("gnuplot 2>/dev/null", "w");
-	if (!g)
+	if (!g) {
+		fprintf(stderr, "fdvm bench: starting gnuplot: %s: no %s\n", strerror(errno), path);
 		goto out;
+	}
 	unsigned width = 0;
 	for (unsigned p = 0; p < npanels; p++) { /* room for every bar */
 		unsigned w = 40 + panels[p].ngroups * (nseries + 1) * 18;
@@ -162,16 +169,17 @@ int bench_chart(const char *path, const char *title, unsigned nseries, const cha
 				series[s]);
 			first = false;
 		}
-		fprintf(g, first ? "plot NaN notitle\n" : "\n");
+		fputs(first ? "plot NaN notitle\n" : "\n", g);
 	}
 	fprintf(g, "unset multiplot\n");
-	ret = pclose(g) == 0 ? 0 : -1;
+	if (pclose(g) == 0) {
+		printf("chart: %s\n", path);
+		ret = 0;
+	} else {
+		fprintf(stderr, "fdvm bench: gnuplot failed or is missing: no %s\n", path);
+	}
 out:
 	for (unsigned i = 0; i < made; i++)
 		unlink(dat[i]);
-	if (ret)
-		fprintf(stderr, "fdvm bench: gnuplot failed or is missing: no %s\n", path);
-	else
-		printf("chart: %s\n", path);
 	return ret;
 }

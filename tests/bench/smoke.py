@@ -3,6 +3,7 @@
 table, the JSON and the PNG are well-formed (not how fast anything is)."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -99,6 +100,7 @@ check(p2.returncode == 0 and "2 vCPUs" in p2.stdout and all((r, "fdvm") in rows2
       and ("QEMU rows skipped" in p2.stdout or all((r, "qemu") in rows2 for r in qemu_rows)),
       f"--cpus 2: every row (exit {p2.returncode}; {p2.stderr[-300:]!r})")
 check(png_ok(png), "PNG written")
+shutil.rmtree(tmp, ignore_errors=True)
 for i, (ok, what) in enumerate(results, 1):
     print(f"{'ok' if ok else 'not ok'} {i} - {what}")
 print(f"1..{len(results)}")
