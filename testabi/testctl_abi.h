@@ -66,8 +66,8 @@ enum {
  * vector's signal, written after it. With TC_PACE(k) in TC_MSIX_ROUND's
  * ARG1 the backend paces itself on the guest: the guest bumps guest_ops
  * just before each mask or unmask write, and the backend sends signal i
- * only once guest_ops * k >= i (if guest_ops stands still for a second it
- * stops pacing for the rest of the round and bumps pace_stalls). */
+ * only once guest_ops * k >= i (if guest_ops stands still for 5 s it stops
+ * pacing for the rest of the round and bumps pace_stalls). */
 struct tc_msix_mailbox {
 	volatile uint64_t seq[FDVM_TEST_MSIX_VECTORS];
 	volatile uint64_t written[FDVM_TEST_MSIX_VECTORS];

@@ -406,9 +406,13 @@ int guest_main(const char *cmdline)
 		  (ncpu == 1 || retargets > 0),
 		  "every delivery on the CPU its vector named at that moment (%lu elsewhere; "
 		  "%u CPUs, %lu retargets)", (unsigned long)wrong_cpu, ncpu, (unsigned long)retargets);
-	rt_tap_ok(total <= signals && writes * 10 >= signals && mb.pace_stalls == 0,
+	/* What pacing is for: many writes, and signals that met them. A pace
+	 * stall (the guest's vCPU not scheduled for seconds on a loaded host)
+	 * only ends pacing for that round; the counts above hold regardless. */
+	rt_tap_ok(total <= signals && writes * 10 >= signals && overlapping > 0,
 		  "deliveries %lu <= signals %lu; %lu mask/unmask writes >= a tenth of the signals, "
-		  "paced (%lu stalls)", (unsigned long)total, (unsigned long)signals,
-		  (unsigned long)writes, (unsigned long)mb.pace_stalls);
+		  "%lu signals met one in flight (%lu pace stalls)", (unsigned long)total,
+		  (unsigned long)signals, (unsigned long)writes, (unsigned long)overlapping,
+		  (unsigned long)mb.pace_stalls);
 	return rt_tap_done();
 }

@@ -103,9 +103,11 @@ static uint64_t now_ns(void)
  * Pacing: signal i of the round waits until the guest has begun i / pace
  * mask or unmask writes since the round started, so the signals spread
  * over the whole storm and each burst races with the write the guest has
- * just announced. Bounded: if the guest makes no progress for a second,
- * pacing is off for the rest of the round.
+ * just announced. Bounded: if the guest makes no progress for PACE_STALL_NS
+ * (longer than the guest's fence may wait for another vCPU, FENCE_CYCLES in
+ * guest/tests/msix), pacing is off for the rest of the round.
  */
+#define PACE_STALL_NS 5000000000ull
 static bool pace_wait(struct tc_msix_mailbox *mb, uint64_t base, uint64_t i, uint64_t pace)
 {
 	uint64_t last = __atomic_load_n(&mb->guest_ops, __ATOMIC_ACQUIRE), t0 = now_ns();
@@ -116,7 +118,7 @@ static bool pace_wait(struct tc_msix_mailbox *mb, uint64_t base, uint64_t i, uin
 		if (ops != last) {
 			last = ops;
 			t0 = now_ns();
-		} else if (now_ns() - t0 > 1000000000ull) {
+		} else if (now_ns() - t0 > PACE_STALL_NS) {
 			__atomic_fetch_add(&mb->pace_stalls, 1, __ATOMIC_SEQ_CST);
 			return false;
 		}
