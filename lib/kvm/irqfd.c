@@ -214,21 +214,32 @@ static void request_pulse(struct fdvm_irq_line *l)
 	fdvm_vcpu_request_work(vcpu);
 }
 
-/* Every vCPU held out of the guest (fdvm_vm_hold): the TARGET_ALL pulses. */
-static void pulse_held(void *arg)
+/* Line lock held: a pulse asked of target (a vCPU's id, or TARGET_ALL). */
+static bool pulse_asked(const struct fdvm_irq_line *l, unsigned target)
 {
-	struct fdvm_vm *vm = arg;
+	return l->level == LEVEL_PULSE && l->target == target;
+}
 
+/* The pulses asked of target, made now: on that vCPU's thread with its
+ * guest out, or for TARGET_ALL with every vCPU held out. */
+static void pulse_asked_of(struct fdvm_vm *vm, unsigned target)
+{
 	pthread_mutex_lock(&vm->irq_lock);
 	for (struct fdvm_irq_line *l = vm->lines; l; l = l->next) {
 		if (l->kernel || l->kind != FDVM_IRQ_LEVEL)
 			continue;
 		pthread_mutex_lock(&l->lock);
-		if (l->level == LEVEL_PULSE && l->target == TARGET_ALL)
+		if (pulse_asked(l, target))
 			pulse_now(l);
 		pthread_mutex_unlock(&l->lock);
 	}
 	pthread_mutex_unlock(&vm->irq_lock);
+}
+
+/* fdvm_vm_hold's work: every vCPU is out of the guest. */
+static void pulse_held(void *arg)
+{
+	pulse_asked_of(arg, TARGET_ALL);
 }
 
 static void level_poll_arm(struct fdvm_vm *vm, bool on)
@@ -267,7 +278,7 @@ static void level_poll(void *opaque, int fd, uint32_t events)
 			request_pulse(l);
 		}
 		busy |= l->level != LEVEL_IDLE;
-		hold |= l->level == LEVEL_PULSE && l->target == TARGET_ALL;
+		hold |= pulse_asked(l, TARGET_ALL);
 		pthread_mutex_unlock(&l->lock);
 	}
 	if (!busy && vm->level_timer_armed) {
@@ -284,18 +295,7 @@ static void level_poll(void *opaque, int fd, uint32_t events)
 /* On a vCPU's thread, its guest code stopped: the pulses asked of it. */
 void fdvm_irq_vcpu_work(struct fdvm_vcpu *vcpu)
 {
-	struct fdvm_vm *vm = vcpu->vm;
-
-	pthread_mutex_lock(&vm->irq_lock);
-	for (struct fdvm_irq_line *l = vm->lines; l; l = l->next) {
-		if (l->kernel || l->kind != FDVM_IRQ_LEVEL)
-			continue;
-		pthread_mutex_lock(&l->lock);
-		if (l->level == LEVEL_PULSE && l->target == (unsigned)vcpu->id)
-			pulse_now(l);
-		pthread_mutex_unlock(&l->lock);
-	}
-	pthread_mutex_unlock(&vm->irq_lock);
+	pulse_asked_of(vcpu->vm, (unsigned)vcpu->id);
 }
 
 /* The service loop: a signal on a userspace line's eventfd. */
