@@ -100,7 +100,8 @@ const char *bench_fmt_spread(char *buf, size_t len, struct bench_spread s, const
  * A PNG bar chart with error bars (gnuplot), a panel beside another: in
  * each panel, a group of bars along x for each of its groups, one bar per
  * series: value(ctx, panel, group, series)'s median, its bar from lowest
- * to highest round (n == 0: no bar); at most 4 panels. Prints "chart:
+ * to highest round (n == 0: no bar); at most 4 panels and 64 series. The
+ * title is what, then the median and bars over rounds. Prints "chart:
  * PATH"; 0, or -1 with a message when gnuplot is missing or fails.
  */
 struct bench_panel {
@@ -109,8 +110,8 @@ struct bench_panel {
 	unsigned ngroups;
 	const char *const *groups;
 };
-int bench_chart(const char *path, const char *title, unsigned nseries, const char *const *series,
-		unsigned npanels, const struct bench_panel *panels,
+int bench_chart(const char *path, const char *what, unsigned rounds, unsigned nseries,
+		const char *const *series, unsigned npanels, const struct bench_panel *panels,
 		struct bench_spread (*value)(void *ctx, unsigned panel, unsigned group, unsigned series),
 		void *ctx);
 

@@ -756,13 +756,11 @@ int fdvm_cmd_bench_blk(int argc, char **argv)
 		printf("figures: %s\n", json);
 	}
 	struct blk_chart c = { .iops = iops, .p99 = p99, .rounds = rounds, .failed = failed };
-	char title[120];
-	snprintf(title, sizeof(title), "fdvm bench blk: 4 KiB, median of %u round%s; bars: lowest and "
-		 "highest round", rounds, rounds == 1 ? "" : "s");
 	const struct bench_panel panels[2] = {
 		{ "IOPS (higher is better)", "IOPS", true, KINDS, names },
 		{ "p99 latency (lower is better)", "us", true, KINDS, names },
 	};
-	bench_chart(png, title, NV, vmm_names, 2, panels, blk_chart_value, &c);
+	bench_chart(png, "fdvm bench blk, 4 KiB", rounds, NV, vmm_names, 2, panels, blk_chart_value,
+		    &c);
 	return status;
 }

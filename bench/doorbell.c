@@ -250,19 +250,17 @@ static void write_png(const char *path, const struct figures *fg)
 	struct chart_ctx c = { .fg = fg };
 	const char *names[N_ROWS];
 	unsigned n = 0;
-	char title[160];
 
 	for (unsigned i = 0; i < N_ROWS; i++)
 		if (bench_spread(fg->us[i][VMM_FDVM], fg->rounds).n) {
 			c.row[n] = i;
 			names[n++] = all_rows[i].name;
 		}
-	snprintf(title, sizeof(title),
-		 "fdvm doorbell benchmark: median of %u round%s; bars: lowest and highest round "
-		 "(lower is better)", fg->rounds, fg->rounds == 1 ? "" : "s");
-	struct bench_panel panel = { .title = "", .ylabel = "us per operation", .logscale = true,
+	struct bench_panel panel = { .title = "microseconds per operation (lower is better)",
+				     .ylabel = "us per operation", .logscale = true,
 				     .ngroups = n, .groups = names };
-	bench_chart(path, title, N_VMM, series, 1, &panel, chart_value, &c);
+	bench_chart(path, "fdvm doorbell benchmark", fg->rounds, N_VMM, series, 1, &panel,
+		    chart_value, &c);
 }
 
 /* The guest's command line for VMM v: the wanted rows it has a twin of. */

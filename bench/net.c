@@ -1003,9 +1003,6 @@ int fdvm_cmd_bench_net(int argc, char **argv)
 		{ "packets the guest sent a second (higher is better)", "packets/s", false, 2, tx_groups },
 	};
 	struct net_chart c = { .ra = ra, .rb = rb, .rounds = o.rounds, .failed = failed };
-	char title[120];
-	snprintf(title, sizeof(title), "fdvm bench net: median of %u round%s; bars: lowest and highest "
-		 "round", o.rounds, o.rounds == 1 ? "" : "s");
-	bench_chart(png, title, NR, row_names, 2, panels, net_chart_value, &c);
+	bench_chart(png, "fdvm bench net", o.rounds, NR, row_names, 2, panels, net_chart_value, &c);
 	return status;
 }

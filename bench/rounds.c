@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,10 +86,13 @@ const char *bench_fmt_spread(char *buf, size_t len, struct bench_spread s, const
 }
 
 /* One panel's data: a line per group, its name quoted, then median, lowest
- * and highest for each series (NaN: none). 0 or -1. */
+ * and highest for each series (NaN: none); *has: the series with a figure
+ * (bit s). 0 or -1. */
 static int chart_data(char *path, unsigned p, const struct bench_panel *panel, unsigned nseries,
-		      struct bench_spread (*value)(void *, unsigned, unsigned, unsigned), void *ctx)
+		      struct bench_spread (*value)(void *, unsigned, unsigned, unsigned), void *ctx,
+		      uint64_t *has)
 {
+	*has = 0;
 	int fd = mkstemp(path);
 	if (fd < 0)
 		return -1;
@@ -102,9 +106,10 @@ static int chart_data(char *path, unsigned p, const struct bench_panel *panel, u
 		fprintf(f, "\"%s\"", panel->groups[g]);
 		for (unsigned s = 0; s < nseries; s++) {
 			struct bench_spread sp = value(ctx, p, g, s);
-			if (sp.n)
+			if (sp.n) {
 				fprintf(f, " %g %g %g", sp.median, sp.min, sp.max);
-			else
+				*has |= 1ull << s;
+			} else
 				fprintf(f, " NaN NaN NaN");
 		}
 		fprintf(f, "\n");
@@ -116,20 +121,23 @@ static int chart_data(char *path, unsigned p, const struct bench_panel *panel, u
 	return 0;
 }
 
-int bench_chart(const char *path, const char *title, unsigned nseries, const char *const *series,
-		unsigned npanels, const struct bench_panel *panels,
+int bench_chart(const char *path, const char *what, unsigned rounds, unsigned nseries,
+		const char *const *series, unsigned npanels, const struct bench_panel *panels,
 		struct bench_spread (*value)(void *ctx, unsigned panel, unsigned group, unsigned series),
 		void *ctx)
 {
 	char dat[4][32];
+	uint64_t has[4];
 	unsigned made = 0;
 	int ret = -1;
 
 	if (npanels > 4)
 		npanels = 4;
+	if (nseries > 64)
+		nseries = 64;
 	for (; made < npanels; made++) {
 		snprintf(dat[made], sizeof(dat[made]), "/tmp/fdvm-bench-XXXXXX");
-		if (chart_data(dat[made], made, &panels[made], nseries, value, ctx)) {
+		if (chart_data(dat[made], made, &panels[made], nseries, value, ctx, &has[made])) {
 			fprintf(stderr, "fdvm bench: the chart's data in /tmp: %s: no %s\n",
 				strerror(errno), path);
 			goto out;
@@ -146,10 +154,11 @@ int bench_chart(const char *path, const char *title, unsigned nseries, const cha
 		width += w > 600 ? w : 600;
 	}
 	fprintf(g, "set terminal png size %u,700\nset output '%s'\n", width, path);
-	fprintf(g, "set multiplot layout 1,%u title '%s'\n", npanels, title);
+	fprintf(g, "set multiplot layout 1,%u title '%s: median of %u round%s; bars: lowest and "
+		   "highest round'\n", npanels, what, rounds, rounds == 1 ? "" : "s");
 	fprintf(g, "set style data histogram\nset style histogram errorbars gap 1 lw 1\n"
 		   "set style fill solid border -1\nset boxwidth 0.9\nset grid ytics\n"
-		   "set xtics rotate by -30\nset datafile missing 'NaN'\nset key below\n");
+		   "set xtics rotate by -30\nset rmargin 10\nset datafile missing 'NaN'\nset key below\n");
 	for (unsigned p = 0; p < npanels; p++) {
 		/* A linear axis starts at 0, so that bar heights compare. */
 		fprintf(g, "%sset logscale y\nset yrange [%s:*]\nset title '%s'\nset ylabel '%s'\n",
@@ -159,10 +168,7 @@ int bench_chart(const char *path, const char *title, unsigned nseries, const cha
 		 * with none), each in its own colour in every panel. */
 		bool first = true;
 		for (unsigned s = 0; s < nseries; s++) {
-			bool any = false;
-			for (unsigned gi = 0; gi < panels[p].ngroups && !any; gi++)
-				any = value(ctx, p, gi, s).n > 0;
-			if (!any)
+			if (!(has[p] >> s & 1))
 				continue;
 			fprintf(g, "%s'%s' using %u:%u:%u%s lt %u title '%s'", first ? "plot " : ", ",
 				dat[p], 2 + 3 * s, 3 + 3 * s, 4 + 3 * s, first ? ":xtic(1)" : "", s + 1,
