@@ -224,8 +224,7 @@ static void run_usage(FILE *f)
 		"                           a pipe, a socket, or the terminal in the foreground,\n"
 		"                           which is then raw until fdvm exits: keys go to the\n"
 		"                           guest unechoed, ^C stops fdvm, ^Z is the guest's;\n"
-		"                           IRQ 4), file:PATH\n"
-		"                           (made or truncated), or none\n"
+		"                           IRQ 4), file:PATH (made or truncated), or none\n"
 		"  --cmdline ARGS           the guest's command line, as one argument (or give\n"
 		"                           the arguments after --)\n"
 		"  --api-socket PATH        a control socket at PATH: JSON, one request per\n"
@@ -390,7 +389,6 @@ int fdvm_cmd_run(int argc, char **argv)
 	if ((ret = fdvm_sandbox_enter(FDVM_ROLE_CONTROL, NULL)))
 		fprintf(stderr, "fdvm run: --seccomp: main thread: %s\n", strerror(-ret));
 	fdvm_vm_join(vm, &stop);
-	console_restore();
 
 	signal(SIGINT, SIG_DFL);
 	signal(SIGTERM, SIG_DFL);
